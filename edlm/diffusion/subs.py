@@ -1,0 +1,50 @@
+"""SUBS parameterisation of the denoiser (SPEC 1.3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["subs_log_probs", "log_likelihood_of"]
+
+
+def _check(logits: Tensor, x_t: Tensor, mask_id: int) -> None:
+    if logits.shape[:-1] != x_t.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match tokens {tuple(x_t.shape)}.")
+    if not 0 <= mask_id < logits.shape[-1]:
+        raise ValueError(f"mask_id {mask_id} is out of range for {logits.shape[-1]} classes.")
+
+
+def subs_log_probs(logits: Tensor, x_t: Tensor, mask_id: int) -> Tensor:
+    """log x_θ(· | x_t) under SUBS (SPEC 1.3).
+
+    (a) zero-masking: the ``[MASK]`` logit is −∞; (b) carry-over: where x_tⁱ ≠ m the distribution
+    is one-hot(x_tⁱ). Never writes into ``logits``.
+
+    Args:
+        logits: raw network output, (B, L, V+1), any float dtype.
+        x_t: noisy tokens, LongTensor (B, L).
+        mask_id: the ``[MASK]`` id.
+
+    Returns:
+        float32 log-probabilities, (B, L, V+1); −∞ off the support.
+    """
+    _check(logits, x_t, mask_id)
+    mask_col = torch.tensor([mask_id], device=logits.device)
+    logits = logits.float().index_fill(-1, mask_col, float("-inf"))  # SPEC 1.3(a); new tensor
+    log_p = torch.log_softmax(logits, dim=-1)  # (B, L, V+1)
+    carry = torch.full_like(log_p, float("-inf")).scatter_(-1, x_t[..., None], 0.0)  # log one-hot
+    return torch.where((x_t != mask_id)[..., None], carry, log_p)  # SPEC 1.3(b)
+
+
+def log_likelihood_of(logits: Tensor, x_0: Tensor, mask_id: int) -> Tensor:
+    """log x_θⁱ(x_0ⁱ | x_t) at every position, from raw logits, without building (B, L, V+1) log-probs.
+
+    Equal to ``subs_log_probs(logits, x_t, mask_id).gather(-1, x_0)`` at masked positions (the only
+    ones the NELBO uses). Returns float32 (B, L).
+    """
+    _check(logits, x_0, mask_id)
+    logits = logits.float()
+    mask_col = torch.tensor([mask_id], device=logits.device)
+    lse = torch.logsumexp(logits.index_fill(-1, mask_col, float("-inf")), dim=-1)  # (B, L)
+    return logits.gather(-1, x_0[..., None]).squeeze(-1) - lse

@@ -1,0 +1,24 @@
+"""Errors that the CLI turns into one clear line (no traceback unless ``--debug``)."""
+
+
+class EdlmError(Exception):
+    """A user-facing error: bad input, a bad path, a mismatch between models, a numerical fault.
+
+    The message should say what was wrong and how to fix it, in one line.
+    """
+
+
+class ConfigError(EdlmError, ValueError):
+    """An unknown preset or key, or a value of the wrong type."""
+
+
+class CheckpointError(EdlmError, ValueError):
+    """A missing, truncated, unsafe or mismatched checkpoint."""
+
+
+class DataError(EdlmError, ValueError):
+    """A missing, empty, corrupt or undecodable data file."""
+
+
+class NumericalError(EdlmError, FloatingPointError):
+    """NaN or inf found in logits, energies or losses."""

@@ -1,0 +1,109 @@
+"""Ancestral sampling for masked diffusion, with the cache of MDLM's ``ddpm_cache`` (SPEC 1.4, 1.6).
+
+The sampler never calls a network: ``generate`` (``loop.py``) calls the denoiser and hands the
+SUBS log-probabilities to ``step``.
+
+Random-stream layout of one step (fixed, so that samplers can be compared bit for bit):
+  1. ``reveal_u``: (B, L) float64 uniforms — which masked positions are revealed on t → s;
+  2. ``token_u``: (B, k, L) float64 uniforms — the token drawn at each position of each proposal
+     (k = 1 for the plain step), by exact float64 inversion (SPEC 1.6);
+  3. (importance sampling with k > 1 only) ``resample_u``: (B,) — which proposal is kept.
+A plain step uses ``token_u`` only where a token is revealed; an importance-sampling step with
+k = 1 draws the same numbers and uses them everywhere, so both give identical tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from edlm.diffusion.categorical import sample_categorical, top_p_filter, uniform64
+from edlm.diffusion.posterior import reverse_step, unmask_probability
+from edlm.diffusion.schedules import LogLinearSchedule, NoiseSchedule
+from edlm.samplers.base import StepOutput
+
+__all__ = ["AncestralSampler"]
+
+
+class AncestralSampler:
+    """T uniform reverse steps from t = 1 (SPEC 1.6, "ancestral").
+
+    Args:
+        mask_id: the ``[MASK]`` id.
+        schedule: the noise schedule (log-linear by default).
+        noise_removal: end at t = ``eps`` and replace any mask left by the argmax of x_θ (MDLM's
+            default). If False, the last step goes to s = 0, where α_0 = 1 reveals every position by
+            sampling — the exact choice for distribution tests.
+        eps: the final time when ``noise_removal`` is on.
+        top_p: optional nucleus filtering of x_θ before sampling (1.0 = off).
+    """
+
+    def __init__(self, mask_id: int, schedule: NoiseSchedule | None = None, noise_removal: bool = True,
+                 eps: float = 1e-5, top_p: float = 1.0):
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"`top_p` must be in (0, 1], got {top_p}.")
+        self.mask_id = mask_id
+        self.schedule = schedule or LogLinearSchedule()
+        self.noise_removal = noise_removal
+        self.eps = eps  # MDLM samples down to t = 1e-5, then removes noise
+        self.top_p = top_p
+        self.timesteps: Tensor | None = None
+
+    def set_timesteps(self, num_steps: int, device: torch.device | str | None = None) -> Tensor:
+        """The grid t_0 = 1 > t_1 > … > t_T (T + 1 float64 times); step i goes t_i → t_{i+1}."""
+        if not isinstance(num_steps, int) or num_steps <= 0:
+            raise ValueError(f"`steps` must be a positive integer, got {num_steps!r}.")
+        end = self.eps if self.noise_removal else 0.0
+        self.timesteps = torch.linspace(1.0, end, num_steps + 1, dtype=torch.float64, device=device)
+        return self.timesteps
+
+    # ------------------------------------------------------------------ pieces of a step
+    def proposal_log_probs(self, log_p_x0: Tensor) -> Tensor:
+        """x_θ as the sampler draws from it: with nucleus filtering when ``top_p`` < 1."""
+        return top_p_filter(log_p_x0, self.top_p) if self.top_p < 1.0 else log_p_x0
+
+    def reveal(self, x_t: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Which masked positions are revealed on t → s: Bernoulli((α_s − α_t)/(1 − α_t)). (B, L) bool."""
+        p = unmask_probability(self.schedule.alpha(t), self.schedule.alpha(s))  # SPEC 1.4
+        u = uniform64(tuple(x_t.shape), generator, x_t.device)  # stream part 1
+        return (u < p) & (x_t == self.mask_id)
+
+    def token_uniforms(self, x_t: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+        """Stream part 2: (B, L, k) float64 uniforms (drawn as (B, k, L))."""
+        B, L = x_t.shape
+        return uniform64((B, k, L), generator, x_t.device).transpose(1, 2)  # (B, L, k)
+
+    def propose(self, log_p_x0: Tensor, x_t: Tensor, token_u: Tensor) -> Tensor:
+        """k full proposals x̂_0 ~ Π_i x_θⁱ(· | x_t), exact, drawn only at masked positions.
+
+        Args:
+            log_p_x0: SUBS log-probabilities (B, L, V+1) (already nucleus-filtered if wanted).
+            x_t: (B, L). token_u: (B, L, k) uniforms.
+
+        Returns:
+            (B, k, L) proposals; positions unmasked in x_t are copied (SPEC 1.3b).
+        """
+        k = token_u.shape[-1]
+        masked = x_t == self.mask_id  # (B, L)
+        out = x_t[:, None, :].repeat(1, k, 1)  # (B, k, L)
+        if masked.any():
+            drawn = sample_categorical(log_p_x0[masked], token_u[masked])  # (n_masked, k)
+            out.transpose(1, 2)[masked] = drawn  # write through the (B, L, k) view
+        return out
+
+    # ------------------------------------------------------------------ the plain step
+    def step(self, log_p_x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor,
+             generator: torch.Generator | None = None) -> StepOutput:
+        """One reverse step t → s (SPEC 1.4), sampling tokens only where they are revealed."""
+        reveal = self.reveal(x_t, t, s, generator)  # (B, L)
+        token_u = self.token_uniforms(x_t, 1, generator)[..., 0]  # (B, L)
+        x_0_hat = x_t.clone()
+        if reveal.any():
+            lp = self.proposal_log_probs(log_p_x0[reveal])  # (n_reveal, V+1)
+            x_0_hat[reveal] = sample_categorical(lp, token_u[reveal])
+        return StepOutput(x_s=reverse_step(x_t, x_0_hat, reveal, self.mask_id), changed=bool(reveal.any()))
+
+    def finish(self, log_p_x0: Tensor, x_t: Tensor) -> Tensor:
+        """Noise removal: replace any mask left by the argmax of x_θ (SPEC 1.6)."""
+        masked = x_t == self.mask_id
+        return torch.where(masked, log_p_x0.argmax(-1), x_t)

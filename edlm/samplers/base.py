@@ -1,0 +1,32 @@
+"""Named outputs shared by the samplers and the generation loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+__all__ = ["StepOutput", "GenerateOutput"]
+
+
+@dataclass
+class StepOutput:
+    """The result of one reverse step t → s."""
+
+    x_s: Tensor  # (B, L) tokens after the step
+    changed: bool  # did any position of any sequence get revealed? (False: x_θ may be reused)
+    ess: Tensor | None = None  # (B,) effective sample size of the importance weights (IS steps only)
+
+
+@dataclass
+class GenerateOutput:
+    """What ``edlm.generate`` returns."""
+
+    tokens: Tensor  # (B, L) LongTensor, no mask id left
+    nfe_denoiser: int  # batched denoiser calls
+    nfe_energy: int  # batched energy calls (a chunk counts as one call)
+    energy_evals: int = 0  # sequences scored by the energy (B_active · k summed over IS steps)
+    seconds: float = 0.0  # wall-clock time of the whole loop
+    steps: int = 0  # T
+    is_steps: int = 0  # steps taken inside the importance-sampling window with k > 1
+    ess: list[float] = field(default_factory=list)  # mean effective sample size at each IS step

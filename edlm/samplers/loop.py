@@ -1,0 +1,200 @@
+"""``generate``: the one loop that calls the networks (denoiser and energy) and counts NFEs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from edlm.diffusion.schedules import NoiseSchedule
+from edlm.diffusion.subs import subs_log_probs
+from edlm.errors import NumericalError
+from edlm.samplers.base import GenerateOutput
+from edlm.samplers.importance import ImportanceSampler
+
+__all__ = ["generate", "Denoiser", "Energy"]
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]  # (x_t (B, L), t (B,)) -> logits (B, L, V+1)
+Energy = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (x_0, x_t, t, log_p_x0) -> (N,)
+
+
+def _device_of(model, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+def _check_finite(x: Tensor, what: str) -> None:
+    if torch.isnan(x).any() or torch.isposinf(x).any():
+        raise NumericalError(f"{what} contain NaN or +inf; refusing to turn them into samples.")
+
+
+def _validate(length, batch_size, vocab_size, mask_id, steps, k, window, temperature, denoiser, energy):
+    for name, value in (("length", length), ("batch_size", batch_size), ("vocab_size", vocab_size),
+                        ("steps", steps), ("k", k)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    if not 0 <= mask_id <= vocab_size:
+        raise ValueError(f"`mask_id` must be in [0, vocab_size={vocab_size}], got {mask_id}.")
+    if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
+        raise ValueError(f"`window` must be (t_lo, t_hi) with 0 <= t_lo <= t_hi <= 1, got {tuple(window)}.")
+    if not temperature > 0.0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    max_len = getattr(denoiser, "length", None)
+    if isinstance(max_len, int) and length > max_len:
+        raise ValueError(f"`length` {length} exceeds the denoiser's maximum length {max_len}; "
+                         "use semi-autoregressive sampling (edlm.samplers.semi_ar) for longer text.")
+    for name, model in (("denoiser", denoiser), ("energy", energy)):
+        v = getattr(model, "vocab_size", None)
+        if model is not None and isinstance(v, int) and v not in (vocab_size, vocab_size + 1):
+            raise ValueError(f"tokenizer mismatch: the {name} has {v} ids but vocab_size={vocab_size} "
+                             f"(+1 for [MASK]); denoiser and energy must share one tokenizer.")
+
+
+@torch.no_grad()
+def generate(
+    denoiser: Denoiser,
+    length: int,
+    batch_size: int,
+    vocab_size: int,
+    mask_id: int,
+    steps: int,
+    energy: Energy | None = None,
+    k: int = 1,
+    window: tuple[float, float] = (0.0, 1.0),
+    temperature: float = 1.0,
+    cache: bool = True,
+    generator: torch.Generator | None = None,
+    *,
+    schedule: NoiseSchedule | None = None,
+    noise_removal: bool = True,
+    eps: float = 1e-5,
+    top_p: float = 1.0,
+    x_init: Tensor | None = None,
+    energy_batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> GenerateOutput:
+    """Sample B sequences with MDLM (``energy=None`` or k = 1) or EDLM importance sampling (SPEC 2.5).
+
+    Args:
+        denoiser: ``denoiser(x_t (B, L), t (B,)) -> logits (B, L, V+1)``; SUBS is applied here.
+        length, batch_size: L and B.
+        vocab_size: V, the number of real tokens (logits have V + 1 classes).
+        mask_id: the ``[MASK]`` id.
+        steps: T reverse steps on a uniform grid from t = 1.
+        energy: ``energy(x_0 (N, L), x_t (N, L), t (N,), log_p_x0 (N, L, V+1)) -> (N,)``, lower =
+            more likely; None for plain MDLM.
+        k: proposals per sequence inside the window (k = 1: identical to MDLM for the same generator).
+        window: (t_lo, t_hi); steps starting at t in the window are importance-sampled.
+        temperature: τ in w ∝ exp(−E/τ).
+        cache: reuse x_θ when a step revealed nothing and the denoiser is not time-conditioned
+            (MDLM's ``ddpm_cache``; SPEC 1.6). Ignored for time-conditioned denoisers.
+        generator: the random stream (must live on the sampling device).
+        schedule: noise schedule (log-linear by default).
+        noise_removal: end at t = eps and argmax any mask left (MDLM); False samples down to t = 0.
+        top_p: nucleus filtering of the proposal x_θ (1.0 = off).
+        x_init: optional (B, L) start; its unmasked tokens are kept (used by semi-AR sampling).
+        energy_batch_size: score at most this many sequences per energy call (memory); None = all.
+        device: where to sample; default: the denoiser's parameters' device, else CPU.
+        progress: show a progress bar.
+
+    Returns:
+        ``GenerateOutput`` with ``tokens`` (B, L), ``nfe_denoiser``, ``nfe_energy`` and timings.
+    """
+    _validate(length, batch_size, vocab_size, mask_id, steps, k, window, temperature, denoiser, energy)
+    device = _device_of(denoiser, device)
+    sampler = ImportanceSampler(mask_id, k=k, window=window, temperature=temperature, schedule=schedule,
+                                noise_removal=noise_removal, eps=eps, top_p=top_p)
+    timesteps = sampler.set_timesteps(steps, device=device)
+    cache = cache and not getattr(denoiser, "time_conditioned", False)
+    use_is = energy is not None
+    start = time.perf_counter()
+
+    if x_init is None:
+        x = torch.full((batch_size, length), mask_id, dtype=torch.long, device=device)
+    else:
+        if tuple(x_init.shape) != (batch_size, length):
+            raise ValueError(f"`x_init` must have shape {(batch_size, length)}, got {tuple(x_init.shape)}.")
+        x = x_init.to(device=device, dtype=torch.long).clone()
+
+    out = GenerateOutput(tokens=x, nfe_denoiser=0, nfe_energy=0, steps=steps)
+    log_p_x0: Tensor | None = None
+
+    def call_denoiser(x_t: Tensor, t: Tensor) -> Tensor:
+        logits = denoiser(x_t, torch.full((x_t.shape[0],), float(t), device=device))
+        if logits.shape != (*x_t.shape, vocab_size + 1):
+            raise ValueError(f"the denoiser returned logits of shape {tuple(logits.shape)}; expected "
+                             f"{(*x_t.shape, vocab_size + 1)} (vocab_size + 1 for [MASK]).")
+        out.nfe_denoiser += 1
+        lp = subs_log_probs(logits, x_t, mask_id)  # SPEC 1.3
+        _check_finite(lp, "denoiser logits")
+        return lp
+
+    def call_energy(x_0: Tensor, x_t: Tensor, t: Tensor, lp: Tensor) -> Tensor:
+        chunk = energy_batch_size or x_0.shape[0]
+        parts = []
+        for i in range(0, x_0.shape[0], chunk):
+            sl = slice(i, i + chunk)
+            e = energy(x_0[sl], x_t[sl], t[sl], lp[sl])
+            out.nfe_energy += 1
+            parts.append(e.reshape(-1))
+        e = torch.cat(parts)
+        if e.shape != (x_0.shape[0],):
+            raise ValueError(f"the energy returned shape {tuple(e.shape)}; expected ({x_0.shape[0]},).")
+        if not torch.isfinite(e).all():
+            raise NumericalError("the energy returned NaN or inf; refusing to turn it into weights.")
+        return e
+
+    iterator = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="sampling", unit="step", leave=False)
+    for i in iterator:
+        t, s = timesteps[i], timesteps[i + 1]
+        if log_p_x0 is None or not cache:
+            log_p_x0 = call_denoiser(x, t)
+        if use_is and sampler.in_window(t):
+            reveal, proposals = sampler.propose_step(log_p_x0, x, t, s, generator)  # (B, L), (B, k, L)
+            energies = None
+            active = reveal.any(-1)  # rows where something is revealed: only they need weights
+            if k > 1 and active.any():
+                B = x.shape[0]
+                rows = active.nonzero().squeeze(-1)  # (n,)
+                n = rows.numel()
+                x_0 = proposals[rows].reshape(n * k, length)  # (n·k, L), row-major: (seq, proposal)
+                x_t = x[rows].repeat_interleave(k, dim=0)  # (n·k, L)
+                lp = log_p_x0[rows].repeat_interleave(k, dim=0)  # (n·k, L, V+1)
+                if top_p < 1.0:
+                    lp = sampler.proposal_log_probs(lp)  # score under the distribution we drew from
+                tt = torch.full((n * k,), float(t), device=device)
+                energies = torch.zeros(B, k, dtype=torch.float64, device=device)
+                energies[rows] = call_energy(x_0, x_t, tt, lp).double().reshape(n, k)
+                out.energy_evals += n * k
+                out.is_steps += 1
+            step = sampler.resample_step(proposals, energies, x, reveal, generator)
+            if k > 1 and step.ess is not None and active.any():
+                out.ess.append(float(step.ess[active].mean()))
+        else:
+            step = sampler.step(log_p_x0, x, t, s, generator)
+        if step.changed:
+            log_p_x0 = None
+        x = step.x_s
+        if step.changed and not (x == mask_id).any():
+            break  # every position is revealed: the remaining steps are identities
+
+    if (x == mask_id).any():  # noise removal (SPEC 1.6)
+        if log_p_x0 is None or not cache:
+            log_p_x0 = call_denoiser(x, timesteps[-1])
+        x = sampler.finish(log_p_x0, x)
+    out.tokens = x
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    out.seconds = time.perf_counter() - start
+    return out
