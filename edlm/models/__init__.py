@@ -1,0 +1,31 @@
+"""Networks: MDLM's DiT denoiser, a causal transformer, a Hugging Face adapter, and checkpoint I/O."""
+
+from edlm.models.ar import ARTransformer, next_token_log_probs
+from edlm.models.checkpoints import (
+    MODEL_TYPES,
+    check_vocab,
+    from_pretrained,
+    load_denoiser,
+    load_tokenizer_from,
+    read_checkpoint_config,
+    register_model_type,
+    save_pretrained,
+)
+from edlm.models.dit import Denoiser, DiT
+from edlm.models.hf import HFCausalLM
+
+__all__ = [
+    "DiT",
+    "Denoiser",
+    "ARTransformer",
+    "HFCausalLM",
+    "next_token_log_probs",
+    "MODEL_TYPES",
+    "register_model_type",
+    "save_pretrained",
+    "from_pretrained",
+    "load_denoiser",
+    "read_checkpoint_config",
+    "load_tokenizer_from",
+    "check_vocab",
+]

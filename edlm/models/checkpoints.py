@@ -1,0 +1,406 @@
+"""Save and load models as ``config.json`` + ``model.safetensors``, including MDLM's hub layout.
+
+An edlm checkpoint directory holds::
+
+    config.json         {"model_type": "dit", "config": {constructor args}, "extra": {...}, ...}
+    model.safetensors   the state dict (weights only; pickles are never read)
+    tokenizer.json ...  optional, written by the tokenizer's own ``save_pretrained``
+
+``from_pretrained`` also reads MDLM's Hugging Face hub layout (``kuleshov-group/mdlm-owt``: ``model_type``
+"mdlm", fields ``hidden_dim``/``model_length``/..., weights under ``backbone.``) through explicit maps
+(``MDLM_HUB_CONFIG_MAP``, ``MDLM_HUB_KEY_MAP``), as torchtune's ``convert_weights.py`` does. Every failure is
+a ``CheckpointError`` that says what is wrong and where.
+
+New model kinds (e.g. an NCE energy network) join with ``register_model_type(name, cls)``; a registered
+class must offer ``get_config() -> dict`` of JSON-able constructor arguments, so that
+``cls(**model.get_config())`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from edlm.diffusion.schedules import NoiseSchedule, get_schedule
+from edlm.errors import CheckpointError
+from edlm.models.ar import ARTransformer
+from edlm.models.dit import Denoiser, DiT
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "MODEL_TYPES",
+    "MDLM_HUB_CONFIG_MAP",
+    "MDLM_HUB_KEY_MAP",
+    "register_model_type",
+    "save_pretrained",
+    "from_pretrained",
+    "load_denoiser",
+    "resolve_checkpoint_dir",
+    "read_checkpoint_config",
+    "convert_mdlm_hub",
+    "load_tokenizer_from",
+    "check_vocab",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"  # sharded safetensors (Hugging Face convention)
+FORMAT_VERSION = 1  # bump when the config.json layout changes
+
+MODEL_TYPES: dict[str, type[nn.Module]] = {"dit": DiT, "ar": ARTransformer}
+
+# MDLM's Hugging Face config (``configuration_mdlm.py``) -> DiT constructor argument.
+MDLM_HUB_CONFIG_MAP: dict[str, str] = {
+    "vocab_size": "vocab_size",
+    "model_length": "length",
+    "hidden_dim": "hidden_size",
+    "n_blocks": "n_blocks",
+    "n_heads": "n_heads",
+    "cond_dim": "cond_dim",
+    "dropout": "dropout",
+    "time_conditioning": "time_conditioning",
+}
+_MDLM_HUB_OPTIONAL = {"dropout": 0.1, "time_conditioning": False}  # MDLMConfig defaults
+
+# MDLM's hub state dict (``MDLM.backbone`` = ``DITBackbone``) -> ours; "{}" is the block index.
+MDLM_HUB_KEY_MAP: dict[str, str] = {
+    "backbone.vocab_embed.embedding": "vocab_embed.embedding",
+    "backbone.sigma_map.mlp.0.weight": "sigma_map.mlp.0.weight",
+    "backbone.sigma_map.mlp.0.bias": "sigma_map.mlp.0.bias",
+    "backbone.sigma_map.mlp.2.weight": "sigma_map.mlp.2.weight",
+    "backbone.sigma_map.mlp.2.bias": "sigma_map.mlp.2.bias",
+    "backbone.rotary_emb.inv_freq": "rotary_emb.inv_freq",
+    "backbone.blocks.{}.norm1.weight": "blocks.{}.norm1.weight",
+    "backbone.blocks.{}.attn_qkv.weight": "blocks.{}.attn_qkv.weight",
+    "backbone.blocks.{}.attn_out.weight": "blocks.{}.attn_out.weight",
+    "backbone.blocks.{}.norm2.weight": "blocks.{}.norm2.weight",
+    "backbone.blocks.{}.mlp.0.weight": "blocks.{}.mlp.0.weight",
+    "backbone.blocks.{}.mlp.0.bias": "blocks.{}.mlp.0.bias",
+    "backbone.blocks.{}.mlp.2.weight": "blocks.{}.mlp.2.weight",
+    "backbone.blocks.{}.mlp.2.bias": "blocks.{}.mlp.2.bias",
+    "backbone.blocks.{}.adaLN_modulation.weight": "blocks.{}.adaLN_modulation.weight",
+    "backbone.blocks.{}.adaLN_modulation.bias": "blocks.{}.adaLN_modulation.bias",
+    "backbone.output_layer.norm_final.weight": "output_layer.norm_final.weight",
+    "backbone.output_layer.linear.weight": "output_layer.linear.weight",
+    "backbone.output_layer.linear.bias": "output_layer.linear.bias",
+    "backbone.output_layer.adaLN_modulation.weight": "output_layer.adaLN_modulation.weight",
+    "backbone.output_layer.adaLN_modulation.bias": "output_layer.adaLN_modulation.bias",
+}
+
+# Keys a checkpoint may omit: buffers that the model recomputes from its config.
+_OPTIONAL_KEYS = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]  # config, weights, tokenizer; never pickles
+
+
+# ----------------------------------------------------------------------------- registry
+def register_model_type(name: str, cls: type[nn.Module]) -> None:
+    """Make ``cls`` saveable and loadable under ``model_type = name``.
+
+    ``cls`` must define ``get_config() -> dict`` such that ``cls(**model.get_config())`` rebuilds the
+    model. Registering the same class twice is a no-op; another class under a taken name is an error.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model type name must be a non-empty string, got {name!r}.")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)) or not callable(getattr(cls, "get_config", None)):
+        raise TypeError(f"{cls!r} must be an nn.Module subclass with a `get_config() -> dict` method.")
+    if name in MODEL_TYPES and MODEL_TYPES[name] is not cls:
+        raise ValueError(f"model type {name!r} is already registered to {MODEL_TYPES[name].__qualname__}.")
+    MODEL_TYPES[name] = cls
+
+
+def _model_type_of(model: nn.Module) -> str:
+    for name, cls in MODEL_TYPES.items():
+        if type(model) is cls:
+            return name
+    raise CheckpointError(f"cannot save a {type(model).__qualname__}: it is not a registered model type "
+                          f"({sorted(MODEL_TYPES)}); call edlm.models.register_model_type(name, cls) first.")
+
+
+# ----------------------------------------------------------------------------- saving
+def _atomic_write(path: Path, write) -> None:
+    """Write through ``write(tmp_path)`` to a temporary file in the same directory, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _schedule_record(schedule: NoiseSchedule) -> dict:
+    return {"name": schedule.name, **{k: v for k, v in vars(schedule).items() if isinstance(v, (int, float))}}
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None,
+                    extra: dict | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (each atomically) and, if given, the tokenizer.
+
+    A ``Denoiser`` is saved as its backbone plus its ``mask_id`` and schedule, which ``load_denoiser``
+    restores. ``extra`` is any JSON-able metadata (training config, step, ...), stored under "extra".
+
+    Returns:
+        The directory.
+    """
+    directory = Path(directory)
+    denoiser = None
+    if isinstance(model, Denoiser):
+        denoiser = {"mask_id": model.mask_id, "schedule": _schedule_record(model.schedule)}
+        model = model.backbone
+    model_type = _model_type_of(model)
+    if tokenizer is not None:
+        check_vocab(model, tokenizer)
+    config = {
+        "model_type": model_type,
+        "format_version": FORMAT_VERSION,
+        "config": model.get_config(),
+        "extra": dict(extra or {}),
+    }
+    if denoiser is not None:
+        config["denoiser"] = denoiser
+    try:
+        text = json.dumps(config, indent=2, sort_keys=False) + "\n"
+    except TypeError as exc:
+        raise CheckpointError(f"config for {directory} is not JSON-serialisable ({exc}); "
+                              "pass only plain numbers, strings, lists and dicts in `extra`.") from exc
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    except RuntimeError as exc:  # e.g. tied (shared) tensors, which safetensors refuses
+        raise CheckpointError(f"could not write {directory / WEIGHTS_NAME}: {exc}") from exc
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+# ----------------------------------------------------------------------------- locating and reading
+def _looks_like_hub_id(name: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None and not name.endswith((".ckpt", ".pt"))
+
+
+def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike) -> Path:
+    """A local checkpoint directory, or a hub id downloaded with ``huggingface_hub.snapshot_download``."""
+    path = Path(path_or_hub_id)
+    if path.is_dir():
+        return path
+    if path.exists():
+        hint = (" Lightning .ckpt files are pickles and are not loaded; export the weights with save_pretrained."
+                if path.suffix in (".ckpt", ".pt", ".pth", ".bin") else "")
+        raise CheckpointError(f"{path} is a file; expected a checkpoint directory with {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME}.{hint}")
+    name = str(path_or_hub_id)
+    if not _looks_like_hub_id(name):
+        raise CheckpointError(f"no checkpoint directory at {name!r}.")
+    try:
+        from huggingface_hub import snapshot_download  # network only when actually needed
+
+        return Path(snapshot_download(repo_id=name, allow_patterns=_HUB_PATTERNS))
+    except Exception as exc:  # offline, unknown repo, auth: all end the same way for the user
+        raise CheckpointError(f"no checkpoint directory at {name!r}, and downloading it from the Hugging Face "
+                              f"hub failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                              ) from exc
+
+
+def read_checkpoint_config(path_or_hub_id: str | os.PathLike) -> dict:
+    """The parsed ``config.json`` of a checkpoint (edlm or MDLM hub layout)."""
+    return _read_config(resolve_checkpoint_dir(path_or_hub_id))
+
+
+def _read_config(directory: Path) -> dict:
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{directory} has no {CONFIG_NAME}; is it a checkpoint written by save_pretrained?")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt.") from exc
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise CheckpointError(f"{path} has no \"model_type\"; known types: {sorted(MODEL_TYPES)} (or MDLM's "
+                              "\"mdlm\").")
+    return config
+
+
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    single, index = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({exc}).") from exc
+        files = [directory / s for s in shards]
+    else:
+        pickles = [p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        hint = (f" It holds only pickled weights ({', '.join(sorted(pickles))}), which edlm never loads "
+                "(pickles can run code); convert them to safetensors." if pickles else "")
+        raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}.{hint}")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        if not f.is_file():
+            raise CheckpointError(f"missing weights shard {f}.")
+        try:
+            state.update(load_file(str(f), device="cpu"))
+        except Exception as exc:  # safetensors raises its own SafetensorError for bad headers/truncation
+            raise CheckpointError(f"{f} is truncated or corrupt and cannot be read as safetensors "
+                                  f"({type(exc).__name__}: {exc}); re-save or re-download it.") from exc
+    return state
+
+
+# ----------------------------------------------------------------------------- MDLM's hub layout
+def _map_key(key: str, key_map: dict[str, str]) -> str | None:
+    """torchtune-style lookup: a block index in ``key`` matches "{}" in the map."""
+    if key in key_map:
+        return key_map[key]
+    m = re.search(r"\.(\d+)\.", key)
+    if m is None:
+        return None
+    generic = key[: m.start()] + ".{}." + key[m.end():]
+    target = key_map.get(generic)
+    return None if target is None else target.format(m.group(1))
+
+
+def convert_mdlm_hub(config: dict, state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """MDLM hub config + state dict -> (DiT constructor args, our state dict). Unknown keys are an error."""
+    args = {}
+    for theirs, ours in MDLM_HUB_CONFIG_MAP.items():
+        if theirs in config:
+            args[ours] = config[theirs]
+        elif theirs in _MDLM_HUB_OPTIONAL:
+            args[ours] = _MDLM_HUB_OPTIONAL[theirs]
+        else:
+            raise CheckpointError(f"MDLM hub config lacks the field {theirs!r}; it needs "
+                                  f"{sorted(set(MDLM_HUB_CONFIG_MAP) - set(_MDLM_HUB_OPTIONAL))}.")
+    converted, unknown = {}, []
+    for key, value in state.items():
+        ours = _map_key(key, MDLM_HUB_KEY_MAP)
+        if ours is None:
+            unknown.append(key)
+        else:
+            converted[ours] = value
+    if unknown:
+        raise CheckpointError(f"MDLM hub checkpoint has {len(unknown)} keys with no mapping, e.g. "
+                              f"{unknown[:5]}; expected keys under 'backbone.' as in MDLM's DITBackbone.")
+    return args, converted
+
+
+# ----------------------------------------------------------------------------- loading
+def _check_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
+    """Compare the checkpoint's keys and shapes with the model's; fill recomputable buffers that are missing."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not _OPTIONAL_KEYS.search(k)]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:5]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})")
+        raise CheckpointError(f"weights in {where} do not match the config's {type(model).__name__}: "
+                              f"{'; '.join(parts)}.")
+    bad = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+           for k, v in expected.items() if k in state and state[k].shape != v.shape]  # in the model's order
+    if bad:
+        raise CheckpointError(f"shape mismatch in {where} ({len(bad)} tensors), e.g. {bad[:3]}; the weights "
+                              "belong to a model of another size than its config.json says.")
+    for k, v in state.items():
+        if _OPTIONAL_KEYS.search(k) and not torch.allclose(v.float(), expected[k].float(), rtol=1e-6, atol=0.0):
+            raise CheckpointError(f"{k} in {where} differs from the standard rotary frequencies (base 10000) "
+                                  "that this model computes; the checkpoint was made with another rotary base.")
+    return {**{k: expected[k] for k in expected if k not in state}, **state}
+
+
+def from_pretrained(path_or_hub_id: str | os.PathLike, *, expected_type: str | None = None,
+                    map_location: str | torch.device = "cpu") -> nn.Module:
+    """Build the model a checkpoint describes and load its weights; returned in eval mode on ``map_location``.
+
+    Args:
+        path_or_hub_id: a directory written by ``save_pretrained``, a directory in MDLM's hub layout, or a
+            Hugging Face hub id such as ``kuleshov-group/mdlm-owt`` (downloaded with ``snapshot_download``).
+        expected_type: if given ("dit", "ar", or any registered type), a checkpoint of another type is
+            a ``CheckpointError`` (e.g. an AR model passed where a denoiser is expected).
+        map_location: device for the returned model.
+    """
+    if expected_type is not None and expected_type not in MODEL_TYPES:
+        raise ValueError(f"unknown expected_type {expected_type!r}; registered: {sorted(MODEL_TYPES)}.")
+    directory = resolve_checkpoint_dir(path_or_hub_id)
+    config = _read_config(directory)
+    raw_type = config["model_type"]
+    if raw_type == "mdlm":  # MDLM's own hub layout: a DiT under another naming
+        model_type = "dit"
+    elif raw_type in MODEL_TYPES:
+        model_type = raw_type
+        args = config.get("config")
+        if not isinstance(args, dict):
+            raise CheckpointError(f"{directory / CONFIG_NAME} has no \"config\" object with constructor arguments.")
+    else:
+        raise CheckpointError(f"{directory} holds a model of unknown type {raw_type!r}; known: "
+                              f"{sorted(MODEL_TYPES)} and 'mdlm' (MDLM's hub layout). A custom type must be "
+                              "registered with register_model_type before loading.")
+    if expected_type is not None and model_type != expected_type:
+        raise CheckpointError(f"{directory} holds a model of type {model_type!r}, but type {expected_type!r} was "
+                              "expected here (e.g. an AR checkpoint given where a diffusion denoiser is needed).")
+    state = _read_weights(directory)
+    if raw_type == "mdlm":
+        args, state = convert_mdlm_hub(config, state)
+    cls = MODEL_TYPES[model_type]
+    try:
+        model = cls(**args)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"config in {directory} cannot build a {cls.__name__}: {exc}") from exc
+    state = _check_state(model, state, directory)
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()
+
+
+def load_denoiser(path_or_hub_id: str | os.PathLike, *, schedule: str | NoiseSchedule | None = None,
+                  mask_id: int | None = None, map_location: str | torch.device = "cpu") -> Denoiser:
+    """Load a DiT checkpoint as a ``Denoiser`` (``denoiser(x_t, t) -> logits``).
+
+    ``schedule`` and ``mask_id`` default to what ``save_pretrained`` stored for a ``Denoiser``; otherwise the
+    log-linear schedule (SPEC 1.1) and the last id, the ``[MASK]`` convention of docs/design.md (MDLM: 50257).
+    """
+    backbone = from_pretrained(path_or_hub_id, expected_type="dit", map_location=map_location)
+    saved = read_checkpoint_config(path_or_hub_id).get("denoiser") or {}
+    if schedule is None:
+        record = dict(saved.get("schedule") or {"name": "loglinear"})
+        schedule = get_schedule(record.pop("name"), **record)
+    else:
+        schedule = get_schedule(schedule)
+    if mask_id is None:
+        mask_id = saved.get("mask_id", backbone.vocab_size - 1)
+    return Denoiser(backbone, schedule, mask_id)
+
+
+# ----------------------------------------------------------------------------- tokenizers
+def load_tokenizer_from(directory: str | os.PathLike):
+    """The ``PreTrainedTokenizerFast`` saved in ``directory``, or None if none was saved there."""
+    directory = Path(directory)
+    if not (directory / "tokenizer.json").is_file():
+        return None
+    from transformers import PreTrainedTokenizerFast  # heavy; only when used
+
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(directory))
+    except Exception as exc:
+        raise CheckpointError(f"the tokenizer in {directory} cannot be loaded ({type(exc).__name__}: {exc}).") from exc
+
+
+def check_vocab(model, tokenizer) -> None:
+    """Raise ``CheckpointError`` unless ``model.vocab_size == len(tokenizer)`` ([MASK] included)."""
+    vocab_size = getattr(model, "vocab_size", None)
+    if vocab_size != len(tokenizer):
+        raise CheckpointError(f"the model has {vocab_size} ids but the tokenizer has {len(tokenizer)} "
+                              "([MASK] included); they were not made for each other.")
