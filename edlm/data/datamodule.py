@@ -1,0 +1,172 @@
+"""`TextDataModule`: a corpus → packed blocks → batches ``{"input_ids", "attention_mask"?}``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerFast
+
+from edlm.data.packing import tokenize_and_pack
+from edlm.data.sources import load_corpus
+from edlm.data.tokenizers import load_tokenizer
+from edlm.errors import ConfigError, DataError
+
+__all__ = ["TextDataModule"]
+
+PerSplit = int | Mapping[str, int] | None  # one limit for every split, or {"train": n, "valid": m}
+
+
+class TextDataModule(L.LightningDataModule):
+    """Training and validation batches of packed token blocks.
+
+    Batches are dicts: ``input_ids`` LongTensor (B, L), plus ``attention_mask`` LongTensor (B, L)
+    (1 real, 0 pad) in ``"pad"`` mode only. Training batches are shuffled with a
+    ``torch.Generator`` seeded by ``seed`` and drop the last incomplete batch (fixed shapes);
+    under DDP, Lightning swaps the sampler for a ``DistributedSampler`` (shuffled, seeded by
+    ``seed_everything``).
+
+    Args:
+        corpus: a preset name, a file, a directory with ``train.*``/``valid.*``, or a hub id
+            (see `load_corpus`).
+        tokenizer: a tokenizer, or a spec for `load_tokenizer`.
+        length: L, ids per row.
+        batch_size: B for training; also for validation unless ``eval_batch_size`` is given.
+        mode: ``"wrap"`` (MDLM) or ``"pad"`` (see `tokenize_and_pack`).
+        valid_split: the split used for validation; None = no validation data.
+        valid_corpus: read validation data from this corpus instead (e.g. a second file).
+        max_docs, max_chars: prefix limits, an int for every split or a dict by split name.
+        num_workers: DataLoader worker processes.
+        cache_dir: root of the packed-data cache (None: ``$EDLM_CACHE_DIR`` or ``~/.cache/edlm``).
+        seed: seed of the training shuffle.
+        eval_batch_size: B for validation (default ``batch_size``).
+        num_proc: processes for tokenising (see `tokenize_and_pack`).
+    """
+
+    def __init__(
+        self,
+        corpus: str,
+        tokenizer: PreTrainedTokenizerFast | str,
+        length: int,
+        batch_size: int,
+        mode: str = "wrap",
+        valid_split: str | None = "valid",
+        valid_corpus: str | None = None,
+        max_docs: PerSplit = None,
+        max_chars: PerSplit = None,
+        num_workers: int = 0,
+        cache_dir: str | os.PathLike | None = None,
+        seed: int = 0,
+        eval_batch_size: int | None = None,
+        num_proc: int | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ConfigError(
+                f"batch sizes must be >= 1, got batch_size={batch_size}, eval_batch_size={eval_batch_size}."
+            )
+        self.corpus = str(corpus)
+        self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, str | os.PathLike) else tokenizer
+        self.length = length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.mode = mode
+        self.valid_split = valid_split
+        self.valid_corpus = None if valid_corpus is None else str(valid_corpus)
+        self.max_docs = max_docs
+        self.max_chars = max_chars
+        self.num_workers = num_workers
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.seed = seed
+        self.num_proc = num_proc
+        self.train_data: Dataset | None = None
+        self.valid_data: Dataset | None = None
+
+    # ------------------------------------------------------------------------- vocabulary
+    @property
+    def mask_id(self) -> int:
+        """The ``[MASK]`` id m (last id for edlm tokenizers)."""
+        return self.tokenizer.mask_token_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids a model must embed: real tokens + ``[MASK]`` (= ``len(tokenizer)``)."""
+        return len(self.tokenizer)
+
+    # ------------------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        """Runs on one process: tokenise and fill the cache, so `setup` on every rank only reads it."""
+        self._build("train")
+        if self.valid_split is not None:
+            self._build("valid")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is None and stage in (None, "fit"):
+            self.train_data = self._build("train")
+        if self.valid_data is None and self.valid_split is not None and stage in (None, "fit", "validate"):
+            self.valid_data = self._build("valid")
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_data is None:
+            self.setup("fit")
+        if len(self.train_data) < self.batch_size:
+            raise DataError(
+                f"training data has {len(self.train_data)} rows of length {self.length}, fewer than one batch "
+                f"of {self.batch_size}; lower batch_size or length, or use more text."
+            )
+        return DataLoader(
+            self.train_data,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.seed),
+            drop_last=True,  # fixed (B, L) shapes for every step
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.valid_split is None:
+            return []
+        if self.valid_data is None:
+            self.setup("validate")
+        return DataLoader(
+            self.valid_data,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    # ------------------------------------------------------------------------- helpers
+    def _build(self, role: str) -> Dataset:
+        """role "train" → (corpus, "train"); role "valid" → (valid_corpus, "train") or (corpus, valid_split)."""
+        if role == "train":
+            corpus, split = self.corpus, "train"
+        elif self.valid_corpus is not None:
+            corpus, split = self.valid_corpus, "train"  # a second corpus is read whole
+        else:
+            corpus, split = self.corpus, self.valid_split
+        text = load_corpus(
+            corpus,
+            split,
+            max_docs=_for_split(self.max_docs, role, "max_docs"),
+            max_chars=_for_split(self.max_chars, role, "max_chars"),
+            cache_dir=None if self.cache_dir is None else os.path.join(self.cache_dir, "corpora"),
+        )
+        packed = tokenize_and_pack(
+            text, self.tokenizer, self.length, self.mode, cache_dir=self.cache_dir, num_proc=self.num_proc
+        )
+        return packed.with_format("torch")
+
+
+def _for_split(limit: PerSplit, role: str, name: str) -> int | None:
+    if limit is None or isinstance(limit, int):
+        return limit
+    unknown = set(limit) - {"train", "valid"}
+    if unknown:
+        raise ConfigError(f"{name} keys must be 'train' and/or 'valid', got {sorted(unknown)}.")
+    return limit.get(role)
