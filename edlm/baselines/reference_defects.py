@@ -29,11 +29,14 @@ class PositiveSignEnergy:
 
 
 def gumbel_max_float32(log_probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """MDLM's published categorical draw: argmax(log p + Gumbel) with float32 noise.
+    """MDLM's published categorical draw, in float32: argmax_v p_v / E_v with E_v = −log(u_v + 1e-10).
 
-    float32 uniforms are multiples of 2^-24 (as torch draws them), so −log(−log u) ≤ ≈ 16.6 and
-    rare classes are drawn less often than their probability. Kept to demonstrate the bias.
+    This "exponential race" is Gumbel-max in another form (argmax log p − log E). float32 uniforms
+    are multiples of 2^-24, so E cannot fall below ≈ 6e-8 and is coarsely quantised near there:
+    classes far below the mode are drawn less often than their probability (and classes more than
+    ~20 nats below it never). Kept only to demonstrate the bias.
     """
-    u = torch.rand(log_probs.shape, generator=generator, device=log_probs.device, dtype=torch.float32)
-    gumbel = -torch.log(-torch.log(u + 1e-10) + 1e-10)  # the published form, float32 throughout
-    return (log_probs.float() + gumbel).argmax(-1)
+    probs = torch.softmax(log_probs.float(), dim=-1)
+    u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=torch.float32)
+    race = 1e-10 - torch.log(u + 1e-10)  # the published form, float32 throughout
+    return (probs / race).argmax(-1)
