@@ -76,10 +76,15 @@ class ImportanceSampler(AncestralSampler):
         """Stream part 3: pick x̂_0^(j*) per row with weights ∝ exp(−E/τ); take the reverse step.
 
         Args:
-            proposals: (B, k, L). energies: (B, k) (lower = more likely); ignored when k = 1.
+            proposals: (B, k, L). energies: (B, k) (lower = more likely); ignored when k = 1; None
+                when no row reveals anything (the step is then the identity, whatever is picked).
             x_t: (B, L). reveal: (B, L) from ``propose_step``.
         """
         B, k, L = proposals.shape
+        if energies is None and k > 1:
+            if reveal.any():
+                raise ValueError("energies are needed when the step reveals tokens and k > 1.")
+            energies = torch.zeros(B, k, dtype=torch.float64, device=x_t.device)
         if k == 1:  # a single proposal has weight 1: no draw, so the stream equals MDLM's
             chosen, ess = proposals[:, 0], torch.ones(B, dtype=torch.float64, device=x_t.device)
         else:

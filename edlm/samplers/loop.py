@@ -19,6 +19,10 @@ __all__ = ["generate", "Denoiser", "Energy"]
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # (x_t (B, L), t (B,)) -> logits (B, L, V+1)
 Energy = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (x_0, x_t, t, log_p_x0) -> (N,)
 
+# Energies get log_p_x0 as (N, L, V+1): one copy per proposal. Without an explicit
+# `energy_batch_size`, chunk the energy calls so that one chunk's copy stays under 2 GiB.
+_LOGP_CHUNK_BYTES = 2 * 1024**3
+
 
 def _device_of(model, device) -> torch.device:
     if device is not None:
@@ -100,7 +104,8 @@ def generate(
         noise_removal: end at t = eps and argmax any mask left (MDLM); False samples down to t = 0.
         top_p: nucleus filtering of the proposal x_θ (1.0 = off).
         x_init: optional (B, L) start; its unmasked tokens are kept (used by semi-AR sampling).
-        energy_batch_size: score at most this many sequences per energy call (memory); None = all.
+        energy_batch_size: score at most this many sequences per energy call; None = as many as keep
+            the per-call copy of log_p_x0 under 2 GiB (all of them for small vocabularies).
         device: where to sample; default: the denoiser's parameters' device, else CPU.
         progress: show a progress bar.
 
@@ -136,12 +141,15 @@ def generate(
         _check_finite(lp, "denoiser logits")
         return lp
 
-    def call_energy(x_0: Tensor, x_t: Tensor, t: Tensor, lp: Tensor) -> Tensor:
-        chunk = energy_batch_size or x_0.shape[0]
+    def call_energy(x_0: Tensor, x_t: Tensor, t: Tensor, lp_rows: Tensor) -> Tensor:
+        """Energies of the n·k proposals; ``lp_rows`` (n, L, V+1) is shared by each row's k proposals."""
+        per_seq = lp_rows[0].numel() * lp_rows.element_size()  # bytes of one (L, V+1) copy
+        chunk = energy_batch_size or max(1, min(x_0.shape[0], _LOGP_CHUNK_BYTES // per_seq))
         parts = []
         for i in range(0, x_0.shape[0], chunk):
             sl = slice(i, i + chunk)
-            e = energy(x_0[sl], x_t[sl], t[sl], lp[sl])
+            rows_of = torch.arange(i, min(i + chunk, x_0.shape[0]), device=device) // k  # proposal -> row
+            e = energy(x_0[sl], x_t[sl], t[sl], lp_rows[rows_of])  # (chunk, L, V+1) copy per chunk
             out.nfe_energy += 1
             parts.append(e.reshape(-1))
         e = torch.cat(parts)
@@ -170,12 +178,12 @@ def generate(
                 n = rows.numel()
                 x_0 = proposals[rows].reshape(n * k, length)  # (n·k, L), row-major: (seq, proposal)
                 x_t = x[rows].repeat_interleave(k, dim=0)  # (n·k, L)
-                lp = log_p_x0[rows].repeat_interleave(k, dim=0)  # (n·k, L, V+1)
+                lp_rows = log_p_x0[rows]  # (n, L, V+1)
                 if top_p < 1.0:
-                    lp = sampler.proposal_log_probs(lp)  # score under the distribution we drew from
+                    lp_rows = sampler.proposal_log_probs(lp_rows)  # score under the distribution we drew from
                 tt = torch.full((n * k,), float(t), device=device)
                 energies = torch.zeros(B, k, dtype=torch.float64, device=device)
-                energies[rows] = call_energy(x_0, x_t, tt, lp).double().reshape(n, k)
+                energies[rows] = call_energy(x_0, x_t, tt, lp_rows).double().reshape(n, k)
                 out.energy_evals += n * k
                 out.is_steps += 1
             step = sampler.resample_step(proposals, energies, x, reveal, generator)
