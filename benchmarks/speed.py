@@ -1,0 +1,888 @@
+"""Speed baseline of MDLM / EDLM sampling on one GPU (SPEC 4): forward calls and end-to-end ``generate``.
+
+    python benchmarks/speed.py --out DIR            # MDLM-small shapes, random weights, on CUDA (~3-4 min on an H100)
+    python benchmarks/speed.py --out DIR --tiny     # tiny shapes, a few steps: a CPU smoke test of this script
+
+What it measures, in one process, so every number shares the card and its clocks:
+
+1. Ceilings: bf16 matmul throughput (``edlm.eval.speed.measure_matmul_peak``) and device-to-device
+   copy bandwidth (bytes read + written), the denominators of MFU and of the roofline floors.
+2. Per-call forward time (CUDA events, warm-up, median of repeats) at B ∈ {1, 8, 32}, L = 1024:
+   the DiT denoiser (raw logits, and the loop's full ``call_denoiser``: logits + SUBS + finite check),
+   an ``ARTransformer`` of the same size (raw logits, and the ``AREnergy`` call), and ``NCEEnergy`` if
+   importable. Model FLOPs from ``transformer_flops`` (weights + attention + output layer); MFU against
+   the measured matmul peak.
+3. Sampler pieces at B = 32: a plain ancestral step, the k-proposal draw of an IS step, and the
+   (n·k, L, V+1) float32 copy of log_p_x0 that ``generate`` makes before chunking the energy calls.
+4. End-to-end ``generate`` at B = 32, L = 1024: MDLM at 32 / 128 (/ 1024 if the time budget allows)
+   steps; EDLM-AR (k ∈ {2, 8}, windows [0.8, 1] and [0, 1], 32 steps); EDLM-NCE (k = 8, [0, 1]).
+   The denoiser and energy callables are wrapped in timers that synchronise, so "network" time is
+   the networks' own GPU time and "overhead" = end-to-end − network (SUBS, finite checks, float64
+   sampling, the log_p_x0 copies, syncs) — the loop's own cost.
+
+Models are random-weight (std 0.02 everywhere, LayerNorm weights 1: never time zero weights) and cast
+with ``.to(torch.bfloat16)`` (weights and activations bf16; the DiT's LayerNorm / rotary compute in
+float32 internally); one extra row times the same DiT in float32 under ``torch.autocast(bfloat16)``.
+
+Writes ``speed.json`` (all numbers, rewritten after each section so a killed run keeps what it has),
+``speed.md`` (the tables) into ``--out`` and prints the tables last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import importlib.util
+import json
+import platform
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install`
+
+from edlm.diffusion.schedules import LogLinearSchedule  # noqa: E402
+from edlm.diffusion.subs import subs_log_probs  # noqa: E402
+from edlm.energy.ar_energy import AREnergy  # noqa: E402
+from edlm.eval.speed import (  # noqa: E402
+    Timer,
+    measure_matmul_peak,
+    mfu,
+    peak_memory,
+    reset_peak_memory,
+    transformer_flops,
+)
+from edlm.models.ar import ARTransformer, next_token_log_probs  # noqa: E402
+from edlm.models.dit import Denoiser, DiT  # noqa: E402
+from edlm.samplers import loop as _loop  # noqa: E402
+from edlm.samplers.importance import ImportanceSampler  # noqa: E402
+from edlm.samplers.loop import generate  # noqa: E402
+
+try:  # written by another helper; the NCE rows are skipped if it does not import
+    from edlm.energy.nce_energy import NCEEnergy
+except Exception as exc:  # noqa: BLE001 - any import failure means "skip NCE", reported in the output
+    NCEEnergy = None
+    NCE_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+else:
+    NCE_IMPORT_ERROR = None
+
+GiB = 2**30
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass
+class BenchConfig:
+    """Shapes and sweep of one benchmark run; defaults = MDLM-small on OWT (Sahoo et al. 2024)."""
+
+    vocab_size: int = 50258  # GPT-2's 50257 + [MASK] (V + 1 logits; mask_id = V)
+    length: int = 1024  # L of MDLM-OWT
+    hidden_size: int = 768
+    n_blocks: int = 12
+    n_heads: int = 12
+    cond_dim: int = 128
+    batch_sizes: tuple[int, ...] = (1, 8, 32)  # per-call forward rows
+    e2e_batch: int = 32  # B of the end-to-end runs
+    mdlm_steps: tuple[int, ...] = (32, 128)
+    long_steps: int = 1024  # MDLM run added only if its estimated time fits the budget
+    edlm_steps: int = 32
+    ks: tuple[int, ...] = (2, 8)
+    windows: tuple[tuple[float, float], ...] = ((0.8, 1.0), (0.0, 1.0))
+    # sequences per energy call, by k: the loop materialises (B·k, L, V+1) fp32 before chunking, so
+    # k = 8 leaves ~20 GiB for one AR chunk's logits and log-softmax temporaries (see speed_notes.md)
+    energy_batch_size: dict[int, int] = field(default_factory=lambda: {2: 32, 8: 16})
+    nce_runs: tuple[tuple[int, tuple[float, float]], ...] = ((8, (0.0, 1.0)),)
+    fwd_warmup: int = 3
+    fwd_repeats: int = 10
+    budget_s: float = 460.0  # whole-script target (the brief: <= 8 min on an H100); gates the optional parts
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size - 1  # edlm convention: [MASK] is the last id
+
+    @property
+    def V(self) -> int:
+        return self.vocab_size - 1  # real tokens
+
+
+def tiny_config() -> BenchConfig:
+    return BenchConfig(vocab_size=258, length=64, hidden_size=64, n_blocks=2, n_heads=2, cond_dim=32,
+                       batch_sizes=(1, 2, 4), e2e_batch=4, mdlm_steps=(4, 8), long_steps=32, edlm_steps=4,
+                       energy_batch_size={2: 4, 8: 2}, fwd_warmup=1, fwd_repeats=3, budget_s=120.0)
+
+
+# ----------------------------------------------------------------------------- helpers
+def randomize_(model: torch.nn.Module, seed: int, std: float = 0.02) -> torch.nn.Module:
+    """Random weights everywhere except LayerNorm scales (kept at 1): no zero matmuls (adaLN-Zero and
+    the zero output layer of a fresh DiT would time faster than real weights)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 or name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def non_embedding_params(model: torch.nn.Module) -> int:
+    """N of ``transformer_flops``: per-token weight matmuls in the blocks (QKV, out, MLP) and, for the
+    NCE energy, its (2H -> H) input projection. adaLN maps act once per sequence, not per token, and the
+    output layer is counted separately through ``vocab_size``."""
+    n = 0
+    for block in model.blocks:
+        for mod in (block.attn_qkv, block.attn_out, block.mlp):
+            n += sum(p.numel() for p in mod.parameters())
+    if hasattr(model, "input_proj"):
+        n += sum(p.numel() for p in model.input_proj.parameters())
+    return n
+
+
+def flops_per_token(model: torch.nn.Module, cfg: BenchConfig, causal: bool, output_layer: bool) -> float:
+    return transformer_flops(non_embedding_params(model), model.n_blocks, model.hidden_size, cfg.length,
+                             tokens=1, causal=causal, vocab_size=cfg.vocab_size if output_layer else 0)
+
+
+def default_energy_chunk(cfg: BenchConfig) -> int:
+    """Sequences per energy call when ``energy_batch_size`` is None: generate keeps one chunk's
+    (chunk, L, V+1) fp32 copy of log_p_x0 under ``_LOGP_CHUNK_BYTES`` (2 GiB)."""
+    limit = getattr(_loop, "_LOGP_CHUNK_BYTES", None)
+    per_seq = cfg.length * cfg.vocab_size * 4
+    n = cfg.e2e_batch * max(cfg.ks)
+    return max(1, min(n, limit // per_seq)) if limit else n
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls after ``warmup`` calls; CUDA events on GPU."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def gib(nbytes: int | None) -> float | None:
+    return None if nbytes is None else nbytes / GiB
+
+
+class TimedCall:
+    """Wraps a network callable: synchronises before and after each call and sums the seconds between.
+
+    The sync before keeps queued sampler work out of the network's time; the sync after makes the
+    network's kernels finish inside it. Other attributes (``vocab_size``, ``length``,
+    ``time_conditioned``, ...) are forwarded, so ``generate`` validates and caches as without the wrapper.
+    """
+
+    def __init__(self, fn, device: torch.device):
+        self.fn = fn
+        self.device = device
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        sync(self.device)
+        t = time.perf_counter()
+        out = self.fn(*args, **kwargs)
+        sync(self.device)
+        self.seconds += time.perf_counter() - t
+        self.calls += 1
+        return out
+
+    def __getattr__(self, name):
+        if name == "fn":
+            raise AttributeError(name)
+        return getattr(self.fn, name)
+
+
+class TimedAR:
+    """An AR model for ``AREnergy`` whose transformer forward is timed on its own (the rest of the
+    energy call — log-softmax over V, the x_θ gather, float64 sums — is energy time minus this)."""
+
+    def __init__(self, model: ARTransformer, device: torch.device):
+        self.forward = TimedCall(model, device)
+        self.vocab_size = model.vocab_size
+
+    def token_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        return next_token_log_probs(self.forward(x), x)  # == ARTransformer.token_log_probs
+
+
+def check_finite(x: torch.Tensor) -> None:
+    """The loop's per-call check (``edlm.samplers.loop._check_finite``): two full passes and a sync."""
+    if torch.isnan(x).any() or torch.isposinf(x).any():
+        raise FloatingPointError("non-finite log-probs")
+
+
+# ----------------------------------------------------------------------------- the benchmark
+class Bench:
+    def __init__(self, cfg: BenchConfig, device: torch.device, out_dir: Path, meta: dict):
+        self.cfg, self.device, self.out_dir = cfg, device, out_dir
+        self.results: dict = {"meta": meta, "ceilings": {}, "roofline": {}, "forward": [], "pieces": [],
+                              "e2e": [], "errors": []}
+        self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.peak = None
+        self.bandwidth = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    def save(self) -> None:
+        self.results["meta"]["elapsed_s"] = round(time.perf_counter() - T0, 1)
+        (self.out_dir / "speed.json").write_text(json.dumps(self.results, indent=2))
+        (self.out_dir / "speed.md").write_text(render_markdown(self.results))
+
+    def error(self, where: str, exc: BaseException) -> None:
+        msg = f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        log("ERROR " + msg)
+        traceback.print_exc()
+        self.results["errors"].append(msg)
+        free(self.device)
+
+    def remaining(self) -> float:
+        return self.cfg.budget_s - (time.perf_counter() - T0)
+
+    # ------------------------------------------------------------------ models
+    def build_models(self) -> None:
+        cfg, dev = self.cfg, self.device
+        dit = randomize_(DiT(cfg.vocab_size, cfg.length, cfg.hidden_size, cfg.n_blocks, cfg.n_heads, cfg.cond_dim,
+                             dropout=0.0), seed=0)
+        self.dit_fp32 = dit.to(dev).eval() if dev.type == "cuda" else None  # for the autocast row
+        self.denoiser = Denoiser(randomize_(DiT(cfg.vocab_size, cfg.length, cfg.hidden_size, cfg.n_blocks,
+                                                cfg.n_heads, cfg.cond_dim, dropout=0.0), seed=0),
+                                 LogLinearSchedule(), cfg.mask_id).to(dev, self.dtype).eval()
+        self.ar = randomize_(ARTransformer(cfg.vocab_size, cfg.length, cfg.hidden_size, cfg.n_blocks, cfg.n_heads,
+                                           dropout=0.0, mask_id=cfg.mask_id), seed=1).to(dev, self.dtype).eval()
+        self.nce = None
+        if NCEEnergy is not None:
+            try:
+                self.nce = randomize_(NCEEnergy(cfg.vocab_size, cfg.length, cfg.hidden_size, cfg.n_blocks,
+                                                cfg.n_heads, cfg.cond_dim, dropout=0.0, mask_id=cfg.mask_id),
+                                      seed=2).to(dev, self.dtype).eval()
+            except Exception as exc:  # noqa: BLE001
+                self.error("build NCEEnergy", exc)
+        else:
+            log(f"NCEEnergy not importable ({NCE_IMPORT_ERROR}); NCE rows skipped")
+        backbone = self.denoiser.backbone
+        self.fpt = {
+            "dit": flops_per_token(backbone, cfg, causal=False, output_layer=True),
+            "ar": flops_per_token(self.ar, cfg, causal=True, output_layer=True),
+        }
+        if self.nce is not None:
+            self.fpt["nce"] = flops_per_token(self.nce, cfg, causal=False, output_layer=False)
+        self.results["models"] = {
+            "dtype": "bf16 via .to(torch.bfloat16) (weights + activations)" if dev.type == "cuda" else "float32 (CPU)",
+            "weights": "random, std 0.02, LayerNorm scales 1",
+            "dit_params": sum(p.numel() for p in backbone.parameters()),
+            "dit_non_embedding_params": non_embedding_params(backbone),
+            "ar_params": sum(p.numel() for p in self.ar.parameters()),
+            "nce_params": None if self.nce is None else sum(p.numel() for p in self.nce.parameters()),
+            "nce_import_error": NCE_IMPORT_ERROR,
+            "flops_per_token": self.fpt,
+            "attention": "flash_attn" if importlib.util.find_spec("flash_attn") else "torch SDPA",
+        }
+
+    # ------------------------------------------------------------------ 1. ceilings
+    def ceilings(self) -> None:
+        dev = self.device
+        log("ceilings: bf16 matmul peak, copy bandwidth")
+        self.peak = measure_matmul_peak(dev)
+        self.peak = max(self.peak, measure_matmul_peak(dev))  # second pass: clocks up
+        n = (1 * GiB if dev.type == "cuda" else 64 * 2**20) // 2
+        src = torch.randn(n, device=dev, dtype=torch.bfloat16)
+        dst = torch.empty_like(src)
+        t = statistics.median(time_call(partial(dst.copy_, src), dev, 3, 20))
+        self.bandwidth = 2 * src.numel() * src.element_size() / t
+        src = dst = None
+        self.results["ceilings"] = {
+            "matmul_peak_tflops": self.peak / 1e12,
+            "matmul": "bf16 8192^3 (measure_matmul_peak, best of 2)" if dev.type == "cuda" else "fp32 512^3",
+            "copy_bandwidth_tbs": self.bandwidth / 1e12,
+            "copy": "1 GiB device-to-device copy_, read + written bytes, median of 20",
+        }
+        log(f"  matmul peak {self.peak / 1e12:.0f} TFLOP/s, copy {self.bandwidth / 1e12:.2f} TB/s")
+        self.save()
+
+    # ------------------------------------------------------------------ 2. forward calls
+    def _row(self, model: str, what: str, B: int, times: list[float], flops: float | None, extra=None) -> dict:
+        t = statistics.median(times)
+        row = {"model": model, "what": what, "B": B, "ms": t * 1e3, "ms_min": min(times) * 1e3,
+               "ms_max": max(times) * 1e3, "repeats": len(times), "tokens_per_s": B * self.cfg.length / t,
+               "gflop": None if flops is None else flops / 1e9,
+               "mfu": None if flops is None else mfu(flops, t, self.peak)}
+        if extra:
+            row.update(extra)
+        self.results["forward"].append(row)
+        log(f"  {model:8s} {what:34s} B={B:3d} {t * 1e3:9.2f} ms  "
+            + ("" if flops is None else f"MFU {row['mfu'] * 100:5.1f}%"))
+        return row
+
+    @torch.no_grad()
+    def forward_rows(self) -> None:
+        log("per-call forward times")
+        for B in self.cfg.batch_sizes:
+            try:
+                self._forward_at(B)
+            except Exception as exc:  # noqa: BLE001 - keep the other rows
+                self.error(f"forward B={B}", exc)
+            free(self.device)
+            self.save()
+        self.results["roofline"] = self.roofline()
+        self.save()
+
+    def _forward_at(self, B: int) -> None:
+        cfg, dev = self.cfg, self.device
+        L, w, r = cfg.length, cfg.fwd_warmup, cfg.fwd_repeats
+        tokens = B * L
+        g = torch.Generator(device=dev).manual_seed(B)
+        x_0 = torch.randint(0, cfg.V, (B, L), device=dev, generator=g)
+        masked = torch.rand((B, L), device=dev, generator=g) < 0.5
+        x_t = torch.where(masked, torch.full_like(x_0, cfg.mask_id), x_0)  # half masked, as mid-trajectory
+        t = torch.full((B,), 0.5, device=dev)
+        self._row("DiT", "denoiser fwd (logits)", B, time_call(lambda: self.denoiser(x_t, t), dev, w, r),
+                  self.fpt["dit"] * tokens)
+
+        def call_denoiser():  # what generate's call_denoiser does per NFE
+            lp = subs_log_probs(self.denoiser(x_t, t), x_t, cfg.mask_id)
+            check_finite(lp)
+            return lp
+
+        self._row("DiT", "fwd + SUBS + finite check (loop)", B, time_call(call_denoiser, dev, w, r),
+                  self.fpt["dit"] * tokens)
+        logits = self.denoiser(x_t, t)
+        self._row("DiT", "SUBS only (subs_log_probs)", B,
+                  time_call(lambda: subs_log_probs(logits, x_t, cfg.mask_id), dev, w, r), None,
+                  {"bytes_out_fp32": logits.numel() * 4})
+        lp = subs_log_probs(logits, x_t, cfg.mask_id)
+        logits = None  # free (B, L, V+1) bf16
+        self._row("DiT", "finite check only", B, time_call(lambda: check_finite(lp), dev, w, r), None)
+        if B == max(cfg.batch_sizes) and self.dit_fp32 is not None:
+            sigma = torch.zeros(B, device=dev)
+
+            def autocast_fwd():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    return self.dit_fp32(x_t, sigma)
+
+            self._row("DiT", "fp32 weights + autocast(bf16) fwd", B, time_call(autocast_fwd, dev, w, r),
+                      self.fpt["dit"] * tokens)
+        self._row("AR", "AR fwd (logits)", B, time_call(lambda: self.ar(x_0), dev, w, r), self.fpt["ar"] * tokens)
+        energy = AREnergy(self.ar, cfg.mask_id)
+        self._row("AR", "AREnergy call (fwd+logsoftmax+gather)", B,
+                  time_call(lambda: energy(x_0, x_t, t, lp), dev, w, r), self.fpt["ar"] * tokens)
+        if self.nce is not None:
+            self._row("NCE", "NCEEnergy fwd", B, time_call(lambda: self.nce(x_0, x_t, t), dev, w, r),
+                      self.fpt["nce"] * tokens)
+
+    def roofline(self) -> dict:
+        """The two numbers of one denoiser call at the e2e batch: FLOPs and the fewest bytes it must move."""
+        cfg = self.cfg
+        B, L = cfg.e2e_batch, cfg.length
+        flops = self.fpt["dit"] * B * L
+        weight_bytes = sum(p.numel() * p.element_size() for p in self.denoiser.parameters())
+        logits_bytes = B * L * cfg.vocab_size * 2  # bf16 logits written once
+        lp_bytes = B * L * cfg.vocab_size * 4  # the loop's fp32 log_p_x0 (the denoiser interface's output)
+        fwd_floor_bytes = weight_bytes + B * L * 8 + logits_bytes
+        loop_floor_bytes = weight_bytes + B * L * 8 + lp_bytes  # fused fwd+SUBS writing fp32 log-probs once
+        return {
+            "B": B, "L": L, "flops": flops, "weight_bytes": weight_bytes,
+            "min_bytes_fwd_bf16_logits": fwd_floor_bytes, "min_bytes_fwd_fp32_logprobs": loop_floor_bytes,
+            "t_compute_ms": flops / self.peak * 1e3,
+            "t_memory_fwd_ms": fwd_floor_bytes / self.bandwidth * 1e3,
+            "t_memory_fp32_logprobs_ms": loop_floor_bytes / self.bandwidth * 1e3,
+            "floor_ms": max(flops / self.peak, loop_floor_bytes / self.bandwidth) * 1e3,
+            "bound": "compute" if flops / self.peak > loop_floor_bytes / self.bandwidth else "memory",
+        }
+
+    # ------------------------------------------------------------------ 3. sampler pieces
+    @torch.no_grad()
+    def pieces(self) -> None:
+        log("sampler pieces at the e2e batch")
+        try:
+            self._pieces()
+        except Exception as exc:  # noqa: BLE001
+            self.error("pieces", exc)
+        free(self.device)
+        self.save()
+
+    def _piece(self, what: str, times: list[float], extra: dict | None = None) -> None:
+        row = {"what": what, "B": self.cfg.e2e_batch, "ms": statistics.median(times) * 1e3, "repeats": len(times)}
+        row.update(extra or {})
+        self.results["pieces"].append(row)
+        log(f"  {what:66s} {row['ms']:9.2f} ms")
+
+    def _pieces(self) -> None:
+        cfg, dev = self.cfg, self.device
+        B, L = cfg.e2e_batch, cfg.length
+        g = torch.Generator(device=dev).manual_seed(0)
+        x = torch.full((B, L), cfg.mask_id, device=dev, dtype=torch.long)  # t = 1: all masked
+        log_p_x0 = subs_log_probs(self.denoiser(x, torch.ones(B, device=dev)), x, cfg.mask_id)
+        T = cfg.edlm_steps
+        ts = torch.linspace(1.0, 1e-5, T + 1, dtype=torch.float64, device=dev)
+        plain = ImportanceSampler(cfg.mask_id, k=1)
+        self._piece(f"plain ancestral step, first of T={T} (all masked)",
+                    time_call(lambda: plain.step(log_p_x0, x, ts[0], ts[1], g), dev, 1, 5))
+        lp_bytes = B * L * cfg.vocab_size * 4  # one (B, L, V+1) fp32 log_p_x0
+        for k in cfg.ks:
+            sampler = ImportanceSampler(cfg.mask_id, k=k)
+            self._piece(f"IS propose_step k={k} (float64 draw at all {B * L} masked positions)",
+                        time_call(partial(sampler.propose_step, log_p_x0, x, ts[0], ts[1], g), dev, 1, 3))
+            free(dev)
+            for chunk in sorted({cfg.energy_batch_size.get(k) or B * k, default_energy_chunk(cfg)}):
+                self._copy_piece(log_p_x0, k, chunk, lp_bytes)
+
+    def _copy_piece(self, log_p_x0: torch.Tensor, k: int, chunk: int, lp_bytes: int) -> None:
+        """The log_p_x0 copies of one IS step in ``generate`` (since 3c54289): ``lp_rows = log_p_x0[rows]``,
+        then ``lp_rows[rows_of]`` — a (chunk, L, V+1) fp32 gather — before each energy call."""
+        dev, B = self.device, self.cfg.e2e_batch
+        rows = torch.arange(B, device=dev)  # every row active, as in the e2e runs
+        n = B * k
+        chunks = [torch.arange(i, min(i + chunk, n), device=dev) // k for i in range(0, n, chunk)]
+
+        def copies():
+            lp_rows = log_p_x0[rows]  # (B, L, V+1)
+            for rows_of in chunks:
+                lp_rows[rows_of]  # (chunk, L, V+1), consumed by the energy call, then freed
+
+        free(dev)
+        reset_peak_memory(dev)
+        base = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
+        times = time_call(copies, dev, 1, 3)
+        written = lp_bytes + n * lp_bytes // B
+        moved = 2 * written  # each copy reads what it writes
+        self._piece(f"loop's log_p_x0 copies per IS step, k={k}, energy chunk {chunk} ({len(chunks)} calls)", times,
+                    {"k": k, "chunk": chunk, "calls": len(chunks), "gib_written": written / GiB,
+                     "ms_per_call": statistics.median(times) * 1e3 / len(chunks),
+                     "peak_extra_gib": gib(peak_memory(dev) - base) if dev.type == "cuda" else None,
+                     "achieved_tbs": moved / statistics.median(times) / 1e12})
+        free(dev)
+
+    # ------------------------------------------------------------------ 4. end to end
+    @torch.no_grad()
+    def e2e(self, name: str, steps: int, energy_kind: str | None = None, k: int = 1,
+            window: tuple[float, float] = (0.0, 1.0), ebs: int | None = None, record: bool = True) -> dict | None:
+        cfg, dev = self.cfg, self.device
+        B, L = cfg.e2e_batch, cfg.length
+        den = TimedCall(self.denoiser, dev)
+        ar_timed = None
+        energy = None
+        if energy_kind == "ar":
+            ar_timed = TimedAR(self.ar, dev)
+            energy = TimedCall(AREnergy(ar_timed, cfg.mask_id), dev)
+        elif energy_kind == "nce":
+            energy = TimedCall(self.nce, dev)
+        free(dev)
+        reset_peak_memory(dev)
+        gen = torch.Generator(device=dev).manual_seed(1234)
+        try:
+            with Timer(dev) as timer:
+                out = generate(den, L, B, cfg.V, cfg.mask_id, steps, energy=energy, k=k, window=window,
+                               generator=gen, energy_batch_size=ebs, device=dev)
+        except Exception as exc:  # noqa: BLE001 - OOM included: record and go on
+            self.error(f"e2e {name}", exc)
+            if record:
+                self.results["e2e"].append({"name": name, "steps": steps, "k": k, "window": list(window),
+                                            "energy_batch_size": ebs, "error": f"{type(exc).__name__}"})
+                self.save()
+            return None
+        secs = timer.seconds
+        net_den = den.seconds
+        net_en = energy.seconds if energy is not None else 0.0
+        overhead = secs - net_den - net_en
+        flops = out.nfe_denoiser * self.fpt["dit"] * B * L
+        if energy_kind is not None:
+            flops += out.energy_evals * L * self.fpt[energy_kind]
+        row = {
+            "name": name, "steps": steps, "energy": energy_kind, "k": k,
+            "window": list(window) if energy_kind else None,
+            "energy_batch_size": (ebs or f"default ({default_energy_chunk(cfg)})") if energy_kind else None,
+            "B": B, "L": L, "seconds": secs, "seconds_per_sample": secs / B, "tokens_per_s": B * L / secs,
+            "nfe_denoiser": out.nfe_denoiser, "nfe_energy_chunks": out.nfe_energy, "energy_seqs": out.energy_evals,
+            "is_steps": out.is_steps, "mean_ess": statistics.fmean(out.ess) if out.ess else None,
+            "net_denoiser_s": net_den, "net_energy_s": net_en,
+            "ar_forward_s": ar_timed.forward.seconds if ar_timed else None,
+            "overhead_s": overhead, "overhead_pct": 100 * overhead / secs,
+            "overhead_per_denoiser_call_ms": 1e3 * overhead / max(out.nfe_denoiser, 1),
+            "peak_gib": gib(peak_memory(dev)), "model_tflop": flops / 1e12, "mfu": mfu(flops, secs, self.peak),
+            "floor_s": flops / self.peak, "measured_over_floor": secs / (flops / self.peak),
+        }
+        if record:
+            self.results["e2e"].append(row)
+            self.save()
+        log(f"  {name:34s} {secs:8.2f} s  {secs / B * 1e3:8.1f} ms/sample  NFE {out.nfe_denoiser}/{out.nfe_energy}  "
+            f"net {net_den:.2f}+{net_en:.2f} s  overhead {row['overhead_pct']:.0f}%  "
+            f"peak {row['peak_gib'] or 0:.1f} GiB  MFU {row['mfu'] * 100:.1f}%")
+        return row
+
+    def end_to_end(self) -> None:
+        cfg = self.cfg
+        log(f"end-to-end generate, B={cfg.e2e_batch}, L={cfg.length}")
+        self.e2e("warm-up MDLM", 4, record=False)
+        self.e2e("warm-up EDLM-AR", 2, "ar", k=max(cfg.ks), window=(0.0, 1.0),
+                 ebs=cfg.energy_batch_size.get(max(cfg.ks)), record=False)
+        first = cfg.mdlm_steps[0]
+        self.e2e(f"MDLM T={first}", first)
+        self.e2e(f"MDLM T={first} (repeat)", first)
+        last = None
+        for T in cfg.mdlm_steps[1:]:
+            last = self.e2e(f"MDLM T={T}", T) or last
+        for k in cfg.ks:
+            for window in cfg.windows:
+                self.e2e(f"EDLM-AR k={k} [{window[0]:g},{window[1]:g}] T={cfg.edlm_steps}", cfg.edlm_steps, "ar",
+                         k=k, window=window, ebs=cfg.energy_batch_size.get(k))
+        k = max(cfg.ks)
+        self.e2e(f"EDLM-AR k={k} [0,1] T={cfg.edlm_steps}, default chunks", cfg.edlm_steps, "ar", k=k,
+                 window=(0.0, 1.0), ebs=None)
+        if self.nce is not None:
+            for k, window in cfg.nce_runs:
+                self.e2e(f"EDLM-NCE k={k} [{window[0]:g},{window[1]:g}] T={cfg.edlm_steps}", cfg.edlm_steps,
+                         "nce", k=k, window=window, ebs=cfg.energy_batch_size.get(k))
+        self.last_mdlm = last
+
+    def long_run(self) -> None:
+        """MDLM at ``long_steps``, only if its estimate (NFE scales with T) fits the budget left."""
+        cfg, last = self.cfg, getattr(self, "last_mdlm", None)
+        if last is None:
+            return
+        estimate = last["seconds"] * cfg.long_steps / last["steps"]
+        left = self.remaining()
+        log(f"MDLM T={cfg.long_steps}: estimated {estimate:.0f} s, {left:.0f} s left in the budget")
+        if 1.3 * estimate < left:
+            self.e2e(f"MDLM T={cfg.long_steps}", cfg.long_steps)
+        else:
+            self.results["e2e"].append({"name": f"MDLM T={cfg.long_steps}", "steps": cfg.long_steps,
+                                        "skipped": f"estimated {estimate:.0f} s > budget left {left:.0f} s"})
+            self.save()
+
+    # ------------------------------------------------------------------ 5. diagnosis of the forward
+    def diagnose(self) -> None:
+        """Where a denoiser forward's time goes: kernel categories (profiler), host dispatch at B = 1,
+        and what fusion buys (torch.compile of the backbone and of SUBS) — predictions for the fixes,
+        measured on the baseline code without changing it."""
+        log("diagnosis: profiler breakdown, host dispatch, torch.compile checks")
+        self.results["diagnose"] = {}
+        for name, fn in (("profile", self._profile), ("dispatch", self._dispatch), ("compile", self._compile)):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001
+                self.error(f"diagnose {name}", exc)
+            free(self.device)
+            self.save()
+
+    def _inputs(self, B: int):
+        cfg, dev = self.cfg, self.device
+        g = torch.Generator(device=dev).manual_seed(7)
+        x_0 = torch.randint(0, cfg.V, (B, cfg.length), device=dev, generator=g)
+        masked = torch.rand((B, cfg.length), device=dev, generator=g) < 0.5
+        return torch.where(masked, torch.full_like(x_0, cfg.mask_id), x_0), torch.full((B,), 0.5, device=dev)
+
+    @torch.no_grad()
+    def _profile(self) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        dev, B = self.device, self.cfg.e2e_batch
+        if dev.type != "cuda":
+            return
+        x_t, t = self._inputs(B)
+        reps = 3
+        out = {}
+        for what, fn in (("DiT fwd", lambda: self.denoiser(x_t, t)),
+                         ("AR fwd", lambda: self.ar(x_t.clamp_max(self.cfg.V - 1)))):
+            for _ in range(2):
+                fn()
+            sync(dev)
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(reps):
+                    fn()
+                sync(dev)
+            cats: dict[str, float] = {}
+            kernels = []
+            for evt in prof.key_averages():
+                us = getattr(evt, "self_device_time_total", None)
+                if us is None:
+                    us = getattr(evt, "self_cuda_time_total", 0)
+                on_device = "CUDA" in str(getattr(evt, "device_type", "CUDA"))
+                if not us or not on_device or evt.key.startswith("aten::") or evt.key.startswith("cuda"):
+                    continue
+                cat = kernel_category(evt.key)
+                cats[cat] = cats.get(cat, 0.0) + us / 1e3 / reps
+                kernels.append({"kernel": evt.key[:90], "category": cat, "ms_per_fwd": us / 1e3 / reps,
+                                "launches_per_fwd": evt.count / reps})
+            kernels.sort(key=lambda r: -r["ms_per_fwd"])
+            total = sum(cats.values())
+            out[what] = {"B": B, "gpu_ms_per_fwd": total,
+                         "by_category_ms": dict(sorted(cats.items(), key=lambda kv: -kv[1])),
+                         "launches_per_fwd": sum(k["launches_per_fwd"] for k in kernels), "top_kernels": kernels[:14]}
+            log(f"  {what} B={B}: {total:.1f} ms of kernels, {out[what]['launches_per_fwd']:.0f} launches: "
+                + ", ".join(f"{c} {v:.1f}" for c, v in out[what]["by_category_ms"].items()))
+        self.results["diagnose"]["profile"] = out
+
+    @torch.no_grad()
+    def _dispatch(self) -> None:
+        """Host time to enqueue one forward (no sync) vs its GPU time: equal means CPU-bound."""
+        dev = self.device
+        x_t, t = self._inputs(1)
+        n = 20
+        for _ in range(3):
+            self.denoiser(x_t, t)
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.denoiser(x_t, t)
+        enqueue = (time.perf_counter() - t0) / n
+        sync(dev)
+        wall = (time.perf_counter() - t0) / n
+        self.results["diagnose"]["dispatch_B1"] = {"host_enqueue_ms": enqueue * 1e3, "wall_ms": wall * 1e3}
+        log(f"  DiT B=1: host enqueue {enqueue * 1e3:.2f} ms per forward, wall {wall * 1e3:.2f} ms")
+
+    @torch.no_grad()
+    def _compile(self) -> None:
+        """torch.compile of the unchanged backbone and of SUBS: what fusing the elementwise work buys."""
+        cfg, dev = self.cfg, self.device
+        if dev.type != "cuda" or importlib.util.find_spec("triton") is None:
+            return
+        rows = []
+        self.results["diagnose"]["compile"] = rows
+        backbone = self.denoiser.backbone
+        for mode, B in (("default", cfg.e2e_batch), ("default", 1), ("reduce-overhead", 1)):
+            if self.remaining() < 120:
+                log(f"  skip compile {mode} B={B}: {self.remaining():.0f} s left")
+                break
+            torch._dynamo.reset()
+            torch._dynamo.utils.counters.clear()
+            compiled = torch.compile(backbone, mode=mode, dynamic=False)
+            x_t, _ = self._inputs(B)
+            sigma = torch.zeros(B, device=dev)
+            t0 = time.perf_counter()
+            got = compiled(x_t, sigma).clone()
+            sync(dev)
+            compile_s = time.perf_counter() - t0
+            breaks = int(sum(torch._dynamo.utils.counters["graph_break"].values()))
+            ref = backbone(x_t, sigma)
+            rel = float((got.float() - ref.float()).norm() / ref.float().norm())
+            times = time_call(partial(compiled, x_t, sigma), dev, 3, 10)
+            eager = time_call(partial(backbone, x_t, sigma), dev, 3, 10)
+            ms, eager_ms = statistics.median(times) * 1e3, statistics.median(eager) * 1e3
+            flops = self.fpt["dit"] * B * cfg.length
+            rows.append({"what": f"DiT fwd torch.compile(mode={mode})", "B": B, "ms": ms, "eager_ms": eager_ms,
+                         "speedup": eager_ms / ms, "mfu": mfu(flops, ms / 1e3, self.peak),
+                         "compile_s": compile_s, "rel_err_vs_eager": rel, "graph_breaks": breaks})
+            log(f"  compiled DiT ({mode}) B={B}: {ms:.2f} ms vs eager {eager_ms:.2f} ms, "
+                f"MFU {rows[-1]['mfu'] * 100:.1f}%, rel err {rel:.1e}, compile {compile_s:.0f} s, {breaks} graph breaks")
+            got = ref = compiled = None
+            free(dev)
+        # SUBS + finite check fused by inductor: the floor for a fused SUBS kernel at the e2e batch
+        B = cfg.e2e_batch
+        x_t, t = self._inputs(B)
+        logits = self.denoiser(x_t, t)
+
+        def subs_and_check(logits, x_t):
+            lp = subs_log_probs(logits, x_t, cfg.mask_id)
+            return lp, (torch.isnan(lp) | torch.isposinf(lp)).any()
+
+        torch._dynamo.reset()
+        fused = torch.compile(subs_and_check, dynamic=False)
+        lp, bad = fused(logits, x_t)
+        ref = subs_log_probs(logits, x_t, cfg.mask_id)
+        same = bool(torch.equal(torch.isinf(lp), torch.isinf(ref))) and not bool(bad)
+        fin = torch.isfinite(ref)
+        err = float((lp[fin] - ref[fin]).abs().max())
+        lp = ref = fin = None
+        times = time_call(lambda: bool(fused(logits, x_t)[1]), dev, 2, 10)
+        eager = time_call(lambda: check_finite(subs_log_probs(logits, x_t, cfg.mask_id)), dev, 2, 10)
+        ms, eager_ms = statistics.median(times) * 1e3, statistics.median(eager) * 1e3
+        rows.append({"what": "SUBS + finite check torch.compile", "B": B, "ms": ms, "eager_ms": eager_ms,
+                     "speedup": eager_ms / ms, "mfu": None, "compile_s": None, "rel_err_vs_eager": err,
+                     "same_support": same})
+        log(f"  compiled SUBS + check B={B}: {ms:.2f} ms vs eager {eager_ms:.2f} ms (max abs err {err:.1e}, "
+            f"same -inf support {same})")
+
+
+def kernel_category(name: str) -> str:
+    n = name.lower()
+    if any(s in n for s in ("flash", "fmha", "attention", "attn", "sdpa")):
+        return "attention"
+    if any(s in n for s in ("gemm", "nvjet", "cutlass", "xmma", "cublas", "matmul", "sm90_", "wgmma")):
+        return "matmul"
+    if any(s in n for s in ("reduce", "norm", "softmax", "logsumexp")):
+        return "reduction/norm"
+    if any(s in n for s in ("copy", "cat", "index", "gather", "scatter", "fill")):
+        return "copy/index"
+    return "elementwise"
+
+
+# ----------------------------------------------------------------------------- output
+def _f(x, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def render_diagnose(d: dict) -> list[str]:
+    if not d:
+        return []
+    lines = ["", "## Diagnosis of the forward (baseline code, unchanged)", ""]
+    for what, p in (d.get("profile") or {}).items():
+        cats = ", ".join(f"{c} {v:.1f} ms" for c, v in p["by_category_ms"].items())
+        lines.append(f"- profiler, {what} B={p['B']}: {p['gpu_ms_per_fwd']:.1f} ms of kernels per forward, "
+                     f"{p['launches_per_fwd']:.0f} launches: {cats}")
+    if "dispatch_B1" in d:
+        r = d["dispatch_B1"]
+        lines.append(f"- DiT B=1: host enqueue {r['host_enqueue_ms']:.2f} ms per forward vs wall {r['wall_ms']:.2f} ms "
+                     "(equal = the GPU waits for Python)")
+    if d.get("compile"):
+        lines += ["", "| what | B | ms | eager ms | speed-up | MFU | compile s | error vs eager |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in d["compile"]:
+            lines.append(f"| {r['what']} | {r['B']} | {r['ms']:.2f} | {r['eager_ms']:.2f} | {r['speedup']:.2f}× | "
+                         f"{_pct(r['mfu'])} | {_f(r['compile_s'], '.0f')} | {r['rel_err_vs_eager']:.1e} |")
+    for what, p in (d.get("profile") or {}).items():
+        lines += ["", f"Top kernels, {what} (ms per forward, launches):", ""]
+        lines += [f"- {k['ms_per_fwd']:.2f} ms ×{k['launches_per_fwd']:.0f} [{k['category']}] `{k['kernel']}`"
+                  for k in p["top_kernels"][:10]]
+    return lines
+
+
+def render_markdown(res: dict) -> str:
+    m, c, r = res["meta"], res.get("ceilings", {}), res.get("roofline", {})
+    lines = [
+        "# Speed baseline: MDLM / EDLM sampling",
+        "",
+        f"- card: **{m.get('device')}**; torch {m.get('torch')}, CUDA {m.get('cuda')}, Python {m.get('python')}",
+        f"- command: `{m.get('command')}`",
+        f"- date: {m.get('date')}; elapsed {m.get('elapsed_s')} s",
+        f"- models: {res.get('models', {}).get('dtype')}; {res.get('models', {}).get('weights')}; attention: "
+        f"{res.get('models', {}).get('attention')}",
+        f"- config: {m.get('config')}",
+    ]
+    lines += [f"- {note}" for note in m.get("notes", [])]
+    if c:
+        lines.append(f"- measured ceilings: matmul **{c['matmul_peak_tflops']:.0f} TFLOP/s** ({c['matmul']}); "
+                     f"copy **{c['copy_bandwidth_tbs']:.2f} TB/s** ({c['copy']})")
+    if r:
+        lines.append(f"- roofline of one denoiser call (B={r['B']}, L={r['L']}): {r['flops'] / 1e12:.2f} TFLOP → "
+                     f"{r['t_compute_ms']:.1f} ms; fewest bytes {r['min_bytes_fwd_bf16_logits'] / 1e9:.2f} GB "
+                     f"(bf16 logits) → {r['t_memory_fwd_ms']:.2f} ms, {r['min_bytes_fwd_fp32_logprobs'] / 1e9:.2f} GB "
+                     f"(fp32 log-probs) → {r['t_memory_fp32_logprobs_ms']:.2f} ms; floor {r['floor_ms']:.1f} ms "
+                     f"({r['bound']}-bound)")
+    if res.get("models", {}).get("nce_import_error"):
+        lines.append(f"- NCE skipped: {res['models']['nce_import_error']}")
+    lines += ["", "## Per-call forward (median of repeats, CUDA events)", "",
+              "| model | call | B | ms (min–max) | tokens/s | GFLOP | MFU |", "|---|---|---:|---:|---:|---:|---:|"]
+    for row in res.get("forward", []):
+        lines.append(f"| {row['model']} | {row['what']} | {row['B']} | {row['ms']:.2f} ({row['ms_min']:.2f}–"
+                     f"{row['ms_max']:.2f}) | {row['tokens_per_s']:,.0f} | {_f(row['gflop'], ',.1f')} | "
+                     f"{_pct(row['mfu'])} |")
+    if res.get("pieces"):
+        lines += ["", "## Sampler pieces", "", "| piece | B | ms | notes |", "|---|---:|---:|---|"]
+        for row in res["pieces"]:
+            notes = ""
+            if "gib_written" in row:
+                notes = (f"writes {row['gib_written']:.1f} GiB ({row['ms_per_call']:.2f} ms per call); "
+                         f"+{_f(row.get('peak_extra_gib'), '.1f')} GiB peak; {_f(row.get('achieved_tbs'), '.2f')} TB/s")
+            lines.append(f"| {row['what']} | {row['B']} | {row['ms']:.2f} | {notes} |")
+    lines += ["", "## End-to-end `generate`", "",
+              "network = time inside the denoiser / energy callables (synchronised); overhead = end-to-end − network. "
+              "energy net includes the AR forward (in brackets) and its log-softmax / gather / float64 sums.", "",
+              "| run | s | s/sample | tokens/s | NFE den | energy calls (seqs) | den net s | energy net s (AR fwd) "
+              "| overhead s (%) | peak GiB | TFLOP | MFU | floor s | ×floor |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in res.get("e2e", []):
+        if "skipped" in row or "error" in row:
+            lines.append(f"| {row['name']} | {row.get('skipped') or row.get('error')} |" + " |" * 12)
+            continue
+        en = "–" if not row["energy"] else (
+            f"{row['net_energy_s']:.2f}" + (f" ({row['ar_forward_s']:.2f})" if row["ar_forward_s"] is not None else ""))
+        ecalls = "–" if not row["energy"] else f"{row['nfe_energy_chunks']} ({row['energy_seqs']})"
+        ebs = "" if not row["energy"] else f" ebs={row['energy_batch_size']}"
+        lines.append(
+            f"| {row['name']}{ebs} | {row['seconds']:.2f} | "
+            f"{row['seconds_per_sample']:.3f} | {row['tokens_per_s']:,.0f} | {row['nfe_denoiser']} | {ecalls} | "
+            f"{row['net_denoiser_s']:.2f} | {en} | {row['overhead_s']:.2f} ({row['overhead_pct']:.0f}%) | "
+            f"{_f(row['peak_gib'], '.1f')} | {row['model_tflop']:.1f} | {100 * row['mfu']:.1f}% | {row['floor_s']:.2f} | "
+            f"{row['measured_over_floor']:.1f} |")
+    lines += render_diagnose(res.get("diagnose") or {})
+    if res.get("errors"):
+        lines += ["", "## Errors", ""] + [f"- {e}" for e in res["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def source_hashes() -> dict[str, str]:
+    """sha256[:12] of the library files this benchmark measures (the device gets no .git)."""
+    root = Path(__file__).resolve().parents[1] / "edlm"
+    names = ["samplers/loop.py", "samplers/importance.py", "samplers/ancestral.py", "diffusion/subs.py",
+             "diffusion/categorical.py", "models/dit.py", "models/ar.py", "energy/ar_energy.py",
+             "energy/nce_energy.py", "eval/speed.py"]
+    return {n: hashlib.sha256((root / n).read_bytes()).hexdigest()[:12] for n in names if (root / n).exists()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="directory for speed.json and speed.md")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes and few steps (CPU smoke test)")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--budget-s", type=float, default=None, help="time budget that gates the long MDLM run")
+    parser.add_argument("--no-diagnose", action="store_true", help="skip the profiler / torch.compile section")
+    parser.add_argument("--date", default=datetime.date.today().isoformat())
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg = tiny_config() if args.tiny else BenchConfig()
+    if args.budget_s is not None:
+        cfg.budget_s = args.budget_s
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor()})",
+        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+        "date": args.date, "config": {k: v for k, v in asdict(cfg).items()},
+        "source_sha256": source_hashes(),
+    }
+    torch.manual_seed(0)
+    bench = Bench(cfg, device, out_dir, meta)
+    log(f"device {meta['device']}, torch {meta['torch']}, config {'tiny' if args.tiny else 'MDLM-small'}")
+    bench.build_models()
+    bench.ceilings()
+    bench.forward_rows()
+    bench.pieces()
+    bench.end_to_end()
+    if not args.no_diagnose:
+        bench.diagnose()
+    bench.long_run()
+    bench.save()
+    print("\n" + render_markdown(bench.results), flush=True)
+    log("done")
+    return 1 if bench.results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
