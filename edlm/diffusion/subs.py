@@ -33,8 +33,14 @@ def subs_log_probs(logits: Tensor, x_t: Tensor, mask_id: int) -> Tensor:
     mask_col = torch.tensor([mask_id], device=logits.device)
     logits = logits.float().index_fill(-1, mask_col, float("-inf"))  # SPEC 1.3(a); new tensor
     log_p = torch.log_softmax(logits, dim=-1)  # (B, L, V+1)
-    carry = torch.full_like(log_p, float("-inf")).scatter_(-1, x_t[..., None], 0.0)  # log one-hot
-    return torch.where((x_t != mask_id)[..., None], carry, log_p)  # SPEC 1.3(b)
+    unmasked = x_t != mask_id  # (B, L)
+    if log_p.requires_grad:  # out-of-place, for autograd
+        carry = torch.full_like(log_p, float("-inf")).scatter_(-1, x_t[..., None], 0.0)  # log one-hot
+        return torch.where(unmasked[..., None], carry, log_p)  # SPEC 1.3(b)
+    b, i = unmasked.nonzero(as_tuple=True)  # only the unmasked rows are rewritten, in place
+    log_p[b, i] = float("-inf")
+    log_p[b, i, x_t[b, i]] = 0.0  # SPEC 1.3(b): one-hot(x_tⁱ) in log space
+    return log_p
 
 
 def log_likelihood_of(logits: Tensor, x_0: Tensor, mask_id: int) -> Tensor:

@@ -90,6 +90,14 @@ def test_nan_logits_and_energies_are_refused():
     with pytest.raises(NumericalError):
         generate(nan_denoiser, L, 2, V, MASK, 4)
 
+    def inf_denoiser(x_t, t):
+        out = torch.zeros(*x_t.shape, V + 1)
+        out[1, 2, 3] = float("inf")
+        return out
+
+    with pytest.raises(NumericalError):
+        generate(inf_denoiser, L, 2, V, MASK, 4)
+
     def nan_energy(x_0, x_t, t, lp):
         return torch.full((x_0.shape[0],), float("nan"))
 
