@@ -1,0 +1,96 @@
+"""Lightning callbacks of ``edlm train``: export the EMA weights, and measure training throughput."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from edlm.models.checkpoints import save_pretrained
+
+__all__ = ["SavePretrained", "FinalCheckpoint", "Throughput", "save_pretrained_atomic"]
+
+
+def save_pretrained_atomic(model, directory: Path, tokenizer=None, extra: dict | None = None) -> Path:
+    """``save_pretrained`` into a fresh sibling folder, then swap it in: a reader never sees half a model."""
+    directory = Path(directory)
+    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
+        save_pretrained(model, tmp, tokenizer=tokenizer, extra=extra)
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+class SavePretrained(Callback):
+    """After each validation and at the end of training, write the EMA weights with ``save_pretrained``.
+
+    The folder (``<run_dir>/model``) holds ``config.json`` + ``model.safetensors`` + the tokenizer; the
+    run config, the step and the latest validation metrics go into ``config.json``'s "extra". Only
+    global rank 0 writes; a step already saved is not saved again.
+    """
+
+    def __init__(self, directory: str | Path, tokenizer=None, extra: dict | None = None):
+        self.directory = Path(directory)
+        self.tokenizer = tokenizer
+        self.extra = dict(extra or {})
+        self.saved_step: int | None = None
+
+    def save(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.global_step == self.saved_step:
+            return
+        if trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            extra = {**self.extra, "global_step": trainer.global_step, "metrics": metrics}
+            with pl_module.ema.averaged() as model:
+                save_pretrained_atomic(model, self.directory, tokenizer=self.tokenizer, extra=extra)
+        self.saved_step = trainer.global_step
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        self.save(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        self.save(trainer, pl_module)
+
+
+class FinalCheckpoint(Callback):
+    """Write ``path`` (``last.ckpt``) after the final optimizer step, from inside the loop.
+
+    ``ModelCheckpoint`` saves every n steps; the last step is rarely one of them. Saving here, rather
+    than after ``fit`` returns, stores the loop state exactly as a mid-run save does, so a resumed
+    run continues its step count and its logs without a gap.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
+
+
+class Throughput(Callback):
+    """Seconds spent in training batches (validation excluded) and the step range of this run."""
+
+    def __init__(self):
+        self.train_seconds = 0.0
+        self.start_step: int | None = None
+        self._t0 = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.start_step = trainer.global_step  # > 0 when resumed from a checkpoint
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.train_seconds += time.perf_counter() - self._t0

@@ -1,0 +1,337 @@
+"""``train(cfg, kind)``: tokenizer → data → model → Lightning ``Trainer`` → checkpoints and metrics.
+
+A run directory holds::
+
+    config.yaml            the RunConfig of the run
+    tokenizer/             the tokenizer the model was trained with
+    checkpoints/last.ckpt  Lightning checkpoint (weights, optimizer, EMA, loop state) for --resume
+    model/                 EMA weights + tokenizer + config (save_pretrained), refreshed at each validation
+    csv/, tb/              CSV and TensorBoard logs (a new version folder per start)
+    metrics.json           final numbers: val NLL/PPL, the corpus's unigram PPL, tokens, throughput, time
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from edlm.config import RunConfig, save_config
+from edlm.data import (
+    PRESETS,
+    TextDataModule,
+    char_tokenizer_from_text,
+    load_corpus,
+    load_tokenizer,
+    preset_tokenizer,
+    save_tokenizer,
+)
+from edlm.diffusion.schedules import get_schedule
+from edlm.errors import CheckpointError, ConfigError
+from edlm.models import ARTransformer, DiT, check_vocab, from_pretrained
+from edlm.training.ar_module import ARModule
+from edlm.training.base import LanguageModelModule
+from edlm.training.callbacks import FinalCheckpoint, SavePretrained, Throughput
+from edlm.training.mdlm_module import MDLMModule
+from edlm.training.unigram import unigram_perplexity
+
+__all__ = ["TrainResult", "MODULE_BUILDERS", "train", "build_tokenizer", "corpus_unigram_perplexity"]
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` reports (also written to ``<run_dir>/metrics.json``)."""
+
+    kind: str
+    run_dir: str
+    model_dir: str
+    start_step: int  # global step the run started from (> 0 when resumed)
+    global_step: int  # optimizer steps done in total
+    val_nll: float | None  # nats per token: the NELBO bound for MDLM, the exact NLL for AR
+    val_ppl: float | None  # exp(val_nll): "PPL ≤" for MDLM, PPL for AR
+    val_ppl_name: str  # "ppl_bound" (MDLM: an upper bound) or "ppl" (AR: exact)
+    unigram_ppl: float | None  # the same validation tokens under train-split unigram frequencies
+    pct_below_unigram: float | None  # 100 · (1 − val_ppl / unigram_ppl)
+    tokens_seen: int  # training tokens over the whole run (global batch × steps)
+    tokens_per_s: float  # training tokens per second of training batches in this start
+    wall_time_s: float  # wall-clock time of this call
+    num_params: int
+    device: str  # what ran it, e.g. "cuda: NVIDIA H100 80GB HBM3" or "cpu: 2 threads"
+    rank: int  # global rank of the process that returns this (only rank 0 writes files)
+
+    def summary(self) -> str:
+        """One line for the console."""
+        fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
+        name = "PPL <=" if self.val_ppl_name == "ppl_bound" else "PPL"
+        below = "" if self.pct_below_unigram is None else f", {self.pct_below_unigram:.1f}% below"
+        return (f"edlm train {self.kind}: step {self.global_step}, val {name} {fmt(self.val_ppl)} "
+                f"(unigram {fmt(self.unigram_ppl)}{below}), {self.tokens_per_s:,.0f} tokens/s, "
+                f"{self.wall_time_s:.0f} s; model in {self.model_dir}")
+
+
+# ----------------------------------------------------------------------------- builders
+def _build_mdlm(cfg: RunConfig, tokenizer) -> MDLMModule:
+    m = cfg.model
+    if m.init_from:
+        backbone = from_pretrained(m.init_from, expected_type="dit")
+        check_vocab(backbone, tokenizer)
+    else:
+        backbone = DiT(len(tokenizer), cfg.data.length, m.hidden_size, m.n_blocks, m.n_heads, m.cond_dim,
+                       m.dropout, m.time_conditioning)
+    return MDLMModule(backbone, get_schedule(cfg.diffusion.schedule), tokenizer.mask_token_id, cfg.optim,
+                      cfg.ema.decay, cfg.ema.warmup, val_seed=cfg.train.seed, t_min=cfg.diffusion.t_min,
+                      antithetic=cfg.diffusion.antithetic)
+
+
+def _build_ar(cfg: RunConfig, tokenizer) -> ARModule:
+    m = cfg.model
+    if m.init_from:
+        model = from_pretrained(m.init_from, expected_type="ar")
+        check_vocab(model, tokenizer)
+    else:
+        model = ARTransformer(len(tokenizer), cfg.data.length, m.hidden_size, m.n_blocks, m.n_heads, m.dropout,
+                              mask_id=tokenizer.mask_token_id)
+    return ARModule(model, cfg.optim, cfg.ema.decay, cfg.ema.warmup, val_seed=cfg.train.seed)
+
+
+# kind -> builder(cfg, tokenizer) -> LanguageModelModule; extend together with edlm.config.TRAIN_KINDS.
+MODULE_BUILDERS: dict[str, Callable[[RunConfig, object], LanguageModelModule]] = {
+    "mdlm": _build_mdlm,
+    "ar": _build_ar,
+}
+
+
+def build_tokenizer(cfg: RunConfig):
+    """``data.tokenizer`` if set (a saved dir, a tokenizer.json or a hub name); else the corpus preset's
+    own kind trained on its train split; else (a custom corpus) a char tokenizer of its train split."""
+    d = cfg.data
+    if d.tokenizer:
+        return load_tokenizer(d.tokenizer)
+    if d.corpus in PRESETS:
+        return preset_tokenizer(d.corpus, vocab_size=d.tokenizer_vocab_size, cache_dir=_corpus_cache(cfg))
+    return char_tokenizer_from_text(load_corpus(d.corpus, "train", cache_dir=_corpus_cache(cfg))["text"])
+
+
+def _corpus_cache(cfg: RunConfig) -> str | None:
+    return None if cfg.data.cache_dir is None else os.path.join(cfg.data.cache_dir, "corpora")
+
+
+def _token_array(dataset, column: str) -> np.ndarray:
+    """A packed column as one flat numpy array, without going through Python lists."""
+    return dataset.data.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False).copy()
+
+
+def corpus_unigram_perplexity(datamodule: TextDataModule) -> float:
+    """Unigram PPL of the validation tokens under the train tokens' frequencies ([MASK]/[PAD] excluded)."""
+    datamodule.setup("fit")
+    tok = datamodule.tokenizer
+    arrays = {}
+    for name, ds in (("train", datamodule.train_data), ("valid", datamodule.valid_data)):
+        ids = torch.from_numpy(_token_array(ds, "input_ids"))
+        mask = torch.from_numpy(_token_array(ds, "attention_mask")) if "attention_mask" in ds.column_names else None
+        arrays[name] = (ids, mask)
+    exclude = tuple(i for i in {tok.mask_token_id, tok.pad_token_id} if i is not None and i != tok.eos_token_id)
+    return unigram_perplexity(arrays["train"][0], arrays["valid"][0], len(tok), arrays["train"][1],
+                              arrays["valid"][1], exclude_ids=exclude)
+
+
+# ----------------------------------------------------------------------------- run directory
+def _atomic_json(path: Path, payload: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _prepare_run_dir(cfg: RunConfig, kind: str) -> tuple[Path, Path | None]:
+    """(run_dir, checkpoint to resume from or None); refuses to overwrite a finished or started run."""
+    run_dir = Path(cfg.train.run_dir or Path("runs") / f"{kind}_{cfg.preset}")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.train.resume:
+        if not last.is_file():
+            raise ConfigError(f"nothing to resume: {last} does not exist; drop --resume to start a new run.")
+        _check_resumable(last, kind)
+        return run_dir, last
+    if rank_zero_only.rank == 0 and (last.exists() or (run_dir / "metrics.json").exists()):
+        raise ConfigError(f"run dir {run_dir} already holds a run; pass --resume to continue it or "
+                          "--run-dir to start a new one elsewhere.")
+    return run_dir, None
+
+
+def _check_resumable(ckpt: Path, kind: str) -> None:
+    info = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False).get("edlm", {})
+    if info.get("kind") not in (None, kind):
+        raise CheckpointError(f"{ckpt} is a {info['kind']!r} run; resume it with `edlm train {info['kind']}`.")
+
+
+def _resume_tokenizer(cfg: RunConfig, run_dir: Path, resuming: bool):
+    """The run dir's tokenizer when resuming (or on a DDP worker that rank 0 started), else a new one."""
+    saved = run_dir / "tokenizer"
+    if not (resuming or rank_zero_only.rank != 0) or not saved.is_dir():
+        return build_tokenizer(cfg)
+    tokenizer = load_tokenizer(saved)
+    if resuming and cfg.data.tokenizer:
+        asked = load_tokenizer(cfg.data.tokenizer)
+        if len(asked) != len(tokenizer):
+            raise CheckpointError(f"the checkpoint in {run_dir} was trained with a tokenizer of {len(tokenizer)} "
+                                  f"ids, but data.tokenizer={cfg.data.tokenizer} has {len(asked)}; drop "
+                                  "data.tokenizer to resume with the run's own tokenizer.")
+    return tokenizer
+
+
+# ----------------------------------------------------------------------------- Lightning
+def _trainer_settings(cfg: RunConfig) -> dict:
+    t = cfg.train
+    on_cuda = t.accelerator in ("cuda", "gpu") or (t.accelerator == "auto" and torch.cuda.is_available())
+    precision = t.precision if t.precision != "auto" else ("bf16-mixed" if on_cuda else "32-true")
+    deterministic = (not on_cuda) if t.deterministic is None else t.deterministic
+    limit_val = int(t.limit_val_batches) if t.limit_val_batches > 1 else t.limit_val_batches
+    if on_cuda:
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls for the fp32 parts of mixed precision
+    return dict(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=precision,
+        deterministic=deterministic,
+        max_steps=t.max_steps,
+        val_check_interval=t.val_check_interval * t.accumulate_grad_batches,  # counted in batches
+        check_val_every_n_epoch=None,  # validate every val_check_interval steps, across epochs
+        limit_val_batches=limit_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        gradient_clip_algorithm="norm",
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+    )
+
+
+def _build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list) -> L.Trainer:
+    checkpoints = run_dir / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=cfg.train.val_check_interval, save_top_k=0,
+                        save_last=True),
+        FinalCheckpoint(checkpoints / "last.ckpt"),
+        LearningRateMonitor("step"),
+        *callbacks,
+    ]
+    loggers = [CSVLogger(run_dir, name="csv")]
+    if find_spec("tensorboard") or find_spec("tensorboardX"):
+        loggers.append(TensorBoardLogger(run_dir, name="tb"))
+    else:
+        rank_zero_warn("tensorboard is not installed: logging to CSV only (pip install tensorboard).")
+    try:
+        return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks, **_trainer_settings(cfg))
+    except (MisconfigurationException, ImportError, ValueError, RuntimeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"bad train.accelerator/devices/strategy/precision setting: {message}") from exc
+
+
+def train(cfg: RunConfig, kind: str) -> TrainResult:
+    """Train an MDLM denoiser (``kind="mdlm"``) or an AR model (``"ar"``) as ``cfg`` says.
+
+    Writes the run directory described in this module's docstring and returns the final numbers.
+    Every rank of a multi-process (DDP) run calls this; only global rank 0 writes files.
+
+    Raises:
+        ConfigError: unknown kind, a run dir that already holds a run (without resume), nothing to resume.
+        DataError: a missing or unreadable corpus.
+        CheckpointError: ``model.init_from`` or the resumed run does not match the tokenizer or kind.
+    """
+    if kind not in MODULE_BUILDERS:
+        raise ConfigError(f"unknown training kind {kind!r}; choose one of {list(MODULE_BUILDERS)}.")
+    threads = torch.get_num_threads()
+    try:
+        if cfg.train.cpu_threads:
+            torch.set_num_threads(cfg.train.cpu_threads)
+        return _train(cfg, kind)
+    finally:
+        torch.set_num_threads(threads)  # leave the process as it was (tests, notebooks)
+
+
+def _train(cfg: RunConfig, kind: str) -> TrainResult:
+    started = time.perf_counter()
+    run_dir, resume_from = _prepare_run_dir(cfg, kind)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    throughput = Throughput()
+    saver = SavePretrained(run_dir / "model", extra={"kind": kind, "run_config": asdict(cfg)})
+    trainer = _build_trainer(cfg, run_dir, [saver, throughput])  # before any data work: bad settings fail fast
+
+    tokenizer = _resume_tokenizer(cfg, run_dir, resume_from is not None)
+    saver.tokenizer = tokenizer
+    d = cfg.data
+    datamodule = TextDataModule(
+        d.corpus, tokenizer, d.length, d.batch_size, mode=d.packing, max_chars={"train": d.max_train_chars,
+        "valid": d.max_val_chars}, num_workers=d.num_workers, cache_dir=d.cache_dir, seed=cfg.train.seed,
+        eval_batch_size=d.eval_batch_size,
+    )
+    module = MODULE_BUILDERS[kind](cfg, tokenizer)
+    unigram = None
+    if rank_zero_only.rank == 0:  # from the launcher's environment: valid before `fit` sets ranks up
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        save_tokenizer(tokenizer, run_dir / "tokenizer")
+        datamodule.prepare_data()
+        unigram = corpus_unigram_perplexity(datamodule)
+        rank_zero_info(f"edlm: unigram perplexity of the validation split: {unigram:.4f} "
+                       f"({math.log(unigram):.4f} nats/token)")
+        for logger in trainer.loggers:
+            logger.log_metrics({"data/unigram_ppl": unigram}, step=0)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+
+    if module.last_val_step != trainer.global_step and cfg.train.limit_val_batches > 0:  # end fell between checks
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    saver.save(trainer, module)  # no-op if that validation already saved this step
+
+    result = _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started)
+    if trainer.is_global_zero:
+        _atomic_json(run_dir / "metrics.json", asdict(result))
+    return result
+
+
+def _device_name(trainer: L.Trainer) -> str:
+    device = trainer.strategy.root_device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    return f"{device.type}: {name}" + (f" x {trainer.world_size} processes" if trainer.world_size > 1 else "")
+
+
+def _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started) -> TrainResult:
+    metrics = trainer.callback_metrics
+    nll = float(metrics["val/nll"]) if "val/nll" in metrics else None
+    ppl = math.exp(nll) if nll is not None else None
+    tokens_per_step = cfg.data.batch_size * cfg.data.length * cfg.train.accumulate_grad_batches * trainer.world_size
+    run_steps = trainer.global_step - (throughput.start_step or 0)
+    return TrainResult(
+        kind=kind,
+        run_dir=str(run_dir),
+        model_dir=str(run_dir / "model"),
+        start_step=throughput.start_step or 0,
+        global_step=trainer.global_step,
+        val_nll=nll,
+        val_ppl=ppl,
+        val_ppl_name=module.ppl_name,
+        unigram_ppl=unigram,
+        pct_below_unigram=100.0 * (1.0 - ppl / unigram) if ppl is not None and unigram else None,
+        tokens_seen=trainer.global_step * tokens_per_step,
+        tokens_per_s=run_steps * tokens_per_step / max(throughput.train_seconds, 1e-9),
+        wall_time_s=time.perf_counter() - started,
+        num_params=sum(p.numel() for p in module.model.parameters()),
+        device=_device_name(trainer),
+        rank=trainer.global_rank,
+    )

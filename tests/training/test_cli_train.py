@@ -1,0 +1,85 @@
+"""`edlm train` from the command line: bad input is one line on stderr, exit code != 0, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from edlm.cli import main
+from edlm.models import DiT, save_pretrained
+
+
+def _fails_cleanly(capsys, argv, fragment):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]  # progress bars may precede it
+    assert errors == [err.splitlines()[-1]], err
+    assert errors[0].startswith("edlm: error:") and fragment in errors[0], err
+
+
+def test_unknown_preset(capsys):
+    _fails_cleanly(capsys, ["train", "mdlm", "--preset", "huge"], "unknown preset 'huge'")
+
+
+def test_unknown_key(capsys, tmp_path):
+    _fails_cleanly(capsys, ["train", "mdlm", "--run-dir", str(tmp_path), "model.widht=3"],
+                   "unknown config key 'model.widht'")
+
+
+def test_wrong_type(capsys, tmp_path):
+    _fails_cleanly(capsys, ["train", "ar", "--run-dir", str(tmp_path), "train.max_steps=many"], "train.max_steps")
+
+
+def test_bad_trainer_setting_fails_before_any_data_work(capsys, tmp_path):
+    _fails_cleanly(capsys, ["train", "mdlm", "--run-dir", str(tmp_path / "run"), "train.precision=fp7"],
+                   "precision")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_path(capsys, tmp_path, cache_dir, micro):
+    argv = ["train", "mdlm", *micro(tmp_path / "run", cache_dir, **{"data.corpus": tmp_path / "missing.txt"})]
+    _fails_cleanly(capsys, argv, "missing.txt")
+
+
+def test_checkpoint_vocab_differs_from_tokenizer(capsys, tmp_path, cache_dir, micro):
+    save_pretrained(DiT(10, 32, hidden_size=32, n_blocks=1, n_heads=2, cond_dim=16), tmp_path / "other")
+    argv = ["train", "mdlm", *micro(tmp_path / "run", cache_dir, **{"model.init_from": tmp_path / "other"})]
+    _fails_cleanly(capsys, argv, "the model has 10 ids but the tokenizer has")
+
+
+def test_resume_without_a_checkpoint(capsys, tmp_path):
+    _fails_cleanly(capsys, ["train", "mdlm", "--run-dir", str(tmp_path), "--resume"], "nothing to resume")
+
+
+def test_refuses_to_overwrite_a_run(capsys, mdlm_run, copy_run, cache_dir, micro):
+    run_dir = copy_run(mdlm_run[0])
+    _fails_cleanly(capsys, ["train", "mdlm", *micro(run_dir, cache_dir)], "already holds a run")
+
+
+def test_resume_with_the_wrong_kind(capsys, mdlm_run, copy_run, cache_dir, micro):
+    run_dir = copy_run(mdlm_run[0])
+    argv = ["train", "ar", "--resume", *micro(run_dir, cache_dir, max_steps=30)]
+    _fails_cleanly(capsys, argv, "edlm train mdlm")
+
+
+def test_bad_kind_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "gpt"])
+    assert info.value.code != 0
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_entry_point_prints_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "edlm.cli", "train", "mdlm", "--preset", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "Traceback" not in proc.stderr and "unknown preset" in proc.stderr
+
+
+def test_cli_trains_and_prints_a_summary(capsys, tmp_path, cache_dir, micro):
+    assert main(["train", "ar", *micro(tmp_path / "run", cache_dir, max_steps=5)]) == 0
+    out = capsys.readouterr().out
+    assert "edlm train ar: step 5, val PPL" in out and "unigram" in out

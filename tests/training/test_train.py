@@ -1,0 +1,81 @@
+"""End-to-end micro runs of `train`: the run directory, learning, export, resume."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from edlm.config import load_config
+from edlm.data import load_tokenizer
+from edlm.models import check_vocab, load_denoiser, read_checkpoint_config
+from edlm.training.trainer import train
+
+
+def _train_losses(run_dir):
+    rows = []
+    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        rows += [r for r in csv.DictReader(path.open()) if r.get("train/loss")]
+    return [float(r["train/loss"]) for r in rows]
+
+
+def test_run_dir_layout_and_metrics(mdlm_run):
+    run_dir, result = mdlm_run
+    for name in ("config.yaml", "metrics.json", "checkpoints/last.ckpt", "tokenizer/tokenizer.json",
+                 "model/config.json", "model/model.safetensors", "model/tokenizer.json"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == result.global_step == 20
+    assert metrics["tokens_seen"] == 20 * 16 * 32
+    assert metrics["unigram_ppl"] > 10  # Shakespeare characters: about 28
+    assert metrics["val_ppl"] == pytest.approx(torch.tensor(metrics["val_nll"]).exp().item(), rel=1e-6)
+    assert load_config(str(run_dir / "config.yaml")).model.hidden_size == 32
+
+
+def test_training_reduces_the_loss(mdlm_run):
+    losses = _train_losses(mdlm_run[0])
+    assert len(losses) == 20
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < first - 0.3, losses
+
+
+def test_exported_model_matches_the_tokenizer_and_loads(mdlm_run):
+    run_dir, result = mdlm_run
+    tokenizer = load_tokenizer(run_dir / "model")
+    denoiser = load_denoiser(run_dir / "model")
+    check_vocab(denoiser, tokenizer)
+    assert denoiser.mask_id == tokenizer.mask_token_id == len(tokenizer) - 1
+    extra = read_checkpoint_config(run_dir / "model")["extra"]
+    assert extra["global_step"] == 20 and extra["kind"] == "mdlm"
+    assert extra["metrics"]["val/ppl_bound"] == pytest.approx(result.val_ppl, rel=1e-5)
+
+
+def test_ema_weights_are_what_is_exported(mdlm_run):
+    run_dir, _ = mdlm_run
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    denoiser = load_denoiser(run_dir / "model")
+    params = [p for p in denoiser.parameters() if p.requires_grad]
+    assert ckpt["ema"]["num_updates"] == 20
+    for p, shadow in zip(params, ckpt["ema"]["shadow"]):
+        assert torch.equal(p, shadow)
+
+
+def test_resume_continues_at_the_right_step(mdlm_run, copy_run, cache_dir, micro):
+    run_dir = copy_run(mdlm_run[0])
+    cfg = load_config("tiny", micro(run_dir, cache_dir, max_steps=30, **{"train.resume": "true"}))
+    result = train(cfg, "mdlm")
+    assert (result.start_step, result.global_step) == (20, 30)
+    second = sorted((run_dir / "csv").glob("version_*"))[-1] / "metrics.csv"
+    steps = sorted({int(r["step"]) for r in csv.DictReader(second.open()) if r.get("train/loss")})
+    assert steps[0] == 20 and steps[-1] == 29  # Lightning logs step n for the n-th update, counting from 0
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 30 and ckpt["ema"]["num_updates"] == 30
+
+
+def test_ar_trains_and_reports_ppl(tmp_path, cache_dir, micro):
+    cfg = load_config("tiny", micro(tmp_path / "ar", cache_dir, max_steps=20))
+    result = train(cfg, "ar")
+    assert result.kind == "ar" and result.global_step == 20
+    assert 1.0 < result.val_ppl < result.unigram_ppl * 1.5
+    config = read_checkpoint_config(tmp_path / "ar" / "model")
+    assert config["model_type"] == "ar"
