@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from edlm.diffusion.schedules import SCHEDULES
+from edlm.energy_config import EnergyConfig
 from edlm.errors import ConfigError
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
 TRAIN_KINDS: dict[str, str] = {
     "mdlm": "a masked-diffusion denoiser (MDLM, SPEC 1.5)",
     "ar": "an autoregressive transformer (baseline, and p_AR of EDLM-AR)",
+    "energy": "an EDLM-NCE energy trained against a frozen denoiser (SPEC 2.4); needs --denoiser",
 }
 
 
@@ -175,6 +177,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)  # read by `edlm train energy` only
 
 
 # ----------------------------------------------------------------------------- loading

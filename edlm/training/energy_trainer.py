@@ -1,0 +1,187 @@
+"""``train_energy(cfg, denoiser_path)``: NCE training of an EDLM energy against a frozen denoiser (SPEC 2.4).
+
+The run directory has the layout of ``edlm.training.trainer`` (``config.yaml``, ``tokenizer/``,
+``checkpoints/last.ckpt`` for resume, ``model/`` with the EMA energy as ``save_pretrained`` writes it,
+``csv/``, ``tb/``, ``metrics.json``), plus ``energy.yaml`` (the ``EnergyConfig``, with the denoiser path).
+The tokenizer is the denoiser's: an energy must share it (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import lightning as L
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import OmegaConf
+
+from edlm.config import RunConfig, save_config
+from edlm.data import TextDataModule, load_tokenizer, save_tokenizer
+from edlm.energy.nce_energy import NCEEnergy
+from edlm.energy_config import EnergyConfig
+from edlm.errors import CheckpointError, ConfigError
+from edlm.models import check_vocab, load_denoiser, load_tokenizer_from
+from edlm.models.checkpoints import resolve_checkpoint_dir
+from edlm.training.callbacks import FinalCheckpoint, SavePretrained, Throughput
+from edlm.training.nce_module import NCEModule
+from edlm.training.trainer import _atomic_json, _prepare_run_dir, _trainer_settings
+
+__all__ = ["EnergyTrainResult", "train_energy", "build_energy"]
+
+KIND = "energy"
+
+
+@dataclass
+class EnergyTrainResult:
+    """What ``train_energy`` reports (also written to ``<run_dir>/metrics.json``)."""
+
+    kind: str
+    run_dir: str
+    model_dir: str
+    denoiser: str  # path of the frozen denoiser
+    n_neg: int
+    start_step: int  # global step the run started from (> 0 when resumed)
+    global_step: int
+    val_nce_loss: float | None  # NCE loss on the validation split (2 log 2 ≈ 1.386 for E ≡ 0)
+    val_nce_acc: float | None  # balanced accuracy of "data iff E < 0" (chance 0.5)
+    val_nce_acc_se: float | None  # its standard error over validation sequences
+    val_energy_margin: float | None  # mean E(negative) − E(data)
+    tokens_seen: int  # data tokens over the whole run (each also scored with n_neg negatives)
+    tokens_per_s: float
+    wall_time_s: float
+    num_params: int  # trainable parameters of the energy
+    rank: int
+
+    @property
+    def acc_z(self) -> float | None:
+        """(accuracy − 0.5) / standard error: how many SEs above chance."""
+        if self.val_nce_acc is None or not self.val_nce_acc_se:
+            return None
+        return (self.val_nce_acc - 0.5) / self.val_nce_acc_se
+
+    def summary(self) -> str:
+        """One line for the console."""
+        fmt = lambda x, d=4: "n/a" if x is None else f"{x:.{d}f}"
+        z = "" if self.acc_z is None else f", {self.acc_z:.1f} SE above chance"
+        return (f"edlm train energy: step {self.global_step}, val NCE acc {fmt(self.val_nce_acc)} ± "
+                f"{fmt(self.val_nce_acc_se)}{z}, loss {fmt(self.val_nce_loss)} (E≡0: {2 * math.log(2):.4f}), "
+                f"margin {fmt(self.val_energy_margin, 3)}, {self.wall_time_s:.0f} s; energy in {self.model_dir}")
+
+
+def _denoiser_tokenizer(cfg: RunConfig, denoiser_path: str):
+    """The tokenizer saved with the denoiser (``data.tokenizer`` may name it when the checkpoint lacks one)."""
+    saved = load_tokenizer_from(resolve_checkpoint_dir(denoiser_path))
+    if saved is not None:
+        return saved
+    if cfg.data.tokenizer:
+        return load_tokenizer(cfg.data.tokenizer)
+    raise CheckpointError(f"the denoiser checkpoint {denoiser_path} holds no tokenizer; set data.tokenizer to the "
+                          "tokenizer it was trained with.")
+
+
+def build_energy(denoiser, energy_cfg: EnergyConfig) -> NCEEnergy:
+    """``NCEEnergy.from_denoiser`` (SPEC 2.4), or the same architecture randomly initialised."""
+    energy = NCEEnergy.from_denoiser(denoiser, dropout=energy_cfg.dropout,
+                                     time_conditioning=energy_cfg.time_conditioning)
+    if not energy_cfg.init_from_denoiser:
+        energy = NCEEnergy(**energy.get_config())  # same shape, fresh weights
+    return energy
+
+
+def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
+                 energy_cfg: EnergyConfig | None = None) -> EnergyTrainResult:
+    """Train an NCE energy (SPEC 2.4) for the denoiser at ``denoiser_path``, with ``cfg``'s data and optimizer.
+
+    Args:
+        cfg: run settings; ``data.*``, ``optim.*``, ``ema.*``, ``train.*`` and ``diffusion.t_min/antithetic``
+            are used. ``train.run_dir`` defaults to ``runs/energy_<preset>``.
+        denoiser_path: a ``save_pretrained`` directory (or hub id) of the frozen denoiser, with its
+            tokenizer; default ``energy_cfg.denoiser``.
+        energy_cfg: NCE settings; default ``cfg.energy`` if the RunConfig has that field, else defaults.
+
+    Raises:
+        ConfigError: no denoiser given, data.length longer than the denoiser's, a run dir that already
+            holds a run (without resume), nothing to resume.
+        CheckpointError: the denoiser or its tokenizer cannot be loaded or do not match.
+    """
+    energy_cfg = energy_cfg or getattr(cfg, "energy", None) or EnergyConfig()
+    denoiser_path = denoiser_path or energy_cfg.denoiser
+    if not denoiser_path:
+        raise ConfigError("train_energy needs the frozen denoiser: pass denoiser_path (--denoiser PATH).")
+    denoiser_path = str(denoiser_path)
+    energy_cfg = replace(energy_cfg, denoiser=denoiser_path)
+    started = time.perf_counter()
+    run_dir, resume_from = _prepare_run_dir(cfg, KIND)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+
+    denoiser = load_denoiser(denoiser_path)
+    tokenizer = _denoiser_tokenizer(cfg, denoiser_path)
+    check_vocab(denoiser, tokenizer)
+    d = cfg.data
+    if d.length > denoiser.length:
+        raise ConfigError(f"data.length={d.length} exceeds the denoiser's maximum length {denoiser.length}.")
+    datamodule = TextDataModule(
+        d.corpus, tokenizer, d.length, d.batch_size, mode=d.packing, max_chars={"train": d.max_train_chars,
+        "valid": d.max_val_chars}, num_workers=d.num_workers, cache_dir=d.cache_dir, seed=cfg.train.seed,
+        eval_batch_size=d.eval_batch_size,
+    )
+    module = NCEModule(build_energy(denoiser, energy_cfg), denoiser, denoiser.schedule, denoiser.mask_id,
+                       n_neg=energy_cfg.n_neg, optim=cfg.optim, ema_decay=cfg.ema.decay, ema_warmup=cfg.ema.warmup,
+                       val_seed=cfg.train.seed, t_min=cfg.diffusion.t_min, antithetic=cfg.diffusion.antithetic)
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / "energy.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(energy_cfg)))
+        save_tokenizer(tokenizer, run_dir / "tokenizer")
+        datamodule.prepare_data()
+
+    throughput = Throughput()
+    record = {"kind": KIND, "energy_config": asdict(energy_cfg), "run_config": asdict(cfg)}
+    saver = SavePretrained(run_dir / "model", tokenizer=tokenizer, extra=record)
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.train.val_check_interval,
+                                  save_top_k=0, save_last=True)
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        logger=[CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tb")],
+        callbacks=[checkpoints, FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt"), saver, throughput,
+                   LearningRateMonitor("step")],
+        **_trainer_settings(cfg),
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    if module.last_val_step != trainer.global_step and cfg.train.limit_val_batches > 0:  # end fell between checks
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    saver.save(trainer, module)  # no-op if that validation already saved this step
+
+    result = _result(cfg, energy_cfg, run_dir, trainer, module, throughput, started)
+    if trainer.is_global_zero:
+        _atomic_json(run_dir / "metrics.json", asdict(result))
+    return result
+
+
+def _result(cfg, energy_cfg, run_dir: Path, trainer, module, throughput, started) -> EnergyTrainResult:
+    m = trainer.callback_metrics
+    get = lambda key: float(m[key]) if key in m else None
+    tokens_per_step = cfg.data.batch_size * cfg.data.length * cfg.train.accumulate_grad_batches * trainer.world_size
+    run_steps = trainer.global_step - (throughput.start_step or 0)
+    return EnergyTrainResult(
+        kind=KIND,
+        run_dir=str(run_dir),
+        model_dir=str(run_dir / "model"),
+        denoiser=energy_cfg.denoiser,
+        n_neg=energy_cfg.n_neg,
+        start_step=throughput.start_step or 0,
+        global_step=trainer.global_step,
+        val_nce_loss=get("val/nce_loss"),
+        val_nce_acc=get("val/nce_acc"),
+        val_nce_acc_se=get("val/nce_acc_se"),
+        val_energy_margin=get("val/energy_margin"),
+        tokens_seen=trainer.global_step * tokens_per_step,
+        tokens_per_s=run_steps * tokens_per_step / max(throughput.train_seconds, 1e-9),
+        wall_time_s=time.perf_counter() - started,
+        num_params=sum(p.numel() for p in module.model.parameters() if p.requires_grad),
+        rank=trainer.global_rank,
+    )
