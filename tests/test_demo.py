@@ -1,0 +1,25 @@
+"""`edlm demo` runs the shipped models offline."""
+
+from edlm.cli import main
+from edlm.demo import ASSETS, run_demo
+
+
+def test_demo_runs_the_three_shipped_methods():
+    assert (ASSETS / "tiny-shakespeare" / "nce" / "model.safetensors").is_file()
+    rows = run_demo(steps=4, k=2, num_samples=2, judge="none")
+    assert [r.method for r in rows] == ["MDLM", "EDLM-AR (k=2)", "EDLM-NCE (k=2)"]
+    for r in rows:
+        assert len(r.texts) == 2 and all(len(t) > 50 for t in r.texts)
+        assert r.nfe_denoiser <= 4 and 0 < r.entropy_bits < 7
+    assert rows[0].nfe_energy == 0 and rows[1].nfe_energy > 0 and rows[2].nfe_energy > 0
+
+
+def test_demo_cli_prints_a_table(capsys):
+    assert main(["demo", "--judge", "none", "--steps", "2", "--num-samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "EDLM-NCE" in out and "entropy (bits)" in out
+
+
+def test_demo_bad_model_set_is_one_line(capsys):
+    assert main(["demo", "--models", "/nonexistent/models", "--judge", "none"]) == 2
+    assert capsys.readouterr().err.startswith("edlm: error: no shipped models")
