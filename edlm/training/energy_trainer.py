@@ -28,7 +28,7 @@ from edlm.models import check_vocab, load_denoiser, load_tokenizer_from
 from edlm.models.checkpoints import resolve_checkpoint_dir
 from edlm.training.callbacks import FinalCheckpoint, SavePretrained, Throughput
 from edlm.training.nce_module import NCEModule
-from edlm.training.trainer import _atomic_json, _prepare_run_dir, _trainer_settings
+from edlm.training.trainer import _atomic_json, _prepare_run_dir, _trainer_settings, check_safe_checkpoint
 
 __all__ = ["EnergyTrainResult", "train_energy", "build_energy"]
 
@@ -151,7 +151,9 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
                    LearningRateMonitor("step")],
         **_trainer_settings(cfg),
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    if resume_from is not None:
+        check_safe_checkpoint(resume_from)  # refuse pickled code before Lightning touches the file
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # no pickle code on resume
     if module.last_val_step != trainer.global_step and cfg.train.limit_val_batches > 0:  # end fell between checks
         trainer.validate(module, datamodule=datamodule, verbose=False)
     saver.save(trainer, module)  # no-op if that validation already saved this step

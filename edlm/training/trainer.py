@@ -175,7 +175,8 @@ def _prepare_run_dir(cfg: RunConfig, kind: str) -> tuple[Path, Path | None]:
 
 
 def _check_resumable(ckpt: Path, kind: str) -> None:
-    info = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False).get("edlm", {})
+    check_safe_checkpoint(ckpt)  # plain data only: a planted pickle is refused, never run
+    info = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True).get("edlm", {})
     if info.get("kind") not in (None, kind):
         raise CheckpointError(f"{ckpt} is a {info['kind']!r} run; resume it with `edlm train {info['kind']}`.")
 
@@ -243,6 +244,22 @@ def _build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list) -> L.Trainer:
         raise ConfigError(f"bad train.accelerator/devices/strategy/precision setting: {message}") from exc
 
 
+def check_safe_checkpoint(path) -> None:
+    """Open a trainer checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only.
+
+    A checkpoint that would need to run pickled code (a planted ``__reduce__``, arbitrary classes) is
+    refused with a ``CheckpointError``; nothing in it is executed.
+    """
+    import pickle
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"refusing to resume from {path}: it is not a plain-data checkpoint "
+                              f"(torch.load weights_only=True failed: {first[:160]})") from None
+
+
 def train(cfg: RunConfig, kind: str) -> TrainResult:
     """Train an MDLM denoiser (``kind="mdlm"``) or an AR model (``"ar"``) as ``cfg`` says.
 
@@ -293,7 +310,9 @@ def _train(cfg: RunConfig, kind: str) -> TrainResult:
                        f"({math.log(unigram):.4f} nats/token)")
         for logger in trainer.loggers:
             logger.log_metrics({"data/unigram_ppl": unigram}, step=0)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    if resume_from is not None:
+        check_safe_checkpoint(resume_from)  # refuse pickled code before Lightning touches the file
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # no pickle code on resume
 
     if module.last_val_step != trainer.global_step and cfg.train.limit_val_batches > 0:  # end fell between checks
         trainer.validate(module, datamodule=datamodule, verbose=False)
