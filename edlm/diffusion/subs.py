@@ -30,9 +30,13 @@ def subs_log_probs(logits: Tensor, x_t: Tensor, mask_id: int) -> Tensor:
         float32 log-probabilities, (B, L, V+1); −∞ off the support.
     """
     _check(logits, x_t, mask_id)
-    mask_col = torch.tensor([mask_id], device=logits.device)
-    logits = logits.float().index_fill(-1, mask_col, float("-inf"))  # SPEC 1.3(a); new tensor
-    log_p = torch.log_softmax(logits, dim=-1)  # (B, L, V+1)
+    work = logits.float()  # a new tensor when the input is bf16/fp16; the same one when fp32
+    if work is logits or work.requires_grad:
+        mask_col = torch.tensor([mask_id], device=logits.device)
+        work = work.index_fill(-1, mask_col, float("-inf"))  # SPEC 1.3(a), out of place
+    else:
+        work[..., mask_id] = float("-inf")  # SPEC 1.3(a), in our own copy: no extra full pass
+    log_p = torch.log_softmax(work, dim=-1)  # (B, L, V+1)
     unmasked = x_t != mask_id  # (B, L)
     if log_p.requires_grad:  # out-of-place, for autograd
         carry = torch.full_like(log_p, float("-inf")).scatter_(-1, x_t[..., None], 0.0)  # log one-hot
