@@ -1,0 +1,151 @@
+"""A training run killed with SIGKILL right after its first checkpoint resumes with ``--resume``.
+
+The resumed run starts from the checkpoint's step, reaches ``train.max_steps``, leaves loadable weights
+and a readable ``last.ckpt``. Its per-step losses are compared with an uninterrupted reference run of
+the same config: losses before the kill match exactly; after it they do not (the epoch's batch order is
+replayed and the global RNG is not restored; ``test_resumed_losses_equal_the_reference`` is a strict xfail
+that records this and will flag when it is fixed).
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from edlm.models import from_pretrained
+
+MAX_STEPS = 40
+EVERY = 10  # train.val_check_interval: ModelCheckpoint writes last.ckpt every EVERY steps
+
+
+def _cmd(micro, run_dir: Path, cache_dir: Path, *extra: str) -> list[str]:
+    overrides = micro(run_dir, cache_dir, max_steps=MAX_STEPS, **{
+        "train.val_check_interval": EVERY, "train.cpu_threads": 1, "train.limit_val_batches": 1,
+        "data.max_val_chars": 2_000})
+    overrides = [o for o in overrides if not o.startswith("train.run_dir=")]
+    return [sys.executable, "-m", "edlm.cli", "train", "mdlm", "--preset", "tiny", "--run-dir", str(run_dir),
+            *extra, *overrides]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    """step -> train/loss over every csv/version_* of a run (a resumed run logs into a new version).
+
+    The CSV ``step`` of a training batch is the global step before its optimizer step: 0 .. max_steps - 1.
+    """
+    out: dict[int, float] = {}
+    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    out[int(row["step"])] = float(row["train/loss"])
+    return out
+
+
+def _ckpt_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, micro):
+    root = tmp_path_factory.mktemp("kill_resume")
+    cache = root / "cache"
+    ref = root / "ref"
+    subprocess.run(_cmd(micro, ref, cache), env=_env(), check=True, capture_output=True, timeout=120)
+
+    killed = root / "killed"
+    last = killed / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(_cmd(micro, killed, cache), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        step = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            if last.is_file():
+                try:
+                    step = _ckpt_step(last)  # readable: the write has finished
+                except Exception:  # noqa: BLE001 - still being written
+                    step = None
+                if step is not None:
+                    # the CSV logger flushes around the checkpoint, not with it: wait (briefly) for the
+                    # pre-checkpoint rows, so the comparison below has them, then kill
+                    flush_deadline = time.monotonic() + 3
+                    while step - 1 not in _losses(killed) and time.monotonic() < flush_deadline:
+                        time.sleep(0.01)
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+            time.sleep(0.02)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert step is not None, f"no readable checkpoint before the run ended (rc={proc.returncode})"
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; raise MAX_STEPS"
+    step = _ckpt_step(last)  # the dead run's last checkpoint (a later one may have landed while waiting)
+    killed_losses = _losses(killed)
+
+    resumed = subprocess.run(_cmd(micro, killed, cache, "--resume"), env=_env(), capture_output=True, text=True,
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return dict(ref=ref, killed=killed, step=step, killed_losses=killed_losses, stdout=resumed.stdout)
+
+
+def test_killed_run_resumes_from_its_checkpoint_to_max_steps(runs):
+    step, killed = runs["step"], runs["killed"]
+    assert 0 < step < MAX_STEPS and step % EVERY == 0
+    assert f"step {MAX_STEPS}," in runs["stdout"]
+    assert _ckpt_step(killed / "checkpoints" / "last.ckpt") == MAX_STEPS  # readable, final
+    model = from_pretrained(killed / "model")  # the saved EMA weights load
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # no half-written file in place of a real one; a kill during the atomic model save may leave its hidden
+    # staging dir `.model.tmp-*` behind (the resumed run does not sweep it up), never a partial model/
+    stray = [p for p in killed.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name]
+    assert all(p.relative_to(killed).parts[0].startswith(".model.tmp-") for p in stray), stray
+    assert sorted(p.name for p in (killed / "model").iterdir() if p.name.startswith(".")) == []
+    losses = _losses(killed)
+    assert set(range(step, MAX_STEPS)) <= set(losses)  # the resumed run logged every later step
+    assert all(map(torch.isfinite, torch.tensor(list(losses.values()))))
+
+
+def test_losses_before_the_kill_match_the_reference(runs):
+    ref, killed, step = _losses(runs["ref"]), runs["killed_losses"], runs["step"]
+    before = [s for s in range(step) if s in ref and s in killed]
+    assert before, "no steps logged before the checkpoint"
+    torch.testing.assert_close(torch.tensor([killed[s] for s in before]), torch.tensor([ref[s] for s in before]),
+                               rtol=0, atol=1e-6)  # the same deterministic run up to the kill
+
+
+def test_resumed_run_continues_from_trained_weights(runs):
+    """What holds after resume: the weights and optimizer come back (not a restart from scratch).
+
+    The resumed run replays the epoch's batch order from its start (see the xfail below), so its
+    steps ``step .. step + 9`` see the batches the reference saw at steps 0 .. 9: with restored
+    weights its loss on them is clearly lower than the fresh model's was.
+    """
+    ref, res, step = _losses(runs["ref"]), _losses(runs["killed"]), runs["step"]
+    fresh = sum(ref[s] for s in range(EVERY)) / EVERY
+    resumed = sum(res[s] for s in range(step, step + EVERY)) / EVERY
+    assert resumed < fresh - 0.3, (resumed, fresh)
+    tail_res = sum(res[s] for s in range(step, MAX_STEPS)) / (MAX_STEPS - step)
+    tail_ref = sum(ref[s] for s in range(step, MAX_STEPS)) / (MAX_STEPS - step)
+    assert abs(tail_res - tail_ref) < 0.3, (tail_res, tail_ref)
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: a resumed run is not bit-identical to an uninterrupted "
+                   "one. (1) TextDataModule's train loader reseeds its shuffle generator, so Lightning restarts the "
+                   "epoch from batch 0 on resume (the batches of steps 0.. are replayed); (2) the MDLM noise "
+                   "(t, masks) comes from torch's global RNG, whose state the checkpoint does not hold.")
+def test_resumed_losses_equal_the_reference(runs):
+    ref, res, step = _losses(runs["ref"]), _losses(runs["killed"]), runs["step"]
+    after = list(range(step, MAX_STEPS))
+    torch.testing.assert_close(torch.tensor([res[s] for s in after]), torch.tensor([ref[s] for s in after]),
+                               rtol=0, atol=1e-6)
