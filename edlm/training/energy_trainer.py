@@ -28,7 +28,7 @@ from edlm.models import check_vocab, load_denoiser, load_tokenizer_from
 from edlm.models.checkpoints import resolve_checkpoint_dir
 from edlm.training.callbacks import FinalCheckpoint, SavePretrained, Throughput
 from edlm.training.nce_module import NCEModule
-from edlm.training.trainer import _atomic_json, _prepare_run_dir, _trainer_settings, check_safe_checkpoint
+from edlm.training.trainer import _atomic_json, _fit_and_export, _prepare_run_dir, _trainer_settings
 
 __all__ = ["EnergyTrainResult", "train_energy", "build_energy"]
 
@@ -151,12 +151,7 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
                    LearningRateMonitor("step")],
         **_trainer_settings(cfg),
     )
-    if resume_from is not None:
-        check_safe_checkpoint(resume_from)  # refuse pickled code before Lightning touches the file
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # no pickle code on resume
-    if module.last_val_step != trainer.global_step and cfg.train.limit_val_batches > 0:  # end fell between checks
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    saver.save(trainer, module)  # no-op if that validation already saved this step
+    _fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
 
     result = _result(cfg, energy_cfg, run_dir, trainer, module, throughput, started)
     if trainer.is_global_zero:

@@ -174,9 +174,24 @@ def _prepare_run_dir(cfg: RunConfig, kind: str) -> tuple[Path, Path | None]:
     return run_dir, None
 
 
+def _load_plain_checkpoint(path: Path) -> dict:
+    """Open a trainer checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only.
+
+    A checkpoint that would need to run pickled code (a planted ``__reduce__``, arbitrary classes) is
+    refused with a ``CheckpointError``; nothing in it is executed.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"refusing to resume from {path}: it is not a plain-data checkpoint "
+                              f"(torch.load weights_only=True failed: {first[:160]})") from None
+
+
 def _check_resumable(ckpt: Path, kind: str) -> None:
-    check_safe_checkpoint(ckpt)  # plain data only: a planted pickle is refused, never run
-    info = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True).get("edlm", {})
+    info = _load_plain_checkpoint(ckpt).get("edlm", {})  # a planted pickle is refused here, never run
     if info.get("kind") not in (None, kind):
         raise CheckpointError(f"{ckpt} is a {info['kind']!r} run; resume it with `edlm train {info['kind']}`.")
 
@@ -244,20 +259,14 @@ def _build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list) -> L.Trainer:
         raise ConfigError(f"bad train.accelerator/devices/strategy/precision setting: {message}") from exc
 
 
-def check_safe_checkpoint(path) -> None:
-    """Open a trainer checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only.
-
-    A checkpoint that would need to run pickled code (a planted ``__reduce__``, arbitrary classes) is
-    refused with a ``CheckpointError``; nothing in it is executed.
-    """
-    import pickle
-
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"refusing to resume from {path}: it is not a plain-data checkpoint "
-                              f"(torch.load weights_only=True failed: {first[:160]})") from None
+def _fit_and_export(cfg: RunConfig, trainer: L.Trainer, module, datamodule, resume_from: Path | None,
+                    saver: SavePretrained) -> None:
+    """Fit (resuming from a checkpoint that ``_prepare_run_dir`` checked is plain data), validate the
+    last step if the run ended between checks, and export the weights."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # no pickle code on resume
+    if module.last_val_step != trainer.global_step and cfg.train.limit_val_batches > 0:  # end fell between checks
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    saver.save(trainer, module)  # no-op if that validation already saved this step
 
 
 def train(cfg: RunConfig, kind: str) -> TrainResult:
@@ -310,13 +319,7 @@ def _train(cfg: RunConfig, kind: str) -> TrainResult:
                        f"({math.log(unigram):.4f} nats/token)")
         for logger in trainer.loggers:
             logger.log_metrics({"data/unigram_ppl": unigram}, step=0)
-    if resume_from is not None:
-        check_safe_checkpoint(resume_from)  # refuse pickled code before Lightning touches the file
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # no pickle code on resume
-
-    if module.last_val_step != trainer.global_step and cfg.train.limit_val_batches > 0:  # end fell between checks
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    saver.save(trainer, module)  # no-op if that validation already saved this step
+    _fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
 
     result = _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started)
     if trainer.is_global_zero:
