@@ -54,7 +54,7 @@ class NCEEnergy(nn.Module):
     it samples exactly as MDLM, and the NCE loss starts at 2 log 2.
     """
 
-    uses_log_p_x0 = False  # the decoder may pass None for log_p_x0 (saves a (N, L, V+1) tensor)
+    uses_log_p_x0 = False  # generate() then passes log_p_x0=None (saves a (N, L, V+1) copy per call)
 
     def __init__(
         self,

@@ -96,7 +96,8 @@ def generate(
         mask_id: the ``[MASK]`` id.
         steps: T reverse steps on a uniform grid from t = 1.
         energy: ``energy(x_0 (N, L), x_t (N, L), t (N,), log_p_x0 (N, L, V+1)) -> (N,)``, lower =
-            more likely; None for plain MDLM.
+            more likely; None for plain MDLM. An energy with ``uses_log_p_x0 = False`` gets
+            ``log_p_x0=None`` (no per-proposal copy of the denoiser's log-probabilities).
         k: proposals per sequence inside the window (k = 1: identical to MDLM for the same generator).
         window: (t_lo, t_hi); steps starting at t in the window are importance-sampled.
         temperature: τ in w ∝ exp(−E/τ).
@@ -108,7 +109,8 @@ def generate(
         top_p: nucleus filtering of the proposal x_θ (1.0 = off).
         x_init: optional (B, L) start; its unmasked tokens are kept (used by semi-AR sampling).
         energy_batch_size: score at most this many sequences per energy call; None = as many as keep
-            the per-call copy of log_p_x0 under 2 GiB (all of them for small vocabularies).
+            the per-call copy of log_p_x0 under 2 GiB (all of them for small vocabularies, or for an
+            energy that does not read log_p_x0).
         device: where to sample; default: the denoiser's parameters' device, else CPU.
         progress: show a progress bar.
 
@@ -122,6 +124,8 @@ def generate(
     timesteps = sampler.set_timesteps(steps, device=device)
     cache = cache and not getattr(denoiser, "time_conditioned", False)
     use_is = energy is not None
+    # an energy that declares `uses_log_p_x0 = False` (e.g. NCEEnergy) gets None instead of a copy
+    reads_log_p_x0 = getattr(energy, "uses_log_p_x0", True)
     start = time.perf_counter()
 
     if x_init is None:
@@ -146,13 +150,19 @@ def generate(
 
     def call_energy(x_0: Tensor, x_t: Tensor, t: Tensor, lp_rows: Tensor) -> Tensor:
         """Energies of the n·k proposals; ``lp_rows`` (n, L, V+1) is shared by each row's k proposals."""
-        per_seq = lp_rows[0].numel() * lp_rows.element_size()  # bytes of one (L, V+1) copy
-        chunk = energy_batch_size or max(1, min(x_0.shape[0], _LOGP_CHUNK_BYTES // per_seq))
+        if reads_log_p_x0:
+            per_seq = lp_rows[0].numel() * lp_rows.element_size()  # bytes of one (L, V+1) copy
+            chunk = energy_batch_size or max(1, min(x_0.shape[0], _LOGP_CHUNK_BYTES // per_seq))
+        else:
+            chunk = energy_batch_size or x_0.shape[0]  # no copy to bound
         parts = []
         for i in range(0, x_0.shape[0], chunk):
             sl = slice(i, i + chunk)
-            rows_of = torch.arange(i, min(i + chunk, x_0.shape[0]), device=device) // k  # proposal -> row
-            e = energy(x_0[sl], x_t[sl], t[sl], lp_rows[rows_of])  # (chunk, L, V+1) copy per chunk
+            lp = None
+            if reads_log_p_x0:
+                rows_of = torch.arange(i, min(i + chunk, x_0.shape[0]), device=device) // k  # proposal -> row
+                lp = lp_rows[rows_of]  # (chunk, L, V+1) copy per chunk
+            e = energy(x_0[sl], x_t[sl], t[sl], lp)
             out.nfe_energy += 1
             parts.append(e.reshape(-1))
         e = torch.cat(parts)

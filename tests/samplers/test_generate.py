@@ -132,3 +132,18 @@ def test_public_signature_is_stable():
     names = list(inspect.signature(generate).parameters)
     assert names[:12] == ["denoiser", "length", "batch_size", "vocab_size", "mask_id", "steps", "energy", "k",
                           "window", "temperature", "cache", "generator"]
+
+
+def test_energy_that_does_not_read_log_p_x0_gets_none_and_the_same_samples():
+    seen = []
+
+    class Blind:
+        uses_log_p_x0 = False
+
+        def __call__(self, x_0, x_t, t, log_p_x0):
+            seen.append(log_p_x0)
+            return odd_lover(x_0, x_t, t, log_p_x0)
+
+    a = generate(RowDenoiser(), L, 4, V, MASK, 3, energy=odd_lover, k=8, generator=torch.Generator().manual_seed(4))
+    b = generate(RowDenoiser(), L, 4, V, MASK, 3, energy=Blind(), k=8, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a.tokens, b.tokens) and seen and all(lp is None for lp in seen)
