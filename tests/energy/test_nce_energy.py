@@ -15,13 +15,7 @@ V1, LEN = 13, 16  # 12 real tokens + [MASK] = 12
 MASK = V1 - 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on shared CPU cores: one intra-op thread is several times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize_(model, std=0.3, seed=0):

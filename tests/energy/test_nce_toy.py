@@ -20,13 +20,7 @@ from edlm.training.nce_module import NCEModule
 SCH = LogLinearSchedule(eps=0.0)  # α_1 = 0, as the other toy tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on shared CPU cores: one intra-op thread is several times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ToyDenoiser(nn.Module):
