@@ -158,12 +158,16 @@ class TrainConfig:
     run_dir: str | None = None  # None = runs/<kind>_<preset>
     resume: bool = False  # continue from <run_dir>/checkpoints/last.ckpt
     progress_bar: bool = True  # Lightning's bar; turn off in CI logs
+    compile: bool = False  # torch.compile the networks (in place: checkpoint keys unchanged); pays off on GPU
+    max_minutes: float | None = None  # also stop after this much wall time (the lr schedule still spans max_steps)
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0 or self.val_check_interval <= 0:
             raise ConfigError("train.max_steps and train.val_check_interval must be positive.")
         if self.cpu_threads is not None and self.cpu_threads <= 0:
             raise ConfigError(f"train.cpu_threads must be positive or null, got {self.cpu_threads}.")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"train.max_minutes must be positive or null, got {self.max_minutes}.")
 
 
 @dataclass

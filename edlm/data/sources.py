@@ -95,9 +95,10 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]  # edlm/data/sources.py -> repo
 
 
 # ----------------------------------------------------------------------------- data folder
-def find_data_dir() -> Path:
+def find_data_dir(corpus_folder: str | None = None) -> Path:
     """The shared data folder: ``$EDLM_DATA_DIR``, else the first existing of ``<cwd>/.data``,
-    ``<cwd>/../shared/data``, ``<cwd>/shared/data``, ``<repo root>/../shared/data``."""
+    ``<cwd>/../shared/data``, ``<cwd>/shared/data``, ``<repo root>/../shared/data`` — the first one that
+    holds ``corpus_folder`` when it is given and one does (a partial ``.data`` copy does not hide the rest)."""
     env = os.environ.get("EDLM_DATA_DIR")
     if env:
         path = Path(env).expanduser()
@@ -113,9 +114,12 @@ def find_data_dir() -> Path:
         cwd / "shared" / "data",
         _REPO_ROOT / ".." / "shared" / "data",
     ]
-    for path in candidates:
-        if path.is_dir():
-            return path.resolve()
+    existing = [path.resolve() for path in candidates if path.is_dir()]
+    if corpus_folder is not None:
+        holding = [path for path in existing if (path / corpus_folder).exists()]
+        existing = holding or existing
+    if existing:
+        return existing[0]
     tried = ", ".join(str(p) for p in candidates)
     raise DataError(
         f"no data folder found (tried {tried}); set EDLM_DATA_DIR to the folder holding the corpora."
@@ -125,7 +129,7 @@ def find_data_dir() -> Path:
 def corpus_files(name: str) -> dict[str, Path]:
     """The files of preset ``name`` by split (they need not exist)."""
     preset = _preset(name)
-    root = find_data_dir()
+    root = find_data_dir(Path(next(iter(preset.files.values()))).parts[0])
     return {split: root / rel for split, rel in preset.files.items()}
 
 

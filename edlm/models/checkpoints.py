@@ -142,8 +142,11 @@ def _schedule_record(schedule: NoiseSchedule) -> dict:
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (each atomically) and, if given, the tokenizer.
+
+    ``dtype`` stores floating-point weights in that type (e.g. ``torch.float16`` halves a shipped
+    model; buffers keep theirs); `from_pretrained` casts them back to the model's own dtype (float32) on load.
 
     A ``Denoiser`` is saved as its backbone plus its ``mask_id`` and schedule, which ``load_denoiser``
     restores. ``extra`` is any JSON-able metadata (training config, step, ...), stored under "extra".
@@ -173,7 +176,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer
         raise CheckpointError(f"config for {directory} is not JSON-serialisable ({exc}); "
                               "pass only plain numbers, strings, lists and dicts in `extra`.") from exc
 
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    params = {name for name, _ in model.named_parameters()}  # buffers (e.g. rotary frequencies) stay exact
+    state = {k: v.detach().to("cpu", dtype if dtype is not None and k in params else v.dtype).contiguous()
+             for k, v in model.state_dict().items()}
     directory.mkdir(parents=True, exist_ok=True)
     try:
         _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))

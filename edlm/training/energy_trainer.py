@@ -28,7 +28,13 @@ from edlm.models import check_vocab, load_denoiser, load_tokenizer_from
 from edlm.models.checkpoints import resolve_checkpoint_dir
 from edlm.training.callbacks import FinalCheckpoint, SavePretrained, Throughput
 from edlm.training.nce_module import NCEModule
-from edlm.training.trainer import _atomic_json, _fit_and_export, _prepare_run_dir, _trainer_settings
+from edlm.training.trainer import (
+    _atomic_json,
+    _fit_and_export,
+    _prepare_run_dir,
+    _trainer_settings,
+    compile_networks,
+)
 
 __all__ = ["EnergyTrainResult", "train_energy", "build_energy"]
 
@@ -132,6 +138,8 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
     module = NCEModule(build_energy(denoiser, energy_cfg), denoiser, denoiser.schedule, denoiser.mask_id,
                        n_neg=energy_cfg.n_neg, optim=cfg.optim, ema_decay=cfg.ema.decay, ema_warmup=cfg.ema.warmup,
                        val_seed=cfg.train.seed, t_min=cfg.diffusion.t_min, antithetic=cfg.diffusion.antithetic)
+    if cfg.train.compile:
+        compile_networks(module.model, denoiser)
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")

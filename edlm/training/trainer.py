@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import nn
 
 from edlm.config import RunConfig, save_config
 from edlm.data import (
@@ -227,6 +228,7 @@ def _trainer_settings(cfg: RunConfig) -> dict:
         precision=precision,
         deterministic=deterministic,
         max_steps=t.max_steps,
+        max_time=None if t.max_minutes is None else {"seconds": round(60 * t.max_minutes)},
         val_check_interval=t.val_check_interval * t.accumulate_grad_batches,  # counted in batches
         check_val_every_n_epoch=None,  # validate every val_check_interval steps, across epochs
         limit_val_batches=limit_val,
@@ -236,6 +238,13 @@ def _trainer_settings(cfg: RunConfig) -> dict:
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar,
     )
+
+
+def compile_networks(*networks: nn.Module) -> None:
+    """``torch.compile`` each network in place (``nn.Module.compile``): parameters, state-dict keys and
+    EMA swaps are untouched, only the forward is compiled (``train.compile``)."""
+    for net in networks:
+        net.compile()
 
 
 def _build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list) -> L.Trainer:
@@ -308,6 +317,8 @@ def _train(cfg: RunConfig, kind: str) -> TrainResult:
         eval_batch_size=d.eval_batch_size,
     )
     module = MODULE_BUILDERS[kind](cfg, tokenizer)
+    if cfg.train.compile:
+        compile_networks(module.model)
     unigram = None
     if rank_zero_only.rank == 0:  # from the launcher's environment: valid before `fit` sets ranks up
         run_dir.mkdir(parents=True, exist_ok=True)

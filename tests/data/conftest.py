@@ -18,7 +18,7 @@ def cache(tmp_path):
 def wiki_docs():
     """The first 200 documents of wikipedia_en/train, read directly (independent of load_corpus)."""
     docs = []
-    with gzip.open(find_data_dir() / "wikipedia_en" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(find_data_dir("wikipedia_en") / "wikipedia_en" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
         for line in f:
             docs.append(json.loads(line)["text"])
             if len(docs) == 200:
@@ -34,4 +34,4 @@ def bpe(wiki_docs):
 
 @pytest.fixture(scope="session")
 def shakespeare_text():
-    return (find_data_dir() / "tinyshakespeare" / "train.txt").read_text(encoding="utf-8")
+    return (find_data_dir("tinyshakespeare") / "tinyshakespeare" / "train.txt").read_text(encoding="utf-8")

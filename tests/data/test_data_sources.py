@@ -224,3 +224,16 @@ def test_missing_preset_file(tmp_path, monkeypatch, hf_cache):
     monkeypatch.setenv("EDLM_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError, match="tinyshakespeare/train.txt is missing"):
         load_corpus("tinyshakespeare", cache_dir=hf_cache)
+
+
+def test_partial_dot_data_does_not_hide_a_corpus_elsewhere(tmp_path, monkeypatch):
+    # A .data holding only wikipedia_en (as copied for a GPU run) must not hide tinyshakespeare in ../shared/data.
+    monkeypatch.delenv("EDLM_DATA_DIR", raising=False)
+    (tmp_path / "repo" / ".data" / "wikipedia_en").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "tinyshakespeare").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.setattr(sources, "_REPO_ROOT", tmp_path / "repo")
+    assert find_data_dir("wikipedia_en") == (tmp_path / "repo" / ".data").resolve()
+    assert find_data_dir("tinyshakespeare") == (tmp_path / "shared" / "data").resolve()
+    assert corpus_files("tinyshakespeare")["train"].parent == (tmp_path / "shared" / "data" / "tinyshakespeare")
+    assert find_data_dir("dna_ecoli_k12") == (tmp_path / "repo" / ".data").resolve()  # nowhere: first existing

@@ -26,7 +26,7 @@ from edlm.errors import DataError
 
 
 def _valid_wiki_docs(n):
-    with gzip.open(find_data_dir() / "wikipedia_en" / "valid.jsonl.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(find_data_dir("wikipedia_en") / "wikipedia_en" / "valid.jsonl.gz", "rt", encoding="utf-8") as f:
         return [json.loads(line)["text"] for _, line in zip(range(n), f)]
 
 
@@ -66,7 +66,7 @@ def test_bpe_needs_texts():
 def test_char_tokenizer_round_trips_tinyshakespeare(shakespeare_text):
     tok = char_tokenizer_from_text(shakespeare_text)
     assert len(tok) == 65 + 4  # 65 distinct characters + <|endoftext|>, [PAD], [UNK], [MASK]
-    valid = (find_data_dir() / "tinyshakespeare" / "valid.txt").read_text(encoding="utf-8")
+    valid = (find_data_dir("tinyshakespeare") / "tinyshakespeare" / "valid.txt").read_text(encoding="utf-8")
     ids = tok.encode(valid)
     assert len(ids) == len(valid)  # one id per character
     assert ids.count(tok.convert_tokens_to_ids("\n")) == valid.count("\n") > 1000

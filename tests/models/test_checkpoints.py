@@ -60,6 +60,21 @@ def test_dit_round_trip_gives_identical_logits(tiny_dit_tc, tokens, tmp_path):
     assert read_checkpoint_config(out)["extra"]["step"] == 7
 
 
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(tiny_dit_tc, tokens, tmp_path):
+    full = save_pretrained(tiny_dit_tc, tmp_path / "fp32") / "model.safetensors"
+    half = save_pretrained(tiny_dit_tc, tmp_path / "fp16", dtype=torch.float16) / "model.safetensors"
+    assert 0.45 < half.stat().st_size / full.stat().st_size < 0.55
+    loaded = from_pretrained(half.parent, expected_type="dit")
+    params = {name for name, _ in tiny_dit_tc.named_parameters()}
+    for name, p in loaded.state_dict().items():  # float32 again: parameters float16-rounded, buffers exact
+        ref = tiny_dit_tc.state_dict()[name]
+        assert p.dtype == torch.float32
+        assert torch.equal(p, ref.half().float() if name in params else ref)
+    sigma = torch.tensor([0.2, 1.0, 4.0])
+    diff = (logits_of(loaded, tokens, sigma) - logits_of(tiny_dit_tc, tokens, sigma)).abs().max()
+    assert 0 < diff < 1e-2  # rounded weights: close, not identical
+
+
 def test_ar_round_trip_gives_identical_logits(tiny_sizes, randomize, tokens, tmp_path):
     model = randomize(ARTransformer(**tiny_sizes, dropout=0.0, mask_id=36)).eval()
     save_pretrained(model, tmp_path)

@@ -61,6 +61,7 @@ def test_defaults_are_mdlm_owt():
         (["model.n_heads=7"], "divisible"),
         (["optim.decay=exponential"], "optim.decay"),
         (["train.max_steps"], "key=value"),
+        (["train.max_minutes=0"], "train.max_minutes must be positive"),
     ],
 )
 def test_bad_overrides_raise_one_line(overrides, fragment):

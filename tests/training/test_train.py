@@ -79,3 +79,26 @@ def test_ar_trains_and_reports_ppl(tmp_path, cache_dir, micro):
     assert 1.0 < result.val_ppl < result.unigram_ppl * 1.5
     config = read_checkpoint_config(tmp_path / "ar" / "model")
     assert config["model_type"] == "ar"
+
+
+def _first_losses(run_dir, n):
+    rows = sorted((run_dir / "csv").glob("version_*"))[0] / "metrics.csv"
+    return [float(r["train/loss"]) for r in csv.DictReader(rows.open()) if r.get("train/loss")][:n]
+
+
+def test_compiled_training_matches_eager_and_exports_the_same_keys(mdlm_run, tmp_path, cache_dir, micro):
+    # train.compile: the same losses as the eager run (same seed), and a checkpoint with unchanged keys
+    cfg = load_config("tiny", micro(tmp_path / "compiled", cache_dir, max_steps=3, **{"train.compile": "true"}))
+    train(cfg, "mdlm")
+    assert _first_losses(tmp_path / "compiled", 3) == pytest.approx(_first_losses(mdlm_run[0], 3), rel=1e-4)
+    eager = load_denoiser(mdlm_run[0] / "model").state_dict()
+    compiled = load_denoiser(tmp_path / "compiled" / "model").state_dict()
+    assert list(compiled) == list(eager)
+
+
+def test_max_minutes_becomes_lightnings_max_time(micro, tmp_path, cache_dir):
+    from edlm.training.trainer import _trainer_settings
+
+    assert _trainer_settings(load_config("tiny", micro(tmp_path, cache_dir)))["max_time"] is None
+    cfg = load_config("tiny", micro(tmp_path, cache_dir, **{"train.max_minutes": 1.5}))
+    assert _trainer_settings(cfg)["max_time"] == {"seconds": 90}

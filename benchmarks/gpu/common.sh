@@ -1,0 +1,15 @@
+# Sourced by the wiki_stage*.sh scripts on the GPU machine: offline wheels, paths, a record of the card.
+set -euo pipefail
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | grep -v "^WARNING" || true
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+export EDLM_DATA_DIR=${EDLM_DATA_DIR:-$PWD/.data}
+export EDLM_CACHE_DIR=${EDLM_CACHE_DIR:-/tmp/edlm-cache}
+export TOKENIZERS_PARALLELISM=true
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+EDLM="python3 -m edlm"
+{ date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU";
+  python3 -c "import torch; print('torch', torch.__version__)"; } > "$OUT/machine.txt"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# GPU stage 1 of the wikipedia_en models (issue #6): the MDLM denoiser and the AR model, trained side by
+# side on one H100 (two small models do not fill the GPU alone), each for train.max_minutes of wall time.
+# Needs .data/wikipedia_en, .data/tok-wiki4k (the BPE tokenizer, trained on CPU) and .whl/ (carried).
+# Writes to $OUT: mdlm.safetensors, ar.safetensors (float16) and stage1.tar.gz (configs, tokenizers,
+# metrics.json, CSV logs, training logs).        Usage: bash benchmarks/gpu/wiki_stage1.sh [key=value ...]
+source "$(dirname "$0")/common.sh"
+RUNS=${RUNS:-runs/wiki}
+mkdir -p "$RUNS"
+TOK=${TOK:-.data/tok-wiki4k}
+
+# tokenise and pack once, before the two trainings read the cache
+python3 - <<PY
+import time
+from edlm.data import TextDataModule
+t = time.time()
+chars = int("${SMOKE_CHARS:-0}") or None  # a local smoke test packs a prefix only
+dm = TextDataModule("wikipedia_en", "$TOK", 128, 256, num_proc=8, max_chars={"train": chars, "valid": chars})
+dm.prepare_data(); dm.setup("fit")
+print(f"packed: {len(dm.train_data)} train rows, {len(dm.valid_data)} valid rows in {time.time() - t:.0f} s", flush=True)
+PY
+
+for kind in mdlm ar; do
+  $EDLM train $kind --preset wiki --run-dir "$RUNS/$kind" data.tokenizer=$TOK "$@" > "$RUNS/$kind.log" 2>&1 &
+done
+fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done
+tail -n 3 "$RUNS"/mdlm.log "$RUNS"/ar.log
+
+for kind in mdlm ar; do
+  python3 benchmarks/gpu/export_half.py "$RUNS/$kind/model" "$RUNS/$kind/model-fp16"
+  cp "$RUNS/$kind/model-fp16/model.safetensors" "$OUT/$kind.safetensors"
+done
+tar czf "$OUT/stage1.tar.gz" --exclude='*.safetensors' --exclude='checkpoints' --exclude='tb' "$RUNS"
+ls -la "$OUT"
+exit $fail
