@@ -59,8 +59,9 @@ from edlm.eval.speed import (  # noqa: E402
     reset_peak_memory,
     transformer_flops,
 )
+from edlm.models import compile_networks  # noqa: E402
 from edlm.models.ar import ARTransformer, next_token_log_probs  # noqa: E402
-from edlm.models.dit import Denoiser, DiT  # noqa: E402
+from edlm.models.dit import Denoiser, DiT, FinalLayer  # noqa: E402
 from edlm.samplers import loop as _loop  # noqa: E402
 from edlm.samplers.importance import ImportanceSampler  # noqa: E402
 from edlm.samplers.loop import generate  # noqa: E402
@@ -105,6 +106,7 @@ class BenchConfig:
     nce_runs: tuple[tuple[int, tuple[float, float]], ...] = ((8, (0.0, 1.0)),)
     fwd_warmup: int = 3
     fwd_repeats: int = 10
+    extra_runs: bool = True  # the repeat of the first MDLM run and EDLM-AR with the default energy chunks
     budget_s: float = 460.0  # whole-script target (the brief: <= 8 min on an H100); gates the optional parts
 
     @property
@@ -114,6 +116,12 @@ class BenchConfig:
     @property
     def V(self) -> int:
         return self.vocab_size - 1  # real tokens
+
+
+def quick_config() -> BenchConfig:
+    """One batch size (32) and the runs the issue's targets name: MDLM T=128 and EDLM-AR k=8 over [0, 1]."""
+    return BenchConfig(batch_sizes=[32], mdlm_steps=[128], ks=[8], windows=[[0.0, 1.0]], nce_runs=[[8, [0.0, 1.0]]],
+                       extra_runs=False)
 
 
 def tiny_config() -> BenchConfig:
@@ -309,6 +317,11 @@ class Bench:
             "flops_per_token": self.fpt,
             "attention": "flash_attn" if importlib.util.find_spec("flash_attn") else "torch SDPA",
         }
+
+    def compile_models(self) -> None:
+        """``nn.Module.compile`` in place, as `edlm.pipeline.compile_networks` does for `edlm sample --compile`."""
+        compile_networks(self.denoiser, self.ar, self.nce)
+        log("networks compiled in place (first calls of each shape compile; the warm-up repeats absorb it)")
 
     # ------------------------------------------------------------------ 1. ceilings
     def ceilings(self) -> None:
@@ -549,7 +562,8 @@ class Bench:
                  ebs=cfg.energy_batch_size.get(max(cfg.ks)), record=False)
         first = cfg.mdlm_steps[0]
         self.e2e(f"MDLM T={first}", first)
-        self.e2e(f"MDLM T={first} (repeat)", first)
+        if cfg.extra_runs:
+            self.e2e(f"MDLM T={first} (repeat)", first)
         last = None
         for T in cfg.mdlm_steps[1:]:
             last = self.e2e(f"MDLM T={T}", T) or last
@@ -558,8 +572,9 @@ class Bench:
                 self.e2e(f"EDLM-AR k={k} [{window[0]:g},{window[1]:g}] T={cfg.edlm_steps}", cfg.edlm_steps, "ar",
                          k=k, window=window, ebs=cfg.energy_batch_size.get(k))
         k = max(cfg.ks)
-        self.e2e(f"EDLM-AR k={k} [0,1] T={cfg.edlm_steps}, default chunks", cfg.edlm_steps, "ar", k=k,
-                 window=(0.0, 1.0), ebs=None)
+        if cfg.extra_runs:
+            self.e2e(f"EDLM-AR k={k} [0,1] T={cfg.edlm_steps}, default chunks", cfg.edlm_steps, "ar", k=k,
+                     window=(0.0, 1.0), ebs=None)
         if self.nce is not None:
             for k, window in cfg.nce_runs:
                 self.e2e(f"EDLM-NCE k={k} [{window[0]:g},{window[1]:g}] T={cfg.edlm_steps}", cfg.edlm_steps,
@@ -852,11 +867,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--budget-s", type=float, default=None, help="time budget that gates the long MDLM run")
     parser.add_argument("--no-diagnose", action="store_true", help="skip the profiler / torch.compile section")
+    parser.add_argument("--quick", action="store_true",
+                        help="B=32 only, MDLM T=128, EDLM k=8 [0,1]; no pieces, diagnosis or long run")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the networks in place (as `edlm sample --compile`) before measuring")
+    parser.add_argument("--no-pad-vocab", action="store_true",
+                        help="plain output GEMM (FinalLayer.pad_multiple = 1), the code before padding")
     parser.add_argument("--date", default=datetime.date.today().isoformat())
     args = parser.parse_args(argv)
+    if args.no_pad_vocab:
+        FinalLayer.pad_multiple = 1
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cfg = tiny_config() if args.tiny else BenchConfig()
+    cfg = tiny_config() if args.tiny else quick_config() if args.quick else BenchConfig()
     if args.budget_s is not None:
         cfg.budget_s = args.budget_s
     out_dir = Path(args.out)
@@ -866,19 +889,24 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
         "date": args.date, "config": {k: v for k, v in asdict(cfg).items()},
+        "compiled": args.compile, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
         "source_sha256": source_hashes(),
     }
     torch.manual_seed(0)
     bench = Bench(cfg, device, out_dir, meta)
     log(f"device {meta['device']}, torch {meta['torch']}, config {'tiny' if args.tiny else 'MDLM-small'}")
     bench.build_models()
+    if args.compile:
+        bench.compile_models()
     bench.ceilings()
     bench.forward_rows()
-    bench.pieces()
+    if not args.quick:
+        bench.pieces()
     bench.end_to_end()
-    if not args.no_diagnose:
+    if not (args.no_diagnose or args.quick):
         bench.diagnose()
-    bench.long_run()
+    if not args.quick:
+        bench.long_run()
     bench.save()
     print("\n" + render_markdown(bench.results), flush=True)
     log("done")

@@ -51,7 +51,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     settings.resolve_length(bundle)  # a too-long length fails before the energy loads
     energy = pipeline.load_energy(args.energy, bundle, device)
     records = pipeline.sample(bundle, energy=energy, device=device, progress=not args.no_progress,
-                              **asdict(settings))
+                              compile=args.compile, **asdict(settings))
     print(pipeline.format_records(records, show_text=not args.no_print))
     path = pipeline.write_jsonl(records, args.out)  # atomic: all records or no file
     print(f"# wrote {len(records)} samples to {path}")
@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.jsonl", help="JSONL output (written only when all samples exist)")
     p.add_argument("--no-print", action="store_true", help="print only the header, not the samples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks first (GPU: ~2x faster forwards; compiling takes ~1 min)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="likelihood bounds/estimates and generative perplexity")
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="run the shipped models offline and print a comparison table")
-    p.add_argument("--models", default="tiny-shakespeare", help="shipped model set (edlm/assets/NAME) or a dir")
+    p.add_argument("--models", default="wikipedia_en", help="shipped model set (edlm/assets/NAME) or a dir")
     p.add_argument("--steps", type=int, default=8, help="reverse steps (few-step regime)")
     p.add_argument("--k", type=int, default=4, help="proposals per IS step for the EDLM rows")
     p.add_argument("--num-samples", type=int, default=8, help="samples per method")

@@ -13,7 +13,7 @@ from edlm.errors import EdlmError
 __all__ = ["ASSETS", "DemoRow", "run_demo", "format_table"]
 
 ASSETS = Path(__file__).parent / "assets"
-DEFAULT_MODEL_SET = "tiny-shakespeare"  # char-level models trained on CPU; see its MODEL_CARD.md
+DEFAULT_MODEL_SET = "wikipedia_en"  # BPE-4k models trained on one H100; see its MODEL_CARD.md
 
 
 @dataclass

@@ -120,3 +120,14 @@ def test_ctrl_c_leaves_no_file(capsys, tmp_path, ckpts, monkeypatch):
     out = tmp_path / "out.jsonl"
     assert main(_argv(ckpts, out)) == 130
     assert "interrupted" in capsys.readouterr().err and not out.exists()
+
+
+def test_compile_gives_the_same_samples(capsys, tmp_path, ckpts):
+    # --compile (torch.compile of the denoiser and the AR energy in place): same seed, same tokens here
+    # (CPU; compiled kernels may round differently, so on a GPU it is the same distribution, not the same bits)
+    eager, compiled = tmp_path / "eager.jsonl", tmp_path / "compiled.jsonl"
+    extra = ("--energy", f"ar:{ckpts / 'ar'}", "--k", "3")
+    assert main(_argv(ckpts, eager, *extra)) == 0
+    assert main(_argv(ckpts, compiled, *extra, "--compile")) == 0
+    assert [r["tokens"] for r in _read(compiled)] == [r["tokens"] for r in _read(eager)]
+    assert _read(compiled)[0]["nfe_energy"] == _read(eager)[0]["nfe_energy"] > 0

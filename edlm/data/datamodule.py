@@ -8,7 +8,8 @@ from collections.abc import Mapping
 import lightning as L
 import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerFast
 
 from edlm.data.packing import tokenize_and_pack
@@ -16,19 +17,50 @@ from edlm.data.sources import load_corpus
 from edlm.data.tokenizers import load_tokenizer
 from edlm.errors import ConfigError, DataError
 
-__all__ = ["TextDataModule"]
+__all__ = ["TextDataModule", "ResumableSampler"]
 
 PerSplit = int | Mapping[str, int] | None  # one limit for every split, or {"train": n, "valid": m}
+
+
+class ResumableSampler(DistributedSampler):
+    """A ``DistributedSampler`` (a new permutation each epoch, seeded by ``seed + epoch``; this rank's share of
+    it) that can start an epoch part-way, so a resumed run sees exactly the rows it had not seen yet.
+
+    ``resume(epoch, start)`` makes the next ``__iter__`` yield that epoch's order without its first ``start``
+    indices; later epochs run whole. ``len()`` stays the full share of an epoch, because Lightning goes on
+    counting the epoch's batches from where the checkpoint left off. The sampler does not count what it yields
+    (the loader and Lightning fetch ahead of training): `TextDataModule.state_dict` records the position.
+    Lightning calls ``set_epoch`` at each epoch start, and leaves a ``DistributedSampler`` in place under DDP.
+    """
+
+    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0  # indices of this rank's share of the epoch to skip (already trained on)
+
+    def resume(self, epoch: int, start: int) -> None:
+        """Start the next pass at index ``start`` of epoch ``epoch``'s order (this rank's share)."""
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"`start` must be in [0, {self.num_samples}], got {start}.")
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        start, self.start = self.start, 0  # only the first pass after a resume is partial
+        return iter(indices[start:])
 
 
 class TextDataModule(L.LightningDataModule):
     """Training and validation batches of packed token blocks.
 
     Batches are dicts: ``input_ids`` LongTensor (B, L), plus ``attention_mask`` LongTensor (B, L)
-    (1 real, 0 pad) in ``"pad"`` mode only. Training batches are shuffled with a
-    ``torch.Generator`` seeded by ``seed`` and drop the last incomplete batch (fixed shapes);
-    under DDP, Lightning swaps the sampler for a ``DistributedSampler`` (shuffled, seeded by
-    ``seed_everything``).
+    (1 real, 0 pad) in ``"pad"`` mode only. Training batches are shuffled by a `ResumableSampler`
+    (a new permutation each epoch, seeded by ``seed`` and the epoch; under DDP each rank takes its
+    own share) and drop the last incomplete batch (fixed shapes).
+
+    Exact resume: ``state_dict()``, which Lightning stores in its checkpoints, records the epoch and
+    how many of its rows training has consumed; after ``load_state_dict`` the next training loader
+    starts at the first batch not yet seen, in the order of the uninterrupted run.
 
     Args:
         corpus: a preset name, a file, a directory with ``train.*``/``valid.*``, or a hub id
@@ -85,6 +117,8 @@ class TextDataModule(L.LightningDataModule):
         self.num_proc = num_proc
         self.train_data: Dataset | None = None
         self.valid_data: Dataset | None = None
+        self.train_sampler: ResumableSampler | None = None  # that of the latest train_dataloader()
+        self._resume_state: dict[str, int] | None = None  # from load_state_dict, for the next train_dataloader()
 
     # ------------------------------------------------------------------------- vocabulary
     @property
@@ -118,11 +152,17 @@ class TextDataModule(L.LightningDataModule):
                 f"training data has {len(self.train_data)} rows of length {self.length}, fewer than one batch "
                 f"of {self.batch_size}; lower batch_size or length, or use more text."
             )
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        self.train_sampler = ResumableSampler(self.train_data, num_replicas=world_size, rank=rank, seed=self.seed)
+        if self._resume_state is not None:
+            self._resume(self._resume_state)
+            self._resume_state = None
         return DataLoader(
             self.train_data,
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
+            sampler=self.train_sampler,
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds; keeps the global RNG untouched
             drop_last=True,  # fixed (B, L) shapes for every step
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -137,11 +177,45 @@ class TextDataModule(L.LightningDataModule):
             self.valid_data,
             batch_size=self.eval_batch_size,
             shuffle=False,
+            generator=torch.Generator().manual_seed(self.seed),  # its iterator draws no global random number
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in its data; Lightning saves it in checkpoints and hands it to `load_state_dict`.
+
+        ``{"epoch", "seen", "rows", "world_size"}``: ``seen`` rows (per rank) of the epoch's order went to
+        ``training_step`` (Lightning's own batch count, the one a resumed run continues from); ``rows`` and
+        ``world_size`` let a resume on other data or another number of processes notice it.
+        """
+        trainer = self.trainer
+        if self.train_sampler is None or trainer is None:
+            return dict(self._resume_state or {})
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # of this epoch, incl. the current one
+        epoch = self.train_sampler.epoch
+        if batches >= trainer.num_training_batches:  # the epoch is over: resume at the start of the next one
+            epoch, batches = epoch + 1, 0
+        return {"epoch": epoch, "seen": batches * self.batch_size, "rows": len(self.train_data),
+                "world_size": self.train_sampler.num_replicas}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Make the next ``train_dataloader()`` start where ``state_dict`` (from `state_dict`) left off."""
+        self._resume_state = dict(state_dict) if state_dict else None
+
     # ------------------------------------------------------------------------- helpers
+    def _resume(self, state: dict[str, int]) -> None:
+        sampler = self.train_sampler
+        epoch, seen = int(state["epoch"]), int(state["seen"])
+        if (state.get("rows"), state.get("world_size")) != (len(self.train_data), sampler.num_replicas):
+            rank_zero_warn(f"the checkpoint was trained on {state.get('rows')} rows by {state.get('world_size')} "
+                           f"process(es), this run has {len(self.train_data)} rows and {sampler.num_replicas}: "
+                           f"it starts epoch {epoch} from its first batch, not where the checkpoint stopped.")
+            seen = 0
+        if seen > sampler.num_samples - self.batch_size:  # no full batch left in that epoch
+            epoch, seen = epoch + 1, 0
+        sampler.resume(epoch, seen)
+
     def _build(self, role: str) -> Dataset:
         """role "train" → (corpus, "train"); role "valid" → (valid_corpus, "train") or (corpus, valid_split)."""
         if role == "train":

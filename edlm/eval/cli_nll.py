@@ -10,6 +10,7 @@ prefix limits and cache), so the MDLM row is comparable with the ``val/nll`` tha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -48,12 +49,29 @@ def add_nll_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="OUT", help="write the results to this JSON file")
 
 
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No ``datasets`` progress bars or warnings while a corpus is read: a bad file gives one error line."""
+    from datasets.utils import logging as datasets_logging
+
+    bars, verbosity = datasets_logging.is_progress_bar_enabled(), datasets_logging.get_verbosity()
+    datasets_logging.disable_progress_bar()
+    datasets_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        if bars:
+            datasets_logging.enable_progress_bar()
+        datasets_logging.set_verbosity(verbosity)
+
+
 def _held_out(args, tokenizer, length: int):
     from edlm.data import load_corpus, tokenize_and_pack
 
     cache = args.cache_dir
-    text = load_corpus(args.data, args.split, max_docs=args.max_docs, max_chars=args.max_chars,
-                       cache_dir=None if cache is None else os.path.join(cache, "corpora"))
+    with _quiet_datasets():  # reading a held-out split is quick; its "Generating split" bar said little
+        text = load_corpus(args.data, args.split, max_docs=args.max_docs, max_chars=args.max_chars,
+                           cache_dir=None if cache is None else os.path.join(cache, "corpora"))
     return tokenize_and_pack(text, tokenizer, length, args.packing, cache_dir=cache).with_format("torch")
 
 

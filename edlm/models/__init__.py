@@ -11,6 +11,7 @@ from edlm.models.checkpoints import (
     register_model_type,
     save_pretrained,
 )
+from edlm.models.compiling import compile_networks
 from edlm.models.dit import Denoiser, DiT
 from edlm.models.hf import HFCausalLM
 
@@ -28,4 +29,5 @@ __all__ = [
     "read_checkpoint_config",
     "load_tokenizer_from",
     "check_vocab",
+    "compile_networks",
 ]

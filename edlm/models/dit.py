@@ -247,12 +247,32 @@ class DiTBlock(nn.Module):
         return x + (h if gate_mlp is None else gate_mlp * h)
 
 
+def padded_linear(h: Tensor, linear: nn.Linear, multiple: int) -> Tensor:
+    """``linear(h)`` computed with the output width rounded up to ``multiple`` and sliced back.
+
+    cuBLAS picks a slow, 2-element-aligned kernel for an output width such as 50258 that is not a
+    multiple of 8 (240 vs ~720 TFLOP/s on an H100, benchmarks/results/speed_notes.md 1b). Padding the
+    weight with zero rows at call time (a 77 MB copy for MDLM-small, ~50 µs) keeps the parameter, its
+    checkpoint key and shape unchanged; the result is a view of width ``out_features``.
+    """
+    out = linear.out_features
+    pad = -out % multiple
+    if pad == 0:
+        return linear(h)
+    weight = F.pad(linear.weight, (0, 0, 0, pad))
+    bias = None if linear.bias is None else F.pad(linear.bias, (0, pad))
+    return F.linear(h, weight, bias)[..., :out]
+
+
 class FinalLayer(nn.Module):
     """LayerNorm (adaLN-modulated when ``cond_dim`` is given) and a linear map to ``out_dim`` logits.
 
     MDLM's ``DDitFinalLayer``: the linear layer and the modulation start at zero, so a fresh model
-    predicts uniform logits.
+    predicts uniform logits. On CUDA the output GEMM runs padded to a multiple of ``pad_multiple``
+    columns (`padded_linear`); on CPU it is the plain layer.
     """
+
+    pad_multiple = 64  # class-wide switch; 1 turns padding off (benchmarks/speed.py --no-pad-vocab)
 
     def __init__(self, hidden_size: int, out_dim: int, cond_dim: int | None):
         super().__init__()
@@ -273,6 +293,8 @@ class FinalLayer(nn.Module):
         if self.adaLN_modulation is not None:
             shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=-1)  # (B, 1, D) each
             h = modulate(h, shift, scale)
+        if h.is_cuda and self.pad_multiple > 1:
+            return padded_linear(h, self.linear, self.pad_multiple)
         return self.linear(h)
 
 

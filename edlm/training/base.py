@@ -1,4 +1,5 @@
-"""What the MDLM and AR LightningModules share: EMA, AdamW with warm-up, token-weighted validation sums."""
+"""What the MDLM, AR and NCE LightningModules share: EMA, AdamW with warm-up, token-weighted validation sums,
+and a training random stream that checkpoints carry (exact resume)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ class LanguageModelModule(L.LightningModule):
     NLL and token count with ``self._accumulate_val``, and the epoch end logs the token-weighted
     ``val/nll`` (nats per token) and ``val/<ppl_name>`` = exp of it, over the whole split and all ranks.
 
+    Random state: training draws (times, masks, dropout) come from torch's global RNG. Validation runs
+    with its own seeded generator and hands the global RNG back as it found it, so how often one validates
+    does not change training. Checkpoints store the global RNG state (CPU, and CUDA on a GPU run); a
+    resumed run sets it back right before its first training batch, so it continues the same draws.
+
     Args:
         model: the network that is trained, averaged and saved (a ``Denoiser`` or an ``ARTransformer``).
         optim: AdamW and lr-schedule settings.
@@ -63,14 +69,29 @@ class LanguageModelModule(L.LightningModule):
         self.val_nll_sum = SumMetric()  # Σ NLL (nats) over the split, synced over ranks
         self.val_num_tokens = SumMetric()  # Σ scored tokens over the split
         self._val_generator: torch.Generator | None = None
+        self._train_rng: dict[str, Tensor] | None = None  # the training stream, set aside during validation
+        self._rng_to_restore: dict[str, Tensor] | None = None  # from a checkpoint, for the next training batch
         self.last_val_step = -1  # global step of the latest full validation (sanity checks excluded)
 
     # ------------------------------------------------------------------------- training
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # resumed: continue the checkpointed run's draws from here
+            _set_rng_state(self._rng_to_restore, self.device)
+            self._rng_to_restore = None
+
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
         self.ema.update()
 
     # ------------------------------------------------------------------------- validation
+    def on_validation_start(self) -> None:
+        self._train_rng = _rng_state(self.device)  # validation must not move the training stream
+
+    def on_validation_end(self) -> None:
+        if self._train_rng is not None:
+            _set_rng_state(self._train_rng, self.device)
+            self._train_rng = None
+
     def on_validation_epoch_start(self) -> None:
         self.ema.swap_in()
         self._val_generator = torch.Generator(device=self.device).manual_seed(self.val_seed + self.global_rank)
@@ -108,7 +129,25 @@ class LanguageModelModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ema"] = self.ema.state_dict()
         checkpoint["edlm"] = {"kind": self.kind, "vocab_size": getattr(self.model, "vocab_size", None)}
+        # the state the next training batch will draw from (uint8 tensors: loads with weights_only=True)
+        checkpoint["rng"] = self._rng_to_restore or self._train_rng or _rng_state(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
+        self._rng_to_restore = checkpoint.get("rng")  # applied at the first training batch, after sanity checks
+
+
+# ----------------------------------------------------------------------------- helper functions
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    """torch's global RNG state: CPU, plus the CUDA generator of ``device`` on a GPU run."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)

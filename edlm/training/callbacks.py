@@ -1,22 +1,38 @@
-"""Lightning callbacks of ``edlm train``: export the EMA weights, and measure training throughput."""
+"""How ``edlm train`` writes its run directory: the EMA weights (``model/``) and the Lightning checkpoints,
+each atomically, the sweep of what a killed run left half-written, and the throughput measurement."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from edlm.models.checkpoints import save_pretrained
 
-__all__ = ["SavePretrained", "FinalCheckpoint", "Throughput", "save_pretrained_atomic"]
+__all__ = ["SavePretrained", "FinalCheckpoint", "Throughput", "AtomicCheckpointIO", "save_pretrained_atomic",
+           "sweep_staging"]
+
+# What the atomic writers of a run dir stage next to their target, all hidden: "<dir>.tmp-<8 hex>" and
+# "<dir>.old-<8 hex>" folders (save_pretrained_atomic), ".<file>.<random>.tmp" files (mkstemp in
+# AtomicCheckpointIO, _atomic_json, save_config, _atomic_write).
+_STAGING = re.compile(r"\.(?P<target>.+)\.(?:(?P<kind>tmp|old)-[0-9a-f]{8}|[^.]+\.tmp)")
 
 
 def save_pretrained_atomic(model, directory: Path, tokenizer=None, extra: dict | None = None) -> Path:
-    """``save_pretrained`` into a fresh sibling folder, then swap it in: a reader never sees half a model."""
+    """``save_pretrained`` into a fresh sibling folder, then swap it in: a reader never sees half a model.
+
+    A kill in between leaves the hidden staging folders behind; `sweep_staging` clears them on the next start.
+    """
     directory = Path(directory)
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
     old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
@@ -29,6 +45,57 @@ def save_pretrained_atomic(model, directory: Path, tokenizer=None, extra: dict |
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def sweep_staging(*folders: Path) -> list[Path]:
+    """Remove what a killed writer left staged in ``folders`` (a run dir, its ``checkpoints/``); return it.
+
+    Only the hidden names of `_STAGING` are touched. A ``.<dir>.old-*`` folder is a complete earlier export
+    that a kill caught between its two renames (``<dir>`` is then missing): it is moved back, not removed.
+    """
+    removed = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir(), key=lambda p: p.lstat().st_mtime, reverse=True):  # newest first
+            match = _STAGING.fullmatch(path.name)
+            if match is None:
+                continue
+            target = folder / match["target"]
+            if match["kind"] == "old" and path.is_dir() and not target.exists():
+                path.rename(target)
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` that writes each checkpoint to a temporary file in its own folder, syncs it, and
+    renames it over the target (``os.replace``): ``last.ckpt`` is always either the previous checkpoint or
+    the new one, whole, even if the process dies mid-write. (Lightning's own save stages through fsspec,
+    whose temporary file lives in the system temp dir: across file systems the final move is a copy.)
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}.")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is as readable as torch.save's
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 class SavePretrained(Callback):

@@ -24,16 +24,15 @@ from edlm.data import TextDataModule, load_tokenizer, save_tokenizer
 from edlm.energy.nce_energy import NCEEnergy
 from edlm.energy_config import EnergyConfig
 from edlm.errors import CheckpointError, ConfigError
-from edlm.models import check_vocab, load_denoiser, load_tokenizer_from
+from edlm.models import check_vocab, compile_networks, load_denoiser, load_tokenizer_from
 from edlm.models.checkpoints import resolve_checkpoint_dir
-from edlm.training.callbacks import FinalCheckpoint, SavePretrained, Throughput
+from edlm.training.callbacks import AtomicCheckpointIO, FinalCheckpoint, SavePretrained, Throughput
 from edlm.training.nce_module import NCEModule
 from edlm.training.trainer import (
     _atomic_json,
     _fit_and_export,
     _prepare_run_dir,
     _trainer_settings,
-    compile_networks,
 )
 
 __all__ = ["EnergyTrainResult", "train_energy", "build_energy"]
@@ -157,6 +156,7 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
         logger=[CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tb")],
         callbacks=[checkpoints, FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt"), saver, throughput,
                    LearningRateMonitor("step")],
+        plugins=[AtomicCheckpointIO()],  # last.ckpt is never half-written
         **_trainer_settings(cfg),
     )
     _fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)

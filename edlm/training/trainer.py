@@ -4,7 +4,8 @@ A run directory holds::
 
     config.yaml            the RunConfig of the run
     tokenizer/             the tokenizer the model was trained with
-    checkpoints/last.ckpt  Lightning checkpoint (weights, optimizer, EMA, loop state) for --resume
+    checkpoints/last.ckpt  Lightning checkpoint (weights, optimizer, EMA, loop and data position, RNG) for
+                           --resume, which continues the run exactly; written atomically
     model/                 EMA weights + tokenizer + config (save_pretrained), refreshed at each validation
     csv/, tb/              CSV and TensorBoard logs (a new version folder per start)
     metrics.json           final numbers: val NLL/PPL, the corpus's unigram PPL, tokens, throughput, time
@@ -17,6 +18,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.util import find_spec
@@ -30,7 +32,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torch import nn
 
 from edlm.config import RunConfig, save_config
 from edlm.data import (
@@ -44,10 +45,16 @@ from edlm.data import (
 )
 from edlm.diffusion.schedules import get_schedule
 from edlm.errors import CheckpointError, ConfigError
-from edlm.models import ARTransformer, DiT, check_vocab, from_pretrained
+from edlm.models import ARTransformer, DiT, check_vocab, compile_networks, from_pretrained
 from edlm.training.ar_module import ARModule
 from edlm.training.base import LanguageModelModule
-from edlm.training.callbacks import FinalCheckpoint, SavePretrained, Throughput
+from edlm.training.callbacks import (
+    AtomicCheckpointIO,
+    FinalCheckpoint,
+    SavePretrained,
+    Throughput,
+    sweep_staging,
+)
 from edlm.training.mdlm_module import MDLMModule
 from edlm.training.unigram import unigram_perplexity
 
@@ -168,11 +175,13 @@ def _prepare_run_dir(cfg: RunConfig, kind: str) -> tuple[Path, Path | None]:
         if not last.is_file():
             raise ConfigError(f"nothing to resume: {last} does not exist; drop --resume to start a new run.")
         _check_resumable(last, kind)
-        return run_dir, last
-    if rank_zero_only.rank == 0 and (last.exists() or (run_dir / "metrics.json").exists()):
+    elif rank_zero_only.rank == 0 and (last.exists() or (run_dir / "metrics.json").exists()):
         raise ConfigError(f"run dir {run_dir} already holds a run; pass --resume to continue it or "
                           "--run-dir to start a new one elsewhere.")
-    return run_dir, None
+    if rank_zero_only.rank == 0:  # what a killed run left half-written (its model export, a checkpoint)
+        for path in sweep_staging(run_dir, run_dir / "checkpoints"):
+            rank_zero_info(f"edlm: removed {path}, left half-written by an interrupted run")
+    return run_dir, (last if cfg.train.resume else None)
 
 
 def _load_plain_checkpoint(path: Path) -> dict:
@@ -240,13 +249,6 @@ def _trainer_settings(cfg: RunConfig) -> dict:
     )
 
 
-def compile_networks(*networks: nn.Module) -> None:
-    """``torch.compile`` each network in place (``nn.Module.compile``): parameters, state-dict keys and
-    EMA swaps are untouched, only the forward is compiled (``train.compile``)."""
-    for net in networks:
-        net.compile()
-
-
 def _build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list) -> L.Trainer:
     checkpoints = run_dir / "checkpoints"
     callbacks = [
@@ -262,7 +264,8 @@ def _build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list) -> L.Trainer:
     else:
         rank_zero_warn("tensorboard is not installed: logging to CSV only (pip install tensorboard).")
     try:
-        return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks, **_trainer_settings(cfg))
+        return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
+                         plugins=[AtomicCheckpointIO()], **_trainer_settings(cfg))
     except (MisconfigurationException, ImportError, ValueError, RuntimeError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"bad train.accelerator/devices/strategy/precision setting: {message}") from exc
@@ -272,7 +275,11 @@ def _fit_and_export(cfg: RunConfig, trainer: L.Trainer, module, datamodule, resu
                     saver: SavePretrained) -> None:
     """Fit (resuming from a checkpoint that ``_prepare_run_dir`` checked is plain data), validate the
     last step if the run ended between checks, and export the weights."""
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # no pickle code on resume
+    with warnings.catch_warnings():
+        # Lightning warns on a mid-epoch resume unless the DataLoader itself is stateful; TextDataModule's
+        # state_dict restores the position instead (the next unseen batch), so the warning would mislead
+        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # no pickle code run
     if module.last_val_step != trainer.global_step and cfg.train.limit_val_batches > 0:  # end fell between checks
         trainer.validate(module, datamodule=datamodule, verbose=False)
     saver.save(trainer, module)  # no-op if that validation already saved this step

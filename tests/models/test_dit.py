@@ -327,3 +327,16 @@ def test_denoiser_rejects_bad_mask_id_and_t_shape(tiny_dit, tokens):
     den = Denoiser(tiny_dit, get_schedule("loglinear"), mask_id=36)
     with pytest.raises(ValueError, match="t must have shape"):
         den(tokens, torch.tensor(0.5))
+
+
+def test_padded_output_gemm_gives_the_same_logits():
+    # speed: the output layer runs padded to 64 columns on CUDA; same numbers, same shape, same parameter
+    from edlm.models.dit import padded_linear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(24, 37)
+    h = torch.randn(3, 5, 24)
+    got = padded_linear(h, linear, 64)
+    assert got.shape == (3, 5, 37) and linear.weight.shape == (37, 24)
+    torch.testing.assert_close(got, linear(h), rtol=0, atol=1e-6)
+    assert torch.equal(padded_linear(h, linear, 1), linear(h))  # multiple 1: the plain layer

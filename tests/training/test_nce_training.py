@@ -1,6 +1,7 @@
 """SPEC 2.4: NCE training of the energy against a frozen denoiser — the batch, the freezing, `train_energy`."""
 
 import json
+import os
 
 import lightning as L
 import pytest
@@ -15,6 +16,7 @@ from edlm.energy.nce_loss import nce_loss
 from edlm.energy_config import EnergyConfig
 from edlm.errors import ConfigError
 from edlm.models import Denoiser, DiT, from_pretrained, read_checkpoint_config
+from edlm.training.callbacks import AtomicCheckpointIO
 from edlm.training.energy_trainer import train_energy
 from edlm.training.nce_module import NCEModule
 
@@ -106,11 +108,15 @@ def test_the_denoiser_stays_frozen_and_out_of_the_checkpoint(tmp_path):
     assert trainer2.global_step == 5 and fresh.ema.num_updates == 5
 
 
-def test_train_energy_from_a_trained_mdlm_run(mdlm_run, tmp_path, cache_dir, micro):
+def test_train_energy_from_a_trained_mdlm_run(mdlm_run, tmp_path, cache_dir, micro, monkeypatch):
     mdlm_dir = mdlm_run[0] / "model"
     run_dir = tmp_path / "energy"
     cfg = load_config("tiny", micro(run_dir, cache_dir, max_steps=40))
+    written, save = [], AtomicCheckpointIO.save_checkpoint
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", lambda io, ckpt, path, storage_options=None: (
+        written.append(os.path.basename(path)), save(io, ckpt, path, storage_options)))
     result = train_energy(cfg, str(mdlm_dir), EnergyConfig(n_neg=2))
+    assert written and set(written) == {"last.ckpt"}  # every checkpoint goes through the atomic writer
     print(result.summary())
     for name in ("config.yaml", "energy.yaml", "metrics.json", "checkpoints/last.ckpt", "tokenizer/tokenizer.json",
                  "model/config.json", "model/model.safetensors", "model/tokenizer.json"):
@@ -142,3 +148,25 @@ def test_train_energy_rejects_bad_setups(mdlm_run, tmp_path, cache_dir, micro):
         train_energy(long, str(mdlm_run[0] / "model"))
     with pytest.raises(ConfigError, match="n_neg"):
         EnergyConfig(n_neg=0)
+
+
+def _nce_losses(run_dir):
+    import csv
+
+    out = {}
+    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        out.update({int(r["step"]): float(r["train/nce_loss"]) for r in csv.DictReader(path.open())
+                    if r.get("train/nce_loss")})
+    return out
+
+
+def test_a_resumed_energy_run_continues_exactly(mdlm_run, tmp_path, cache_dir, micro):
+    """Stop at step 10, resume to 20: the same batches, times, masks and negatives as one 20-step run."""
+    mdlm_dir, settings = str(mdlm_run[0] / "model"), {"optim.decay": "constant", "train.val_check_interval": 5}
+    train_energy(load_config("tiny", micro(tmp_path / "ref", cache_dir, max_steps=20, **settings)), mdlm_dir)
+    train_energy(load_config("tiny", micro(tmp_path / "run", cache_dir, max_steps=10, **settings)), mdlm_dir)
+    resumed = load_config("tiny", micro(tmp_path / "run", cache_dir, max_steps=20, **settings, **{"train.resume": 1}))
+    train_energy(resumed, mdlm_dir)
+    ref, run = _nce_losses(tmp_path / "ref"), _nce_losses(tmp_path / "run")
+    assert sorted(ref) == sorted(run) == list(range(20))
+    assert [run[s] for s in range(20)] == [ref[s] for s in range(20)]
