@@ -246,5 +246,10 @@ def plot_sweep(out: str | os.PathLike, judge: str | None = None, name: str | Non
                        "unigram entropy (bits)",
                        f"{name}: unigram entropy vs steps (higher = less repetitive; bars: ±1 s.e.)\n{sub}"))
     md = out / "results.md"
-    _atomic_write_text(md, results_table(rows, name))
+    text = results_table(rows, name)
+    if judge != "none" and any(r["kind"] == "diffusion" and r["method"] == "MDLM" for r in rows):
+        from edlm.bench.summary import reach_table
+
+        text += "\n" + reach_table(rows)
+    _atomic_write_text(md, text)
     return paths + [md]
