@@ -378,7 +378,9 @@ def _read_jsonl(path: Path) -> list[dict]:
     """The records of a JSONL file; a torn last line (a crash mid-append) is skipped."""
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # split on "\n" only: str.splitlines() also breaks at U+2028, \x85, \x0b, ... which json.dumps(ensure_ascii=False)
+    # leaves raw inside strings, and byte-level BPE samples do contain them
+    lines = path.read_text(encoding="utf-8").split("\n")
     out = []
     for i, line in enumerate(lines):
         if not line.strip():
