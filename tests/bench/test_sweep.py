@@ -66,7 +66,9 @@ def test_sweep_writes_rows_samples_plots_and_table(single_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "results.md").read_text()
     assert "| method | steps | k | window | τ | gen-PPL | entropy (bits) | s/sample | NFE" in md
-    assert md.count("| MDLM |") == 2 and md.count("| EDLM-AR |") == 2 and "AR samples" in md and "fake-gpt2" in md
+    table, reach = md.split("## Steps and time to reach MDLM's gen-PPL")  # the cell table, then reach_table
+    assert table.count("| MDLM |") == 2 and table.count("| EDLM-AR |") == 2 and "AR samples" in table
+    assert "fake-gpt2" in table and "| MDLM |" in reach
     meta = json.loads((out / "meta.json").read_text())
     assert meta["command"] == "test" and meta["hardware"] and meta["cells_total"] == 6
 
