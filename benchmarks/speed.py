@@ -40,7 +40,7 @@ import statistics
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -59,7 +59,7 @@ from edlm.eval.speed import (  # noqa: E402
     reset_peak_memory,
     transformer_flops,
 )
-from edlm.models import compile_networks  # noqa: E402
+from edlm.models import compile_networks, from_pretrained, load_denoiser, read_checkpoint_config  # noqa: E402
 from edlm.models.ar import ARTransformer, next_token_log_probs  # noqa: E402
 from edlm.models.dit import Denoiser, DiT, FinalLayer  # noqa: E402
 from edlm.samplers import loop as _loop  # noqa: E402
@@ -122,6 +122,17 @@ def quick_config() -> BenchConfig:
     """One batch size (32) and the runs the issue's targets name: MDLM T=128 and EDLM-AR k=8 over [0, 1]."""
     return BenchConfig(batch_sizes=[32], mdlm_steps=[128], ks=[8], windows=[[0.0, 1.0]], nce_runs=[[8, [0.0, 1.0]]],
                        extra_runs=False)
+
+
+def shipped_config(directory: str, quick: bool) -> BenchConfig:
+    """Shapes of a shipped model set (e.g. edlm/assets/wikipedia_en), batches of ~32 k tokens as for MDLM-small."""
+    c = read_checkpoint_config(Path(directory) / "mdlm")["config"]
+    per_call = max(1, 32768 // c["length"])  # B · L = 32 k tokens, the issue's per-call size
+    base = quick_config() if quick else BenchConfig()
+    return replace(base, vocab_size=c["vocab_size"], length=c["length"], hidden_size=c["hidden_size"],
+                   n_blocks=c["n_blocks"], n_heads=c["n_heads"], cond_dim=c["cond_dim"],
+                   batch_sizes=sorted({32, per_call}), e2e_batch=per_call,
+                   energy_batch_size={k: max(1, per_call * 16 // 32) for k in (2, 4, 8)})
 
 
 def tiny_config() -> BenchConfig:
@@ -279,6 +290,16 @@ class Bench:
         return self.cfg.budget_s - (time.perf_counter() - T0)
 
     # ------------------------------------------------------------------ models
+    def load_shipped(self, directory: str) -> None:
+        """Replace the random weights by those of a shipped model set (same shapes: see `shipped_config`)."""
+        root = Path(directory)
+        self.denoiser.backbone.load_state_dict(load_denoiser(root / "mdlm").backbone.state_dict())
+        self.ar.load_state_dict(from_pretrained(root / "ar", expected_type="ar").state_dict())
+        if self.nce is not None and (root / "nce").is_dir():
+            self.nce.load_state_dict(from_pretrained(root / "nce").state_dict())
+        self.results["models"]["weights"] = f"shipped: {root}"
+        log(f"weights loaded from {root}")
+
     def build_models(self) -> None:
         cfg, dev = self.cfg, self.device
         dit = randomize_(DiT(cfg.vocab_size, cfg.length, cfg.hidden_size, cfg.n_blocks, cfg.n_heads, cfg.cond_dim,
@@ -873,13 +894,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile the networks in place (as `edlm sample --compile`) before measuring")
     parser.add_argument("--no-pad-vocab", action="store_true",
                         help="plain output GEMM (FinalLayer.pad_multiple = 1), the code before padding")
+    parser.add_argument("--shipped", default=None, metavar="DIR",
+                        help="a shipped model set (e.g. edlm/assets/wikipedia_en): its shapes and weights")
     parser.add_argument("--date", default=datetime.date.today().isoformat())
     args = parser.parse_args(argv)
     if args.no_pad_vocab:
         FinalLayer.pad_multiple = 1
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cfg = tiny_config() if args.tiny else quick_config() if args.quick else BenchConfig()
+    cfg = (tiny_config() if args.tiny else shipped_config(args.shipped, args.quick) if args.shipped
+           else quick_config() if args.quick else BenchConfig())
     if args.budget_s is not None:
         cfg.budget_s = args.budget_s
     out_dir = Path(args.out)
@@ -896,6 +920,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(cfg, device, out_dir, meta)
     log(f"device {meta['device']}, torch {meta['torch']}, config {'tiny' if args.tiny else 'MDLM-small'}")
     bench.build_models()
+    if args.shipped and not args.tiny:
+        bench.load_shipped(args.shipped)
     if args.compile:
         bench.compile_models()
     bench.ceilings()
