@@ -30,6 +30,7 @@ from edlm.training.callbacks import AtomicCheckpointIO, FinalCheckpoint, SavePre
 from edlm.training.nce_module import NCEModule
 from edlm.training.trainer import (
     _atomic_json,
+    _atomic_text,
     _fit_and_export,
     _prepare_run_dir,
     _trainer_settings,
@@ -142,7 +143,7 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "energy.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(energy_cfg)))
+        _atomic_text(run_dir / "energy.yaml", OmegaConf.to_yaml(OmegaConf.structured(energy_cfg)))
         save_tokenizer(tokenizer, run_dir / "tokenizer")
         datamodule.prepare_data()
 

@@ -159,12 +159,16 @@ def corpus_unigram_perplexity(datamodule: TextDataModule) -> float:
 
 
 # ----------------------------------------------------------------------------- run directory
-def _atomic_json(path: Path, payload: dict) -> None:
+def _atomic_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then rename it over ``path`` (never half a file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
+        f.write(text)
     os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, payload: dict) -> None:
+    _atomic_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _prepare_run_dir(cfg: RunConfig, kind: str) -> tuple[Path, Path | None]:
