@@ -11,7 +11,6 @@ by OmegaConf structured configs, so an unknown key, an unknown preset or a value
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from edlm.atomic import atomic_write_text
 from edlm.diffusion.schedules import SCHEDULES
 from edlm.energy_config import EnergyConfig
 from edlm.errors import ConfigError
@@ -252,10 +252,4 @@ def load_config(preset: str = "tiny", overrides: list[str] | None = None) -> Run
 
 def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
     """Write ``cfg`` as YAML, atomically (a temp file renamed into place). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))

@@ -23,13 +23,13 @@ import dataclasses
 import importlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from edlm.atomic import atomic_write
 from edlm.energy.ar_energy import AREnergy, check_same_tokenizer
 from edlm.errors import CheckpointError, ConfigError, EdlmError
 from edlm.models.checkpoints import (
@@ -463,17 +463,9 @@ def write_jsonl(records: Iterable[SampleRecord | dict], path: str | os.PathLike)
     An error or Ctrl-C while writing leaves no file (and no half-written one) behind; the parent
     directory is created if needed.
     """
-    path = check_output_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r.to_json() if isinstance(r, SampleRecord) else r, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return atomic_write(check_output_path(path), write)

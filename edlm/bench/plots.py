@@ -17,7 +17,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from edlm.bench.sweep import _atomic_write_text, read_results
+from edlm.atomic import atomic_write_text
+from edlm.bench.sweep import read_results
 
 __all__ = ["plot_sweep", "results_table", "PLOT_FILES"]
 
@@ -251,5 +252,5 @@ def plot_sweep(out: str | os.PathLike, judge: str | None = None, name: str | Non
         from edlm.bench.summary import reach_table
 
         text += "\n" + reach_table(rows)
-    _atomic_write_text(md, text)
+    atomic_write_text(md, text)
     return paths + [md]

@@ -41,7 +41,6 @@ import resource
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -53,6 +52,7 @@ import torch
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from edlm.atomic import atomic_write_text
 from edlm.errors import ConfigError, DataError
 
 __all__ = [
@@ -394,21 +394,6 @@ def _read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be read and shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _results_files(out: Path) -> list[Path]:
     """results.jsonl first, then results.rank{r}.jsonl by r."""
     ranked = sorted(((int(m.group(1)), p) for p in out.glob("results.rank*.jsonl")
@@ -437,7 +422,7 @@ def merge_results(out: str | os.PathLike) -> Path:
     """
     out = Path(out)
     rows = read_results(out)
-    _atomic_write_text(out / _RESULTS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(out / _RESULTS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return out / _RESULTS
 
 
@@ -826,7 +811,7 @@ def run_sweep(
     report = SweepReport(out=out, rank=rank, world_size=world, cells_total=len(cells), cells_mine=len(mine),
                          results_path=results_path)
     if rank == 0:
-        _atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
     scored = {r["cell_key"] for r in read_results(out, judge=judge_name)}
     models = _Models(cfg, device)
@@ -903,4 +888,4 @@ def _write_meta(out: Path, cfg: SweepConfig, report: SweepReport, device: torch.
         "world_size": report.world_size,
         "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
     }
-    _atomic_write_text(out / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")

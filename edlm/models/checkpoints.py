@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from edlm.atomic import atomic_write, atomic_write_text
 from edlm.diffusion.schedules import NoiseSchedule, get_schedule
 from edlm.errors import CheckpointError
 from edlm.models.ar import ARTransformer
@@ -125,18 +125,6 @@ def _model_type_of(model: nn.Module) -> str:
 
 
 # ----------------------------------------------------------------------------- saving
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` to a temporary file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _schedule_record(schedule: NoiseSchedule) -> dict:
     return {"name": schedule.name, **{k: v for k, v in vars(schedule).items() if isinstance(v, (int, float))}}
 
@@ -181,10 +169,10 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer
              for k, v in model.state_dict().items()}
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     except RuntimeError as exc:  # e.g. tied (shared) tensors, which safetensors refuses
         raise CheckpointError(f"could not write {directory / WEIGHTS_NAME}: {exc}") from exc
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(directory / CONFIG_NAME, text)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(directory))
     return directory

@@ -3,10 +3,8 @@ each atomically, the sweep of what a killed run left half-written, and the throu
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from edlm.atomic import atomic_write
 from edlm.models.checkpoints import save_pretrained
 
 __all__ = ["SavePretrained", "FinalCheckpoint", "Throughput", "AtomicCheckpointIO", "save_pretrained_atomic",
@@ -24,7 +23,7 @@ __all__ = ["SavePretrained", "FinalCheckpoint", "Throughput", "AtomicCheckpointI
 
 # What the atomic writers of a run dir stage next to their target, all hidden: "<dir>.tmp-<8 hex>" and
 # "<dir>.old-<8 hex>" folders (save_pretrained_atomic), ".<file>.<random>.tmp" files (mkstemp in
-# AtomicCheckpointIO, _atomic_json, save_config, _atomic_write).
+# edlm.atomic.atomic_write: AtomicCheckpointIO, _atomic_json, save_config, save_pretrained).
 _STAGING = re.compile(r"\.(?P<target>.+)\.(?:(?P<kind>tmp|old)-[0-9a-f]{8}|[^.]+\.tmp)")
 
 
@@ -83,19 +82,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}.")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is as readable as torch.save's
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        atomic_write(path, write)
 
 
 class SavePretrained(Callback):

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 
+from edlm.atomic import atomic_write_text
 from edlm.config import RunConfig, save_config
 from edlm.data import TextDataModule, load_tokenizer, save_tokenizer
 from edlm.energy.nce_energy import NCEEnergy
@@ -30,7 +31,6 @@ from edlm.training.callbacks import AtomicCheckpointIO, FinalCheckpoint, SavePre
 from edlm.training.nce_module import NCEModule
 from edlm.training.trainer import (
     _atomic_json,
-    _atomic_text,
     _fit_and_export,
     _prepare_run_dir,
     _trainer_settings,
@@ -143,7 +143,7 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        _atomic_text(run_dir / "energy.yaml", OmegaConf.to_yaml(OmegaConf.structured(energy_cfg)))
+        atomic_write_text(run_dir / "energy.yaml", OmegaConf.to_yaml(OmegaConf.structured(energy_cfg)))
         save_tokenizer(tokenizer, run_dir / "tokenizer")
         datamodule.prepare_data()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from edlm.atomic import atomic_write_text
 from edlm.config import RunConfig, save_config
 from edlm.data import (
     PRESETS,
@@ -159,16 +159,8 @@ def corpus_unigram_perplexity(datamodule: TextDataModule) -> float:
 
 
 # ----------------------------------------------------------------------------- run directory
-def _atomic_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it over ``path`` (never half a file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _atomic_json(path: Path, payload: dict) -> None:
-    _atomic_text(path, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _prepare_run_dir(cfg: RunConfig, kind: str) -> tuple[Path, Path | None]:
