@@ -12,6 +12,8 @@ from pathlib import Path
 
 import matplotlib
 
+from edlm.bench.sweep import read_results
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -19,14 +21,10 @@ MAIN = {"MDLM": "MDLM", "EDLM-AR k=8, window=[0, 1], τ=1": "EDLM-AR k=8 [0,1] (
         "EDLM-NCE k=8, window=[0, 1], τ=1": "EDLM-NCE k=8 [0,1]"}
 
 
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
-
-
 def main(root: str) -> None:
     root = Path(root)
-    rows = _rows(root / "results.jsonl")
-    diag = _rows(root / "diag" / "results.jsonl")
+    rows = read_results(root)
+    diag = read_results(root / "diag")
     nll = json.loads((root / "ar_nll.json").read_text())["cells"]
     refs = {r["method"]: r for r in rows if r["kind"] != "diffusion"}
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.6))

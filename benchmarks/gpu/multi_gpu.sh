@@ -39,8 +39,9 @@ torchrun --standalone --nproc_per_node=$N -m edlm bench sweep $SWEEP --out $RUNS
   --no-progress > $RUNS/sweepN.log 2>&1 || tail -n 20 $RUNS/sweepN.log
 
 python3 - <<PY
-import json, glob, os
+import json, glob
 from pathlib import Path
+from edlm.bench.sweep import read_samples
 out = {"gpus": $N, "steps": $STEPS, "ddp": {}, "fsdp": None, "sweep": {}}
 for d in sorted(glob.glob("$RUNS/ddp*/metrics.json")):
     m = json.load(open(d)); out["ddp"][Path(d).parent.name] = {k: m.get(k) for k in
@@ -51,8 +52,7 @@ if f.is_file():
 def tokens(d):
     res = {}
     for p in sorted(Path(d, "samples").glob("*.jsonl")):
-        rows = [json.loads(x) for x in p.read_text(encoding="utf-8").split("\n") if x.strip()]
-        res[p.name] = [r["tokens"] for r in rows[1:]]
+        res[p.name] = [r["tokens"] for r in read_samples(p)[1]]
     return res
 one, many = tokens("$RUNS/sweep1"), tokens("$RUNS/sweepN")
 out["sweep"] = {"cells_one_gpu": len(one), "cells_all_gpus": len(many),
