@@ -13,3 +13,17 @@ mkdir -p "$OUT"
 EDLM="python3 -m edlm"
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU";
   python3 -c "import torch; print('torch', torch.__version__)"; } > "$OUT/machine.txt"
+
+# pack_once TOKENIZER [MAX_CHARS]: tokenise and pack wikipedia_en (L = 128) into the cache once, before several
+# trainings (or DDP ranks) read it; MAX_CHARS > 0 packs a prefix only (local smoke tests).
+pack_once() {
+  python3 - "$1" "${2:-0}" <<'PY'
+import sys, time
+from edlm.data import TextDataModule
+t = time.time()
+chars = int(sys.argv[2]) or None
+dm = TextDataModule("wikipedia_en", sys.argv[1], 128, 256, num_proc=8, max_chars={"train": chars, "valid": chars})
+dm.prepare_data(); dm.setup("fit")
+print(f"packed: {len(dm.train_data)} train rows, {len(dm.valid_data)} valid rows in {time.time() - t:.0f} s", flush=True)
+PY
+}

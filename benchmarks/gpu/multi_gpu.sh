@@ -15,10 +15,7 @@ TOK=${TOK:-.data/tok-wiki4k}
 RUNS=runs/multi
 mkdir -p $RUNS
 
-python3 - <<PY   # tokenise and pack once, before any rank reads the cache
-from edlm.data import TextDataModule
-TextDataModule("wikipedia_en", "$TOK", 128, 256, num_proc=8).prepare_data()
-PY
+pack_once "$TOK"  # before any rank reads the cache
 
 for d in $(printf "%s\n" 1 2 "$N" | sort -nu); do
   [ "$d" -le "$N" ] || continue

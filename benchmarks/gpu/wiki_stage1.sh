@@ -9,16 +9,7 @@ RUNS=${RUNS:-runs/wiki}
 mkdir -p "$RUNS"
 TOK=${TOK:-.data/tok-wiki4k}
 
-# tokenise and pack once, before the two trainings read the cache
-python3 - <<PY
-import time
-from edlm.data import TextDataModule
-t = time.time()
-chars = int("${SMOKE_CHARS:-0}") or None  # a local smoke test packs a prefix only
-dm = TextDataModule("wikipedia_en", "$TOK", 128, 256, num_proc=8, max_chars={"train": chars, "valid": chars})
-dm.prepare_data(); dm.setup("fit")
-print(f"packed: {len(dm.train_data)} train rows, {len(dm.valid_data)} valid rows in {time.time() - t:.0f} s", flush=True)
-PY
+pack_once "$TOK" "${SMOKE_CHARS:-0}"  # before the two trainings read the cache
 
 for kind in mdlm ar; do
   $EDLM train $kind --preset wiki --run-dir "$RUNS/$kind" data.tokenizer=$TOK "$@" > "$RUNS/$kind.log" 2>&1 &
