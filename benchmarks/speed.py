@@ -49,7 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install`
 
 from edlm.diffusion.schedules import LogLinearSchedule  # noqa: E402
-from edlm.diffusion.subs import subs_log_probs  # noqa: E402
+from edlm.diffusion.subs import SubsLogProbs, subs_log_probs  # noqa: E402
 from edlm.energy.ar_energy import AREnergy  # noqa: E402
 from edlm.eval.speed import (  # noqa: E402
     Timer,
@@ -60,7 +60,7 @@ from edlm.eval.speed import (  # noqa: E402
     transformer_flops,
 )
 from edlm.models import compile_networks, from_pretrained, load_denoiser, read_checkpoint_config  # noqa: E402
-from edlm.models.ar import ARTransformer, next_token_log_probs  # noqa: E402
+from edlm.models.ar import ARTransformer  # noqa: E402
 from edlm.models.dit import Denoiser, DiT, FinalLayer  # noqa: E402
 from edlm.samplers import loop as _loop  # noqa: E402
 from edlm.samplers.importance import ImportanceSampler  # noqa: E402
@@ -245,22 +245,27 @@ class TimedCall:
 
 
 class TimedAR:
-    """An AR model for ``AREnergy`` whose transformer forward is timed on its own (the rest of the
-    energy call — log-softmax over V, the x_θ gather, float64 sums — is energy time minus this)."""
+    """An AR model for ``AREnergy`` whose scoring forward (transformer + log-softmax at the tokens, one
+    call since the fused ``forward(x, score=True)``) is timed on its own; the rest of the energy call
+    (the x_θ gather, float64 sums) is energy time minus this."""
 
     def __init__(self, model: ARTransformer, device: torch.device):
         self.forward = TimedCall(model, device)
         self.vocab_size = model.vocab_size
 
+    @property
+    def _compiled_call_impl(self):  # what edlm.models.compiling.is_compiled looks for
+        return getattr(self.forward.fn, "_compiled_call_impl", None)
+
     def token_log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        return next_token_log_probs(self.forward(x), x)  # == ARTransformer.token_log_probs
+        return self.forward(x, score=True)  # == ARTransformer.token_log_probs
 
 
 def check_finite(x: torch.Tensor) -> None:
-    """The loop's per-call check itself (``edlm.samplers.loop._check_finite``), so it is timed as it runs."""
-    from edlm.samplers.loop import _check_finite
-
-    _check_finite(x, "log-probs")
+    """The NaN check the loop made on its full log_p_x0 until session 3 (one sum over (B, L, V+1)); the lazy
+    SUBS now checks only the rows it normalises, inside ``SubsLogProbs``."""
+    if torch.isnan(x.sum()):
+        raise FloatingPointError("NaN in log-probs")
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -339,9 +344,9 @@ class Bench:
             "attention": "flash_attn" if importlib.util.find_spec("flash_attn") else "torch SDPA",
         }
 
-    def compile_models(self) -> None:
+    def compile_models(self, mode: str | None = None) -> None:
         """``nn.Module.compile`` in place, as `edlm.pipeline.compile_networks` does for `edlm sample --compile`."""
-        compile_networks(self.denoiser, self.ar, self.nce)
+        compile_networks(self.denoiser, self.ar, self.nce, mode=mode)
         log("networks compiled in place (first calls of each shape compile; the warm-up repeats absorb it)")
 
     # ------------------------------------------------------------------ 1. ceilings
@@ -404,20 +409,24 @@ class Bench:
         self._row("DiT", "denoiser fwd (logits)", B, time_call(lambda: self.denoiser(x_t, t), dev, w, r),
                   self.fpt["dit"] * tokens)
 
-        def call_denoiser():  # what generate's call_denoiser does per NFE
-            lp = subs_log_probs(self.denoiser(x_t, t), x_t, cfg.mask_id)
-            check_finite(lp)
-            return lp
+        reveal = torch.rand((B, L), device=dev, generator=g) < 1 / 128  # a plain T = 128 step reveals ~L/T per row
+        reveal &= masked
 
-        self._row("DiT", "fwd + SUBS + finite check (loop)", B, time_call(call_denoiser, dev, w, r),
+        def call_denoiser():  # what generate's call_denoiser and a plain step read per NFE since session 3
+            return SubsLogProbs(self.denoiser(x_t, t), x_t, cfg.mask_id)[reveal]
+
+        self._row("DiT", "fwd + lazy SUBS of a T=128 step's rows (loop)", B, time_call(call_denoiser, dev, w, r),
                   self.fpt["dit"] * tokens)
         logits = self.denoiser(x_t, t)
-        self._row("DiT", "SUBS only (subs_log_probs)", B,
+        self._row("DiT", "lazy SUBS, rows of a T=128 step", B,
+                  time_call(lambda: SubsLogProbs(logits, x_t, cfg.mask_id)[reveal], dev, w, r), None)
+        self._row("DiT", "lazy SUBS, all masked rows (an IS step)", B,
+                  time_call(lambda: SubsLogProbs(logits, x_t, cfg.mask_id)[masked], dev, w, r), None)
+        self._row("DiT", "full SUBS (subs_log_probs, the loop before session 3)", B,
                   time_call(lambda: subs_log_probs(logits, x_t, cfg.mask_id), dev, w, r), None,
                   {"bytes_out_fp32": logits.numel() * 4})
-        lp = subs_log_probs(logits, x_t, cfg.mask_id)
-        logits = None  # free (B, L, V+1) bf16
-        self._row("DiT", "finite check only", B, time_call(lambda: check_finite(lp), dev, w, r), None)
+        lp = SubsLogProbs(logits, x_t, cfg.mask_id)  # what AREnergy gets in the loop: a lazy view ...
+        lp[masked]  # ... whose masked rows the proposal draw has normalised
         if B == max(cfg.batch_sizes) and self.dit_fp32 is not None:
             sigma = torch.zeros(B, device=dev)
 
@@ -477,7 +486,7 @@ class Bench:
         B, L = cfg.e2e_batch, cfg.length
         g = torch.Generator(device=dev).manual_seed(0)
         x = torch.full((B, L), cfg.mask_id, device=dev, dtype=torch.long)  # t = 1: all masked
-        log_p_x0 = subs_log_probs(self.denoiser(x, torch.ones(B, device=dev)), x, cfg.mask_id)
+        log_p_x0 = SubsLogProbs(self.denoiser(x, torch.ones(B, device=dev)), x, cfg.mask_id)  # as the loop holds it
         T = cfg.edlm_steps
         ts = torch.linspace(1.0, 1e-5, T + 1, dtype=torch.float64, device=dev)
         plain = ImportanceSampler(cfg.mask_id, k=1)
@@ -489,8 +498,10 @@ class Bench:
             self._piece(f"IS propose_step k={k} (float64 draw at all {B * L} masked positions)",
                         time_call(partial(sampler.propose_step, log_p_x0, x, ts[0], ts[1], g), dev, 1, 3))
             free(dev)
+            dense = log_p_x0.dense()  # what an energy that reads log_p_x0 as a tensor costs (AREnergy does not)
             for chunk in sorted({cfg.energy_batch_size.get(k) or B * k, default_energy_chunk(cfg)}):
-                self._copy_piece(log_p_x0, k, chunk, lp_bytes)
+                self._copy_piece(dense, k, chunk, lp_bytes)
+            dense = None
 
     def _copy_piece(self, log_p_x0: torch.Tensor, k: int, chunk: int, lp_bytes: int) -> None:
         """The log_p_x0 copies of one IS step in ``generate`` (since 3c54289): ``lp_rows = log_p_x0[rows]``,
@@ -581,6 +592,10 @@ class Bench:
         self.e2e("warm-up MDLM", 4, record=False)
         self.e2e("warm-up EDLM-AR", 2, "ar", k=max(cfg.ks), window=(0.0, 1.0),
                  ebs=cfg.energy_batch_size.get(max(cfg.ks)), record=False)
+        if self.nce is not None:  # a compiled NCE energy compiles its chunk shape here, not inside the timed run
+            for k, _ in cfg.nce_runs:
+                self.e2e("warm-up EDLM-NCE", 2, "nce", k=k, window=(0.0, 1.0), ebs=cfg.energy_batch_size.get(k),
+                         record=False)
         first = cfg.mdlm_steps[0]
         self.e2e(f"MDLM T={first}", first)
         if cfg.extra_runs:
@@ -892,6 +907,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="B=32 only, MDLM T=128, EDLM k=8 [0,1]; no pieces, diagnosis or long run")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the networks in place (as `edlm sample --compile`) before measuring")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode for --compile (default: torch's default)")
+    parser.add_argument("--compile-draws", action="store_true",
+                        help="also torch.compile the float64 proposal draw (edlm.diffusion.categorical.compile_draws)")
     parser.add_argument("--no-pad-vocab", action="store_true",
                         help="plain output GEMM (FinalLayer.pad_multiple = 1), the code before padding")
     parser.add_argument("--shipped", default=None, metavar="DIR",
@@ -913,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
         "date": args.date, "config": {k: v for k, v in asdict(cfg).items()},
-        "compiled": args.compile, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
+        "compiled": args.compile, "compile_mode": args.compile_mode, "compiled_draws": args.compile_draws, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
         "source_sha256": source_hashes(),
     }
     torch.manual_seed(0)
@@ -923,7 +942,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.shipped and not args.tiny:
         bench.load_shipped(args.shipped)
     if args.compile:
-        bench.compile_models()
+        bench.compile_models(args.compile_mode)
+    if args.compile_draws:
+        from edlm.diffusion.categorical import compile_draws
+
+        compile_draws()
     bench.ceilings()
     bench.forward_rows()
     if not args.quick:

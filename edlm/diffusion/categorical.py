@@ -12,12 +12,63 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["sample_categorical", "top_p_filter", "uniform64"]
+__all__ = ["sample_categorical", "draw_rows", "top_p_filter", "uniform64", "compile_draws"]
 
 
 def uniform64(shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:
     """Float64 uniforms in [0, 1) drawn from ``generator`` (53 random bits each)."""
     return torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+
+
+# float64 work per chunk of rows: the draw makes a few (rows, C) float64 temporaries, so without chunks
+# an IS step over B·L = 32k masked positions of a 50k vocabulary would hold 4 × 12 GiB at once
+_CHUNK_BYTES = 1 << 30
+_compiled_draw = None  # torch.compile(_draw_rows), made by `compile_draws`
+
+
+def compile_draws(enable: bool = True) -> None:
+    """Run the float64 draw through ``torch.compile`` (fused: the temporaries are not all written to
+    memory). Same arithmetic, same draws up to the order of float64 additions in the cumulative sum
+    (the same distribution; on CPU the same tokens in tests/diffusion/test_categorical.py)."""
+    global _compiled_draw
+    _compiled_draw = torch.compile(_draw_rows, dynamic=True) if enable else None
+
+
+def _draw_rows(rows: Tensor, u: Tensor, exclude: int = -1) -> tuple[Tensor, Tensor]:
+    """Inversion draw for rows (n, C) of log-probabilities (normalised or not) and uniforms (n, K).
+
+    Returns the class ids (n, K) and the rows' float64 log-normalisers logsumexp (n,), NaN when a row
+    held NaN or +inf or had no finite entry (the caller checks). ``exclude`` ≥ 0: that class gets
+    probability 0 (SUBS's [MASK] column, applied here so raw logits can be passed)."""
+    lp = rows.to(torch.float64, copy=exclude >= 0)  # (n, C); a copy of our own when we write into it
+    if exclude >= 0:
+        lp[:, exclude] = float("-inf")
+    top = lp.amax(dim=-1, keepdim=True)  # (n, 1)
+    cdf = torch.cumsum(torch.exp(lp - top), dim=-1)  # (n, C), float64; NaN for +inf or an all −∞ row
+    total = cdf[:, -1:]  # (n, 1)
+    r = u * total  # (n, K), in [0, total)
+    r = torch.minimum(r, torch.nextafter(total, torch.zeros_like(total)))  # guard rounding at the top
+    idx = torch.searchsorted(cdf, r.contiguous(), right=True)  # first class with cdf > r: p(class) > 0
+    return idx.clamp_max(rows.shape[-1] - 1), (top + torch.log(total)).squeeze(-1)
+
+
+def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: int = -1) -> tuple[Tensor, Tensor]:
+    """Exact float64 draws from rows of ``source`` (N, C) (log-probabilities or raw logits, any float
+    dtype): the rows ``index`` (n,) (all rows if None), with uniforms ``u`` (n, K).
+
+    Works through the rows in chunks of about 1 GiB of float64 work, so peak memory does not grow with n,
+    and through the compiled kernel after ``compile_draws()``. Returns the ids (n, K) and the rows'
+    log-normalisers (n,) in float64 (NaN for a row with NaN, +inf or no finite entry).
+    """
+    n, C = (source.shape[0] if index is None else index.shape[0]), source.shape[-1]
+    ids = torch.empty(u.shape, dtype=torch.long, device=source.device)
+    lse = torch.empty(n, dtype=torch.float64, device=source.device)
+    step = max(1, _CHUNK_BYTES // (8 * C))
+    draw = _compiled_draw if _compiled_draw is not None and source.is_cuda else _draw_rows
+    for i in range(0, n, step):
+        rows = source[i: i + step] if index is None else source.index_select(0, index[i: i + step])
+        ids[i: i + step], lse[i: i + step] = draw(rows, u[i: i + step].double(), exclude)
+    return ids, lse
 
 
 def sample_categorical(log_probs: Tensor, u: Tensor) -> Tensor:
@@ -36,17 +87,11 @@ def sample_categorical(log_probs: Tensor, u: Tensor) -> Tensor:
     single = u.shape == rows
     if not single and u.shape[:-1] != rows:
         raise ValueError(f"u {tuple(u.shape)} must be {tuple(rows)} or {tuple(rows)} + (K,).")
-    lp = log_probs.double()  # (..., C)
-    lp = lp - lp.amax(dim=-1, keepdim=True)
-    if torch.isnan(lp).any():
+    flat = log_probs.reshape(-1, log_probs.shape[-1])
+    ids, lse = draw_rows(flat, u.reshape(flat.shape[0], -1))
+    if torch.isnan(lse).any():
         raise FloatingPointError("NaN in the probabilities to sample from.")
-    cdf = torch.cumsum(torch.exp(lp), dim=-1)  # (..., C), float64
-    total = cdf[..., -1:]  # (..., 1)
-    r = (u[..., None] if single else u).double() * total  # (..., K), in [0, total)
-    r = torch.minimum(r, torch.nextafter(total, torch.zeros_like(total)))  # guard rounding at the top
-    idx = torch.searchsorted(cdf, r.contiguous(), right=True)  # first class with cdf > r: p(class) > 0
-    idx = idx.clamp_max(log_probs.shape[-1] - 1)
-    return idx.squeeze(-1) if single else idx
+    return ids.reshape(u.shape)
 
 
 def top_p_filter(log_probs: Tensor, top_p: float) -> Tensor:

@@ -38,6 +38,9 @@ class AREnergy:
         vocab_size: ids the AR model knows (for the tokenizer check in ``generate``).
     """
 
+    # generate() passes a lazy SubsLogProbs view: only .gather(-1, x_0) is read, so no (N, L, V+1) copy
+    uses_log_p_x0 = "gather"
+
     def __init__(self, ar_model, mask_id: int, carry_over: bool = True, vocab_size: int | None = None):
         if not hasattr(ar_model, "token_log_probs"):
             raise TypeError("the AR energy needs a model with `token_log_probs(x) -> (N, L)`; wrap a "

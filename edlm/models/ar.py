@@ -94,8 +94,10 @@ class ARTransformer(nn.Module):
         return dict(vocab_size=self.vocab_size, length=self.length, hidden_size=self.hidden_size,
                     n_blocks=self.n_blocks, n_heads=self.n_heads, dropout=self.dropout, mask_id=self.mask_id)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Next-token logits (B, L, vocab_size) for tokens ``x`` (B, L)."""
+    def forward(self, x: Tensor, score: bool = False) -> Tensor:
+        """Next-token logits (B, L, vocab_size) for tokens ``x`` (B, L); with ``score=True`` the (B, L)
+        log-probabilities of ``x`` itself (``token_log_probs``), computed inside the forward so that a
+        compiled model fuses the log-softmax and the gather into one read of the logits."""
         _check_tokens(x)
         L = x.shape[1]
         check_length(L, self.length)
@@ -106,11 +108,11 @@ class ARTransformer(nn.Module):
         logits = self.output_layer(h, None)  # (B, L, V)
         if self.mask_id is not None:
             logits = logits.index_fill(-1, torch.tensor([self.mask_id], device=x.device), float("-inf"))
-        return logits
+        return next_token_log_probs(logits, x) if score else logits
 
     def token_log_probs(self, x: Tensor) -> Tensor:
         """log p(xⁱ | x^{<i}) of tokens ``x`` (B, L) -> (B, L) float32, with position 0 = 0 (given)."""
-        return next_token_log_probs(self(x), x)
+        return self(x, score=True)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Σ_{i≥1} log p(xⁱ | x^{<i}) per sequence (B,); the first token is treated as given (e.g. BOS)."""

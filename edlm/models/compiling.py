@@ -4,20 +4,31 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["compile_networks"]
+__all__ = ["compile_networks", "is_compiled"]
 
 
-def compile_networks(*networks) -> None:
+def compile_networks(*networks, mode: str | None = None) -> None:
     """``nn.Module.compile`` each network in place, so parameters, state-dict keys and EMA swaps are
     unchanged and only the forward is compiled. Accepts modules, a `Denoiser` (its backbone is compiled:
     SUBS stays eager), an `AREnergy` (its AR model) and ``None`` (skipped). The first call of each
     input shape compiles (tens of seconds); on a GPU a DiT forward then runs ~2.4 x faster
-    (benchmarks/results/speed_notes.md)."""
+    (benchmarks/results/speed_notes.md). ``mode`` is torch.compile's (None = default; e.g.
+    ``"max-autotune-no-cudagraphs"`` searches GEMM kernels for minutes)."""
     for net in networks:
         if net is None:
             continue
-        target = getattr(net, "backbone", None) or getattr(net, "ar_model", None) or net
+        target = _target(net)
         if not isinstance(target, nn.Module):
             raise TypeError(f"cannot compile {type(net).__name__}: not a torch module and holds none.")
         if getattr(target, "_compiled_call_impl", None) is None:  # compiling twice would recompile
-            target.compile()
+            target.compile(mode=mode)
+
+
+def _target(net):
+    """The module whose forward runs the network: a Denoiser's backbone, an AREnergy's AR model, or itself."""
+    return getattr(net, "backbone", None) or getattr(net, "ar_model", None) or net
+
+
+def is_compiled(net) -> bool:
+    """True when ``compile_networks`` (or ``nn.Module.compile``) compiled ``net``'s network in place."""
+    return net is not None and getattr(_target(net), "_compiled_call_impl", None) is not None

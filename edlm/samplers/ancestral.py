@@ -20,9 +20,18 @@ from torch import Tensor
 from edlm.diffusion.categorical import sample_categorical, top_p_filter, uniform64
 from edlm.diffusion.posterior import reverse_step, unmask_probability
 from edlm.diffusion.schedules import LogLinearSchedule, NoiseSchedule
+from edlm.diffusion.subs import SubsLogProbs
 from edlm.samplers.base import StepOutput
 
 __all__ = ["AncestralSampler"]
+
+
+def _sample_at(log_p_x0, where: Tensor, u: Tensor) -> Tensor:
+    """Exact draws from x_θ at the positions ``where``: straight from the logits for the loop's lazy
+    ``SubsLogProbs`` (no float32 rows in between), else from the rows of the tensor."""
+    if isinstance(log_p_x0, SubsLogProbs):
+        return log_p_x0.sample(where, u)
+    return sample_categorical(log_p_x0[where], u)
 
 
 class AncestralSampler:
@@ -59,8 +68,13 @@ class AncestralSampler:
 
     # ------------------------------------------------------------------ pieces of a step
     def proposal_log_probs(self, log_p_x0: Tensor) -> Tensor:
-        """x_θ as the sampler draws from it: with nucleus filtering when ``top_p`` < 1."""
-        return top_p_filter(log_p_x0, self.top_p) if self.top_p < 1.0 else log_p_x0
+        """x_θ as the sampler draws from it: with nucleus filtering when ``top_p`` < 1 (a lazy
+        ``SubsLogProbs`` is made dense first: the filter reads every class of every row)."""
+        if self.top_p == 1.0:
+            return log_p_x0
+        if not isinstance(log_p_x0, Tensor):
+            log_p_x0 = log_p_x0.dense()
+        return top_p_filter(log_p_x0, self.top_p)
 
     def reveal(self, x_t: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
         """Which masked positions are revealed on t → s: Bernoulli((α_s − α_t)/(1 − α_t)). (B, L) bool."""
@@ -77,7 +91,8 @@ class AncestralSampler:
         """k full proposals x̂_0 ~ Π_i x_θⁱ(· | x_t), exact, drawn only at masked positions.
 
         Args:
-            log_p_x0: SUBS log-probabilities (B, L, V+1) (already nucleus-filtered if wanted).
+            log_p_x0: SUBS log-probabilities (B, L, V+1), a tensor or a lazy ``SubsLogProbs``
+                (already nucleus-filtered if wanted).
             x_t: (B, L). token_u: (B, L, k) uniforms.
 
         Returns:
@@ -87,7 +102,7 @@ class AncestralSampler:
         masked = x_t == self.mask_id  # (B, L)
         out = x_t[:, None, :].repeat(1, k, 1)  # (B, k, L)
         if masked.any():
-            drawn = sample_categorical(log_p_x0[masked], token_u[masked])  # (n_masked, k)
+            drawn = _sample_at(log_p_x0, masked, token_u[masked])  # (n_masked, k)
             out.transpose(1, 2)[masked] = drawn  # write through the (B, L, k) view
         return out
 
@@ -98,12 +113,18 @@ class AncestralSampler:
         reveal = self.reveal(x_t, t, s, generator)  # (B, L)
         token_u = self.token_uniforms(x_t, 1, generator)[..., 0]  # (B, L)
         x_0_hat = x_t.clone()
-        if reveal.any():
-            lp = self.proposal_log_probs(log_p_x0[reveal])  # (n_reveal, V+1)
+        changed = bool(reveal.any())
+        if changed and self.top_p < 1.0:
+            lp = self.proposal_log_probs(log_p_x0[reveal])  # (n_reveal, V+1), nucleus-filtered
             x_0_hat[reveal] = sample_categorical(lp, token_u[reveal])
-        return StepOutput(x_s=reverse_step(x_t, x_0_hat, reveal, self.mask_id), changed=bool(reveal.any()))
+        elif changed:
+            x_0_hat[reveal] = _sample_at(log_p_x0, reveal, token_u[reveal])
+        return StepOutput(x_s=reverse_step(x_t, x_0_hat, reveal, self.mask_id), changed=changed)
 
     def finish(self, log_p_x0: Tensor, x_t: Tensor) -> Tensor:
         """Noise removal: replace any mask left by the argmax of x_θ (SPEC 1.6)."""
         masked = x_t == self.mask_id
-        return torch.where(masked, log_p_x0.argmax(-1), x_t)
+        x = x_t.clone()
+        if masked.any():
+            x[masked] = log_p_x0[masked].argmax(-1)  # only the rows that are still masked
+        return x

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 
 from edlm.diffusion.schedules import NoiseSchedule
-from edlm.diffusion.subs import subs_log_probs
+from edlm.diffusion.subs import SubsLogProbs
 from edlm.errors import NumericalError
+from edlm.models.compiling import is_compiled
 from edlm.samplers.base import GenerateOutput
 from edlm.samplers.importance import ImportanceSampler
 
@@ -19,7 +20,7 @@ __all__ = ["generate", "Denoiser", "Energy"]
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # (x_t (B, L), t (B,)) -> logits (B, L, V+1)
 Energy = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (x_0, x_t, t, log_p_x0) -> (N,)
 
-# Energies get log_p_x0 as (N, L, V+1): one copy per proposal. Without an explicit
+# Energies that read log_p_x0 as a tensor get (N, L, V+1): one copy per proposal. Without an explicit
 # `energy_batch_size`, chunk the energy calls so that one chunk's copy stays under 2 GiB.
 _LOGP_CHUNK_BYTES = 2 * 1024**3
 
@@ -31,14 +32,6 @@ def _device_of(model, device) -> torch.device:
         for p in model.parameters():
             return p.device
     return torch.device("cpu")
-
-
-def _check_finite(x: Tensor, what: str) -> None:
-    """NaN check on log-probabilities: a NaN or +inf logit makes its log-softmax row NaN, and the sum of
-    all entries (−∞ at the mask column, finite or −∞ elsewhere) is NaN exactly when some entry is NaN.
-    One read pass, no (B, L, V+1) boolean temporary."""
-    if torch.isnan(x.sum()):
-        raise NumericalError(f"{what} contain NaN or +inf; refusing to turn them into samples.")
 
 
 def _validate(length, batch_size, vocab_size, mask_id, steps, k, window, temperature, denoiser, energy):
@@ -96,8 +89,10 @@ def generate(
         mask_id: the ``[MASK]`` id.
         steps: T reverse steps on a uniform grid from t = 1.
         energy: ``energy(x_0 (N, L), x_t (N, L), t (N,), log_p_x0 (N, L, V+1)) -> (N,)``, lower =
-            more likely; None for plain MDLM. An energy with ``uses_log_p_x0 = False`` gets
-            ``log_p_x0=None`` (no per-proposal copy of the denoiser's log-probabilities).
+            more likely; None for plain MDLM. What ``log_p_x0`` is depends on the energy's
+            ``uses_log_p_x0`` attribute: True (the default) — a float32 tensor, one copy per proposal;
+            ``"gather"`` — a ``SubsLogProbs`` view that only supports ``log_p_x0.gather(-1, index)``
+            and costs no copy (``AREnergy``); False — None (``NCEEnergy``).
         k: proposals per sequence inside the window (k = 1: identical to MDLM for the same generator).
         window: (t_lo, t_hi); steps starting at t in the window are importance-sampled.
         temperature: τ in w ∝ exp(−E/τ).
@@ -124,8 +119,9 @@ def generate(
     timesteps = sampler.set_timesteps(steps, device=device)
     cache = cache and not getattr(denoiser, "time_conditioned", False)
     use_is = energy is not None
-    # an energy that declares `uses_log_p_x0 = False` (e.g. NCEEnergy) gets None instead of a copy
+    # True: a dense copy per proposal; "gather": a lazy view (AREnergy); False: None (NCEEnergy)
     reads_log_p_x0 = getattr(energy, "uses_log_p_x0", True)
+    dense_log_p_x0 = reads_log_p_x0 is True
     start = time.perf_counter()
 
     if x_init is None:
@@ -136,38 +132,42 @@ def generate(
         x = x_init.to(device=device, dtype=torch.long).clone()
 
     out = GenerateOutput(tokens=x, nfe_denoiser=0, nfe_energy=0, steps=steps)
-    log_p_x0: Tensor | None = None
+    log_p_x0: SubsLogProbs | None = None
 
-    def call_denoiser(x_t: Tensor, t: Tensor) -> Tensor:
+    def call_denoiser(x_t: Tensor, t: Tensor) -> SubsLogProbs:
         logits = denoiser(x_t, torch.full((x_t.shape[0],), float(t), device=device))
         if logits.shape != (*x_t.shape, vocab_size + 1):
             raise ValueError(f"the denoiser returned logits of shape {tuple(logits.shape)}; expected "
                              f"{(*x_t.shape, vocab_size + 1)} (vocab_size + 1 for [MASK]).")
         out.nfe_denoiser += 1
-        lp = subs_log_probs(logits, x_t, mask_id)  # SPEC 1.3
-        _check_finite(lp, "denoiser logits")
-        return lp
+        # SPEC 1.3, normalised lazily: the steps read ~L/T rows per sequence, not (B, L, V+1); rows that
+        # are read are checked for NaN / +inf there (NumericalError)
+        return SubsLogProbs(logits, x_t, mask_id)
 
-    def call_energy(x_0: Tensor, x_t: Tensor, t: Tensor, lp_rows: Tensor) -> Tensor:
+    # a compiled energy gets every chunk at one shape (the last is padded): a new shape would recompile
+    fixed_chunks = is_compiled(energy)
+
+    def call_energy(x_0: Tensor, x_t: Tensor, t: Tensor, lp_rows) -> Tensor:
         """Energies of the n·k proposals; ``lp_rows`` (n, L, V+1) is shared by each row's k proposals."""
-        if reads_log_p_x0:
+        N = x_0.shape[0]
+        if dense_log_p_x0:
             per_seq = lp_rows[0].numel() * lp_rows.element_size()  # bytes of one (L, V+1) copy
-            chunk = energy_batch_size or max(1, min(x_0.shape[0], _LOGP_CHUNK_BYTES // per_seq))
-        else:
-            chunk = energy_batch_size or x_0.shape[0]  # no copy to bound
+            chunk = energy_batch_size or max(1, min(N, _LOGP_CHUNK_BYTES // per_seq))
+        else:  # no copy to bound
+            chunk = energy_batch_size or (batch_size * k if fixed_chunks else N)
         parts = []
-        for i in range(0, x_0.shape[0], chunk):
-            sl = slice(i, i + chunk)
-            lp = None
-            if reads_log_p_x0:
-                rows_of = torch.arange(i, min(i + chunk, x_0.shape[0]), device=device) // k  # proposal -> row
-                lp = lp_rows[rows_of]  # (chunk, L, V+1) copy per chunk
-            e = energy(x_0[sl], x_t[sl], t[sl], lp)
+        for i in range(0, N, chunk):
+            idx = torch.arange(i, min(i + chunk, N), device=device)  # proposals of this call
+            m = idx.numel()
+            if fixed_chunks and m < chunk:  # pad with copies of the last proposal; their energies are dropped
+                idx = torch.cat([idx, idx[-1:].expand(chunk - m)])
+            lp = lp_rows[idx // k] if reads_log_p_x0 else None  # dense: a (chunk, L, V+1) copy; "gather": a view
+            e = energy(x_0[idx], x_t[idx], t[idx], lp)
             out.nfe_energy += 1
-            parts.append(e.reshape(-1))
+            if e.shape not in ((idx.numel(),), (idx.numel(), 1)):
+                raise ValueError(f"the energy returned shape {tuple(e.shape)}; expected ({idx.numel()},).")
+            parts.append(e.reshape(-1)[:m])
         e = torch.cat(parts)
-        if e.shape != (x_0.shape[0],):
-            raise ValueError(f"the energy returned shape {tuple(e.shape)}; expected ({x_0.shape[0]},).")
         if not torch.isfinite(e).all():
             raise NumericalError("the energy returned NaN or inf; refusing to turn it into weights.")
         return e
@@ -191,9 +191,11 @@ def generate(
                 n = rows.numel()
                 x_0 = proposals[rows].reshape(n * k, length)  # (n·k, L), row-major: (seq, proposal)
                 x_t = x[rows].repeat_interleave(k, dim=0)  # (n·k, L)
-                lp_rows = log_p_x0[rows]  # (n, L, V+1)
-                if top_p < 1.0:
-                    lp_rows = sampler.proposal_log_probs(lp_rows)  # score under the distribution we drew from
+                lp_rows = log_p_x0[rows]  # lazy view of the n rows' x_θ (no copy)
+                if top_p < 1.0:  # score under the distribution we drew from
+                    lp_rows = sampler.proposal_log_probs(lp_rows.dense())
+                elif dense_log_p_x0:
+                    lp_rows = lp_rows.dense()  # (n, L, V+1) float32, for energies that read it as a tensor
                 tt = torch.full((n * k,), float(t), device=device)
                 energies = torch.zeros(B, k, dtype=torch.float64, device=device)
                 energies[rows] = call_energy(x_0, x_t, tt, lp_rows).double().reshape(n, k)

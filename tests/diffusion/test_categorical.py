@@ -66,3 +66,27 @@ def test_top_p_keeps_the_nucleus():
     assert torch.equal(top_p_filter(lp, 1.0), lp)
     with pytest.raises(ValueError):
         top_p_filter(lp, 0.0)
+
+
+def test_chunked_draws_equal_one_shot_draws_and_report_the_log_normaliser(monkeypatch):
+    from edlm.diffusion import categorical
+
+    g = torch.Generator().manual_seed(4)
+    logits = (3 * torch.randn(37, 50, generator=g)).bfloat16()
+    u = uniform64((37, 3), g, "cpu")
+    whole, lse = categorical.draw_rows(logits, u, exclude=7)
+    monkeypatch.setattr(categorical, "_CHUNK_BYTES", 8 * 50 * 4)  # 4 rows per chunk
+    index = torch.arange(36, -1, -1)
+    chunked, lse_c = categorical.draw_rows(logits, u.flip(0), index=index, exclude=7)
+    assert torch.equal(chunked.flip(0), whole) and torch.equal(lse_c.flip(0), lse)
+    assert not (whole == 7).any()  # the excluded class is never drawn
+    ref = torch.logsumexp(logits.double().index_fill(-1, torch.tensor([7]), float("-inf")), -1)
+    torch.testing.assert_close(lse, ref, atol=1e-12, rtol=0)
+    # the same draws as sample_categorical on log-probabilities with the class removed
+    lp = torch.log_softmax(logits.double().index_fill(-1, torch.tensor([7]), float("-inf")), -1)
+    assert torch.equal(sample_categorical(lp, u), whole)
+    bad = logits.clone()
+    bad[5, 0] = float("nan")
+    assert torch.isnan(categorical.draw_rows(bad, u)[1][5]) and not torch.isnan(categorical.draw_rows(bad, u)[1][4])
+    with pytest.raises(FloatingPointError):
+        sample_categorical(bad, u)

@@ -147,3 +147,61 @@ def test_energy_that_does_not_read_log_p_x0_gets_none_and_the_same_samples():
     a = generate(RowDenoiser(), L, 4, V, MASK, 3, energy=odd_lover, k=8, generator=torch.Generator().manual_seed(4))
     b = generate(RowDenoiser(), L, 4, V, MASK, 3, energy=Blind(), k=8, generator=torch.Generator().manual_seed(4))
     assert torch.equal(a.tokens, b.tokens) and seen and all(lp is None for lp in seen)
+
+
+def test_compiled_energy_gets_one_shape_and_the_same_samples():
+    """A compiled energy would recompile for every new chunk shape: the loop pads the last chunk with
+    copies of its last proposal and drops their energies, so the samples do not change."""
+    shapes = []
+
+    class LooksCompiled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._compiled_call_impl = self.forward  # what nn.Module.compile sets (there: the compiled forward)
+
+        def forward(self, x_0, x_t, t, log_p_x0):
+            shapes.append((tuple(x_0.shape), tuple(x_t.shape), tuple(t.shape), tuple(log_p_x0.shape)))
+            return odd_lover(x_0, x_t, t, log_p_x0)
+
+    plain = generate(RowDenoiser(), L, 4, V, MASK, 3, energy=odd_lover, k=8, energy_batch_size=5,
+                     generator=torch.Generator().manual_seed(5))
+    padded = generate(RowDenoiser(), L, 4, V, MASK, 3, energy=LooksCompiled(), k=8, energy_batch_size=5,
+                      generator=torch.Generator().manual_seed(5))
+    assert torch.equal(plain.tokens, padded.tokens)
+    assert set(shapes) == {((5, L), (5, L), (5,), (5, L, V + 1))}  # every call, the padded last ones too
+    assert padded.energy_evals % 5 != 0  # so some call was padded
+    assert padded.nfe_energy == plain.nfe_energy and padded.energy_evals == plain.energy_evals
+
+
+def test_ar_energy_reads_a_lazy_view_and_gives_the_samples_of_a_dense_copy():
+    """AREnergy declares uses_log_p_x0 = "gather": it gets a SubsLogProbs view (no (N, L, V+1) copy); the same
+    energy reading dense copies draws the same tokens."""
+    from edlm.diffusion.subs import SubsLogProbs
+    from edlm.energy import AREnergy
+
+    class Bigram:
+        vocab_size = V + 1
+
+        def token_log_probs(self, x):
+            table = torch.log_softmax(torch.arange((V + 1) ** 2, dtype=torch.float32).reshape(V + 1, V + 1).cos(), -1)
+            return torch.nn.functional.pad(table[x[:, :-1], x[:, 1:]], (1, 0))
+
+    seen = []
+
+    class Dense(AREnergy):
+        uses_log_p_x0 = True
+
+        def __call__(self, x_0, x_t, t, log_p_x0):
+            seen.append(type(log_p_x0))
+            return super().__call__(x_0, x_t, t, log_p_x0)
+
+    class Lazy(Dense):
+        uses_log_p_x0 = "gather"
+
+    def denoiser(x_t, t):
+        return torch.randn(*x_t.shape, V + 1, generator=torch.Generator().manual_seed(int(x_t.sum())))
+
+    a = generate(denoiser, L, 3, V, MASK, 4, energy=Dense(Bigram(), MASK), k=4, generator=torch.Generator().manual_seed(6))
+    b = generate(denoiser, L, 3, V, MASK, 4, energy=Lazy(Bigram(), MASK), k=4, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a.tokens, b.tokens)
+    assert set(seen) == {torch.Tensor, SubsLogProbs}
