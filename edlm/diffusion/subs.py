@@ -136,13 +136,13 @@ class SubsLogProbs:
         return lp
 
     def sample(self, where: Tensor, u: Tensor) -> Tensor:
-        """Exact float64 draws from x_θ at the positions ``where`` (B, L) bool, with uniforms ``u``
-        (n,) or (n, K) in row-major order of ``where``: the ids, shaped as ``u``.
+        """Exact float64 draws from x_θ at the positions ``where`` ((B, L) bool, or its ``nonzero``
+        indices (b, i)), with uniforms ``u`` (n,) or (n, K) in row-major order: the ids, shaped as ``u``.
 
         Draws from the raw logits (``edlm.diffusion.categorical.draw_rows``, [MASK] excluded), with no
         float32 (n, V+1) log-probabilities in between; records the rows' log-normalisers for ``gather``
         and refuses NaN / +inf there. Unmasked positions give x_tⁱ (carry-over)."""
-        b, i = where.nonzero(as_tuple=True)
+        b, i = where.nonzero(as_tuple=True) if isinstance(where, Tensor) else where
         flat = self._flat(b, i)
         uu = u.reshape(flat.shape[0], -1)
         ids, lse = draw_rows(self.logits.reshape(-1, self.logits.shape[-1]), uu, flat, exclude=self.mask_id)

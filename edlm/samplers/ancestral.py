@@ -26,9 +26,10 @@ from edlm.samplers.base import StepOutput
 __all__ = ["AncestralSampler"]
 
 
-def _sample_at(log_p_x0, where: Tensor, u: Tensor) -> Tensor:
-    """Exact draws from x_θ at the positions ``where``: straight from the logits for the loop's lazy
-    ``SubsLogProbs`` (no float32 rows in between), else from the rows of the tensor."""
+def _sample_at(log_p_x0, where, u: Tensor) -> Tensor:
+    """Exact draws from x_θ at the positions ``where`` ((B, L) bool, or its (b, i) indices): straight
+    from the logits for the loop's lazy ``SubsLogProbs`` (no float32 rows in between), else from the
+    rows of the tensor."""
     if isinstance(log_p_x0, SubsLogProbs):
         return log_p_x0.sample(where, u)
     return sample_categorical(log_p_x0[where], u)
@@ -113,13 +114,14 @@ class AncestralSampler:
         reveal = self.reveal(x_t, t, s, generator)  # (B, L)
         token_u = self.token_uniforms(x_t, 1, generator)[..., 0]  # (B, L)
         x_0_hat = x_t.clone()
-        changed = bool(reveal.any())
-        if changed and self.top_p < 1.0:
+        at = reveal.nonzero(as_tuple=True)  # (b, i) of the revealed positions: the step's one host sync
+        n = at[0].numel()
+        if n and self.top_p < 1.0:
             lp = self.proposal_log_probs(log_p_x0[reveal])  # (n_reveal, V+1), nucleus-filtered
-            x_0_hat[reveal] = sample_categorical(lp, token_u[reveal])
-        elif changed:
-            x_0_hat[reveal] = _sample_at(log_p_x0, reveal, token_u[reveal])
-        return StepOutput(x_s=reverse_step(x_t, x_0_hat, reveal, self.mask_id), changed=changed)
+            x_0_hat[at] = sample_categorical(lp, token_u[at])
+        elif n:
+            x_0_hat[at] = _sample_at(log_p_x0, at, token_u[at])
+        return StepOutput(x_s=reverse_step(x_t, x_0_hat, reveal, self.mask_id), changed=n > 0, revealed=n)
 
     def finish(self, log_p_x0: Tensor, x_t: Tensor) -> Tensor:
         """Noise removal: replace any mask left by the argmax of x_θ (SPEC 1.6)."""

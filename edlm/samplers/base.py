@@ -16,6 +16,7 @@ class StepOutput:
     x_s: Tensor  # (B, L) tokens after the step
     changed: bool  # did any position of any sequence get revealed? (False: x_θ may be reused)
     ess: Tensor | None = None  # (B,) effective sample size of the importance weights (IS steps only)
+    revealed: int | None = None  # positions revealed, when the step knows it without another host sync
 
 
 @dataclass

@@ -177,6 +177,7 @@ def generate(
         from tqdm.auto import tqdm
 
         iterator = tqdm(iterator, desc="sampling", unit="step", leave=False)
+    n_masked = int((x == mask_id).sum())  # kept on the host: a plain step reports what it revealed
     for i in iterator:
         t, s = timesteps[i], timesteps[i + 1]
         if log_p_x0 is None or not cache:
@@ -209,10 +210,12 @@ def generate(
         if step.changed:
             log_p_x0 = None
         x = step.x_s
-        if step.changed and not (x == mask_id).any():
-            break  # every position is revealed: the remaining steps are identities
+        if step.changed:
+            n_masked = n_masked - step.revealed if step.revealed is not None else int((x == mask_id).sum())
+            if n_masked == 0:
+                break  # every position is revealed: the remaining steps are identities
 
-    if (x == mask_id).any():  # noise removal (SPEC 1.6)
+    if n_masked:  # noise removal (SPEC 1.6)
         if log_p_x0 is None or not cache:
             log_p_x0 = call_denoiser(x, timesteps[-1])
         x = sampler.finish(log_p_x0, x)
