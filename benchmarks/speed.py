@@ -100,9 +100,9 @@ class BenchConfig:
     edlm_steps: int = 32
     ks: tuple[int, ...] = (2, 8)
     windows: tuple[tuple[float, float], ...] = ((0.8, 1.0), (0.0, 1.0))
-    # sequences per energy call, by k: the loop materialises (B·k, L, V+1) fp32 before chunking, so
-    # k = 8 leaves ~20 GiB for one AR chunk's logits and log-softmax temporaries (see speed_notes.md)
-    energy_batch_size: dict[int, int] = field(default_factory=lambda: {2: 32, 8: 16})
+    # sequences per energy call, by k: 32 = the 32 k tokens per call of the forward rows (since session 3 the
+    # loop makes no (B·k, L, V+1) copy for AREnergy, so the AR's own logits are the only vocabulary-sized tensor)
+    energy_batch_size: dict[int, int] = field(default_factory=lambda: {2: 32, 8: 32})
     nce_runs: tuple[tuple[int, tuple[float, float]], ...] = ((8, (0.0, 1.0)),)
     fwd_warmup: int = 3
     fwd_repeats: int = 10
@@ -132,7 +132,7 @@ def shipped_config(directory: str, quick: bool) -> BenchConfig:
     return replace(base, vocab_size=c["vocab_size"], length=c["length"], hidden_size=c["hidden_size"],
                    n_blocks=c["n_blocks"], n_heads=c["n_heads"], cond_dim=c["cond_dim"],
                    batch_sizes=sorted({32, per_call}), e2e_batch=per_call,
-                   energy_batch_size={k: max(1, per_call * 16 // 32) for k in (2, 4, 8)})
+                   energy_batch_size={k: per_call for k in (2, 4, 8)})
 
 
 def tiny_config() -> BenchConfig:
@@ -228,8 +228,11 @@ class TimedCall:
         self.device = device
         self.seconds = 0.0
         self.calls = 0
+        self.sizes: dict[int, int] = {}  # rows per call -> calls (for the "measured alone" sum)
 
     def __call__(self, *args, **kwargs):
+        n = args[0].shape[0]
+        self.sizes[n] = self.sizes.get(n, 0) + 1
         sync(self.device)
         t = time.perf_counter()
         out = self.fn(*args, **kwargs)
@@ -558,6 +561,9 @@ class Bench:
                 self.save()
             return None
         secs = timer.seconds
+        alone = sum(c * self.alone_ms("dit", n) for n, c in den.sizes.items()) / 1e3
+        if energy_kind is not None:
+            alone += sum(c * self.alone_ms(energy_kind, n) for n, c in energy.sizes.items()) / 1e3
         net_den = den.seconds
         net_en = energy.seconds if energy is not None else 0.0
         overhead = secs - net_den - net_en
@@ -574,6 +580,7 @@ class Bench:
             "net_denoiser_s": net_den, "net_energy_s": net_en,
             "ar_forward_s": ar_timed.forward.seconds if ar_timed else None,
             "overhead_s": overhead, "overhead_pct": 100 * overhead / secs,
+            "alone_s": alone, "over_alone": secs / alone,
             "overhead_per_denoiser_call_ms": 1e3 * overhead / max(out.nfe_denoiser, 1),
             "peak_gib": gib(peak_memory(dev)), "model_tflop": flops / 1e12, "mfu": mfu(flops, secs, self.peak),
             "floor_s": flops / self.peak, "measured_over_floor": secs / (flops / self.peak),
@@ -585,6 +592,27 @@ class Bench:
             f"net {net_den:.2f}+{net_en:.2f} s  overhead {row['overhead_pct']:.0f}%  "
             f"peak {row['peak_gib'] or 0:.1f} GiB  MFU {row['mfu'] * 100:.1f}%")
         return row
+
+    @torch.no_grad()
+    def alone_ms(self, kind: str, n: int) -> float:
+        """Median time of one network call as the loop makes it, measured on its own: the denoiser at n rows,
+        or the energy at a chunk of n proposals (half-masked inputs; AREnergy reads a lazy x_θ view)."""
+        cache = self.__dict__.setdefault("_alone", {})
+        if (kind, n) not in cache:
+            cfg, dev = self.cfg, self.device
+            x_t, t = self._inputs(n)
+            x_0 = torch.where(x_t == cfg.mask_id, torch.randint_like(x_t, cfg.V), x_t)
+            if kind == "dit":
+                fn = partial(self.denoiser, x_t, t)
+            elif kind == "ar":
+                lp = SubsLogProbs(self.denoiser(x_t, t), x_t, cfg.mask_id)
+                lp.sample(x_t == cfg.mask_id, torch.rand(n * cfg.length, device=dev, dtype=torch.float64)[
+                    : int((x_t == cfg.mask_id).sum())])  # the draw normalises the masked rows, as in a step
+                fn = partial(AREnergy(self.ar, cfg.mask_id), x_0, x_t, t, lp)
+            else:
+                fn = partial(self.nce, x_0, x_t, t)
+            cache[(kind, n)] = statistics.median(time_call(fn, dev, 2, 5)) * 1e3
+        return cache[(kind, n)]
 
     def end_to_end(self) -> None:
         cfg = self.cfg
@@ -863,13 +891,15 @@ def render_markdown(res: dict) -> str:
             lines.append(f"| {row['what']} | {row['B']} | {row['ms']:.2f} | {notes} |")
     lines += ["", "## End-to-end `generate`", "",
               "network = time inside the denoiser / energy callables (synchronised); overhead = end-to-end − network. "
-              "energy net includes the AR forward (in brackets) and its log-softmax / gather / float64 sums.", "",
+              "energy net includes the AR forward (in brackets) and its log-softmax / gather / float64 sums. "
+              "alone = Σ over the run's network calls of the same call timed on its own (median of 5), at its batch; "
+              "× alone = end-to-end / alone (issue #7: ≤ 1.1 for EDLM k = 8 over [0, 1]).", "",
               "| run | s | s/sample | tokens/s | NFE den | energy calls (seqs) | den net s | energy net s (AR fwd) "
-              "| overhead s (%) | peak GiB | TFLOP | MFU | floor s | ×floor |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| overhead s (%) | alone s | × alone | peak GiB | TFLOP | MFU | floor s | ×floor |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in res.get("e2e", []):
         if "skipped" in row or "error" in row:
-            lines.append(f"| {row['name']} | {row.get('skipped') or row.get('error')} |" + " |" * 12)
+            lines.append(f"| {row['name']} | {row.get('skipped') or row.get('error')} |" + " |" * 14)
             continue
         en = "–" if not row["energy"] else (
             f"{row['net_energy_s']:.2f}" + (f" ({row['ar_forward_s']:.2f})" if row["ar_forward_s"] is not None else ""))
@@ -879,7 +909,7 @@ def render_markdown(res: dict) -> str:
             f"| {row['name']}{ebs} | {row['seconds']:.2f} | "
             f"{row['seconds_per_sample']:.3f} | {row['tokens_per_s']:,.0f} | {row['nfe_denoiser']} | {ecalls} | "
             f"{row['net_denoiser_s']:.2f} | {en} | {row['overhead_s']:.2f} ({row['overhead_pct']:.0f}%) | "
-            f"{_f(row['peak_gib'], '.1f')} | {row['model_tflop']:.1f} | {100 * row['mfu']:.1f}% | {row['floor_s']:.2f} | "
+            f"{_f(row.get('alone_s'), '.2f')} | {_f(row.get('over_alone'), '.2f')} | {_f(row['peak_gib'], '.1f')} | {row['model_tflop']:.1f} | {100 * row['mfu']:.1f}% | {row['floor_s']:.2f} | "
             f"{row['measured_over_floor']:.1f} |")
     lines += render_diagnose(res.get("diagnose") or {})
     if res.get("errors"):

@@ -20,8 +20,9 @@ __all__ = ["generate", "Denoiser", "Energy"]
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # (x_t (B, L), t (B,)) -> logits (B, L, V+1)
 Energy = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (x_0, x_t, t, log_p_x0) -> (N,)
 
-# Energies that read log_p_x0 as a tensor get (N, L, V+1): one copy per proposal. Without an explicit
-# `energy_batch_size`, chunk the energy calls so that one chunk's copy stays under 2 GiB.
+# Energies that read log_p_x0 as a tensor get (N, L, V+1): one copy per proposal; AREnergy makes (N, L, V)
+# logits of its own. Without an explicit `energy_batch_size`, chunk their calls so that one chunk's float32
+# (N, L, V+1) stays under 2 GiB (~10 sequences at L = 1024, V = 50k; pass energy_batch_size on a big GPU).
 _LOGP_CHUNK_BYTES = 2 * 1024**3
 
 
@@ -103,9 +104,10 @@ def generate(
         noise_removal: end at t = eps and argmax any mask left (MDLM); False samples down to t = 0.
         top_p: nucleus filtering of the proposal x_θ (1.0 = off).
         x_init: optional (B, L) start; its unmasked tokens are kept (used by semi-AR sampling).
-        energy_batch_size: score at most this many sequences per energy call; None = as many as keep
-            the per-call copy of log_p_x0 under 2 GiB (all of them for small vocabularies, or for an
-            energy that does not read log_p_x0).
+        energy_batch_size: score at most this many sequences per energy call; None = for an energy
+            that reads log_p_x0, as many as keep one float32 (N, L, V+1) under 2 GiB (all of them for
+            small vocabularies), else all of them (B·k for a compiled energy). A compiled energy gets
+            every call at this size (the last chunk is padded), so it compiles once.
         device: where to sample; default: the denoiser's parameters' device, else CPU.
         progress: show a progress bar.
 
@@ -150,10 +152,9 @@ def generate(
     def call_energy(x_0: Tensor, x_t: Tensor, t: Tensor, lp_rows) -> Tensor:
         """Energies of the n·k proposals; ``lp_rows`` (n, L, V+1) is shared by each row's k proposals."""
         N = x_0.shape[0]
-        if dense_log_p_x0:
-            per_seq = lp_rows[0].numel() * lp_rows.element_size()  # bytes of one (L, V+1) copy
-            chunk = energy_batch_size or max(1, min(N, _LOGP_CHUNK_BYTES // per_seq))
-        else:  # no copy to bound
+        if reads_log_p_x0:  # a (chunk, L, V+1) float32 copy, or (AREnergy) the AR model's own logits per chunk
+            chunk = energy_batch_size or max(1, min(N, _LOGP_CHUNK_BYTES // (length * (vocab_size + 1) * 4)))
+        else:  # nothing vocabulary-sized to bound
             chunk = energy_batch_size or (batch_size * k if fixed_chunks else N)
         parts = []
         for i in range(0, N, chunk):
