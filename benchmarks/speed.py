@@ -93,7 +93,7 @@ class BenchConfig:
     n_blocks: int = 12
     n_heads: int = 12
     cond_dim: int = 128
-    batch_sizes: tuple[int, ...] = (1, 8, 32)  # per-call forward rows
+    batch_sizes: tuple[int, ...] = (1, 8, 32, 64)  # per-call forward rows (32 and 64: the issue's >= 32k tokens)
     e2e_batch: int = 32  # B of the end-to-end runs
     mdlm_steps: tuple[int, ...] = (32, 128)
     long_steps: int = 1024  # MDLM run added only if its estimated time fits the budget

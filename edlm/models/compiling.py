@@ -12,7 +12,9 @@ def compile_networks(*networks, mode: str | None = None) -> None:
     unchanged and only the forward is compiled. Accepts modules, a `Denoiser` (its backbone is compiled:
     SUBS stays eager), an `AREnergy` (its AR model) and ``None`` (skipped). The first call of each
     input shape compiles (tens of seconds); on a GPU a DiT forward then runs ~2.4 x faster
-    (benchmarks/results/speed_notes.md). ``mode`` is torch.compile's (None = default; e.g.
+    (benchmarks/results/speed_notes.md). Shapes are static (``dynamic=False``): the sampling loop calls
+    each network at one batch size (energies get fixed-size chunks), and static kernels are the faster
+    ones; another batch size compiles again. ``mode`` is torch.compile's (None = default; e.g.
     ``"max-autotune-no-cudagraphs"`` searches GEMM kernels for minutes)."""
     for net in networks:
         if net is None:
@@ -21,7 +23,7 @@ def compile_networks(*networks, mode: str | None = None) -> None:
         if not isinstance(target, nn.Module):
             raise TypeError(f"cannot compile {type(net).__name__}: not a torch module and holds none.")
         if getattr(target, "_compiled_call_impl", None) is None:  # compiling twice would recompile
-            target.compile(mode=mode)
+            target.compile(mode=mode, dynamic=False)
 
 
 def _target(net):
