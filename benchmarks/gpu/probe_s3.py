@@ -214,6 +214,41 @@ def main():
                 r[f"{mode}_fwd_ms"] = timed(lambda m=dit: m(x, sigma), 3, 10)
             print(mode, r, flush=True)
 
+    @section_if("G_loop")
+    def _():  # where an MDLM step's time outside the DiT goes (host ops, syncs, small kernels)
+        from torch.profiler import ProfilerActivity, profile
+
+        from edlm import generate
+        from edlm.diffusion.schedules import LogLinearSchedule
+        from edlm.models.dit import Denoiser
+        r = RES["G_loop"] = {}
+        dit = DiT(C, L, 768, 12, 12, 128, dropout=0.0)
+        for p in dit.parameters():
+            torch.nn.init.normal_(p, std=0.02)
+        den = Denoiser(dit, LogLinearSchedule(), MASK).to(dev, torch.bfloat16).eval()
+        den.backbone.compile(dynamic=False)
+        categorical.compile_draws(True)
+        run = lambda T: generate(den, L, B, C - 1, MASK, T, generator=torch.Generator(device=dev).manual_seed(0))  # noqa: E731
+        run(8)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        o = run(64)
+        r["mdlm_T64_s"] = time.perf_counter() - t
+        r["nfe"] = o.nfe_denoiser
+        fwd = timed(lambda: den(torch.full((B, L), MASK, device=dev), torch.ones(B, device=dev)), 2, 5)
+        r["fwd_ms"] = fwd
+        r["overhead_ms_per_nfe"] = (r["mdlm_T64_s"] * 1e3 - fwd * o.nfe_denoiser) / o.nfe_denoiser
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            run(16)
+            torch.cuda.synchronize()
+        rows = []
+        for evt in prof.key_averages():
+            rows.append((evt.self_cpu_time_total / 1e3, evt.count, getattr(evt, "self_device_time_total", 0) / 1e3,
+                         evt.key[:80]))
+        rows.sort(reverse=True)
+        r["top_cpu_ms"] = rows[:30]
+        categorical.compile_draws(False)
+
     (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))
 
 

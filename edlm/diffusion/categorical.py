@@ -77,18 +77,22 @@ def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: i
     log-normalisers (n,) in float64 (NaN for a row with NaN, +inf or no finite entry).
     """
     n, C = (source.shape[0] if index is None else index.shape[0]), source.shape[-1]
-    ids = torch.empty(u.shape, dtype=torch.long, device=source.device)
-    lse = torch.empty(n, dtype=torch.float64, device=source.device)
     step = max(1, _CHUNK_BYTES // (8 * C))
+    parts = []
     for i in range(0, n, step):
         part = None if index is None else index[i: i + step]
         if _compiled_draw is not None:
             src = source[i: i + step] if index is None else source
-            ids[i: i + step], lse[i: i + step] = _compiled_draw(src, part, u[i: i + step].double(), exclude)
+            parts.append(_compiled_draw(src, part, u[i: i + step].double(), exclude))
         else:
             rows = source[i: i + step] if index is None else source.index_select(0, part)
-            ids[i: i + step], lse[i: i + step] = _draw_rows(rows, u[i: i + step].double(), exclude)
-    return ids, lse
+            parts.append(_draw_rows(rows, u[i: i + step].double(), exclude))
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return (torch.empty(u.shape, dtype=torch.long, device=source.device),
+                torch.empty(0, dtype=torch.float64, device=source.device))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def sample_categorical(log_probs: Tensor, u: Tensor) -> Tensor:

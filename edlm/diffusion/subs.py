@@ -93,8 +93,7 @@ class SubsLogProbs:
         self.logits, self.x_t, self.mask_id = logits, x_t, mask_id
         self._seqs = _seqs  # (N,) rows of `logits` this view reads, or None for all of them
         # row log-normalisers (B, L) of the underlying logits, filled as rows are normalised (NaN = not yet)
-        self._lse = _lse if _lse is not None else torch.full(logits.shape[:2], float("nan"),
-                                                             device=logits.device)
+        self._lse = _lse if _lse is not None else torch.full(logits.shape[:2], float("nan"), device=logits.device)
 
     @property
     def shape(self) -> torch.Size:
@@ -135,13 +134,14 @@ class SubsLogProbs:
         self._lse.view(-1)[flat] = lse
         return lp
 
-    def sample(self, where: Tensor, u: Tensor) -> Tensor:
+    def sample(self, where: Tensor, u: Tensor, masked: bool = False) -> Tensor:
         """Exact float64 draws from x_θ at the positions ``where`` ((B, L) bool, or its ``nonzero``
         indices (b, i)), with uniforms ``u`` (n,) or (n, K) in row-major order: the ids, shaped as ``u``.
 
         Draws from the raw logits (``edlm.diffusion.categorical.draw_rows``, [MASK] excluded), with no
         float32 (n, V+1) log-probabilities in between; records the rows' log-normalisers for ``gather``
-        and refuses NaN / +inf there. Unmasked positions give x_tⁱ (carry-over)."""
+        and refuses NaN / +inf there. Unmasked positions give x_tⁱ (carry-over); ``masked=True`` says
+        the caller knows there are none (the samplers: fewer kernels per step)."""
         b, i = where.nonzero(as_tuple=True) if isinstance(where, Tensor) else where
         flat = self._flat(b, i)
         uu = u.reshape(flat.shape[0], -1)
@@ -149,7 +149,9 @@ class SubsLogProbs:
         if not torch.isfinite(lse).all():
             raise NumericalError("denoiser logits contain NaN or +inf; refusing to turn them into samples.")
         self._lse.view(-1)[flat] = lse.float()
-        ids = torch.where((self.x_t[b, i] != self.mask_id)[:, None], self.x_t[b, i][:, None], ids)  # SPEC 1.3(b)
+        if not masked:
+            x = self.x_t[b, i][:, None]
+            ids = torch.where(x != self.mask_id, x, ids)  # SPEC 1.3(b)
         return ids.reshape(u.shape)
 
     def rows(self, where: Tensor) -> Tensor:

@@ -26,12 +26,12 @@ from edlm.samplers.base import StepOutput
 __all__ = ["AncestralSampler"]
 
 
-def _sample_at(log_p_x0, where, u: Tensor) -> Tensor:
+def _sample_at(log_p_x0, where, u: Tensor, masked: bool = False) -> Tensor:
     """Exact draws from x_θ at the positions ``where`` ((B, L) bool, or its (b, i) indices): straight
     from the logits for the loop's lazy ``SubsLogProbs`` (no float32 rows in between), else from the
-    rows of the tensor."""
+    rows of the tensor. ``masked``: the caller knows every position is masked in x_t."""
     if isinstance(log_p_x0, SubsLogProbs):
-        return log_p_x0.sample(where, u)
+        return log_p_x0.sample(where, u, masked=masked)
     return sample_categorical(log_p_x0[where], u)
 
 
@@ -103,7 +103,7 @@ class AncestralSampler:
         masked = x_t == self.mask_id  # (B, L)
         out = x_t[:, None, :].repeat(1, k, 1)  # (B, k, L)
         if masked.any():
-            drawn = _sample_at(log_p_x0, masked, token_u[masked])  # (n_masked, k)
+            drawn = _sample_at(log_p_x0, masked, token_u[masked], masked=True)  # (n_masked, k)
             out.transpose(1, 2)[masked] = drawn  # write through the (B, L, k) view
         return out
 
@@ -113,15 +113,15 @@ class AncestralSampler:
         """One reverse step t → s (SPEC 1.4), sampling tokens only where they are revealed."""
         reveal = self.reveal(x_t, t, s, generator)  # (B, L)
         token_u = self.token_uniforms(x_t, 1, generator)[..., 0]  # (B, L)
-        x_0_hat = x_t.clone()
         at = reveal.nonzero(as_tuple=True)  # (b, i) of the revealed positions: the step's one host sync
         n = at[0].numel()
+        x_s = x_t.clone()  # SPEC 1.4: revealed (masked) positions take x̂_0, all others keep x_t
         if n and self.top_p < 1.0:
             lp = self.proposal_log_probs(log_p_x0[reveal])  # (n_reveal, V+1), nucleus-filtered
-            x_0_hat[at] = sample_categorical(lp, token_u[at])
+            x_s[at] = sample_categorical(lp, token_u[at])
         elif n:
-            x_0_hat[at] = _sample_at(log_p_x0, at, token_u[at])
-        return StepOutput(x_s=reverse_step(x_t, x_0_hat, reveal, self.mask_id), changed=n > 0, revealed=n)
+            x_s[at] = _sample_at(log_p_x0, at, token_u[at], masked=True)
+        return StepOutput(x_s=x_s, changed=n > 0, revealed=n)
 
     def finish(self, log_p_x0: Tensor, x_t: Tensor) -> Tensor:
         """Noise removal: replace any mask left by the argmax of x_θ (SPEC 1.6)."""

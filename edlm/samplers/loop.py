@@ -118,7 +118,9 @@ def generate(
     device = _device_of(denoiser, device)
     sampler = ImportanceSampler(mask_id, k=k, window=window, temperature=temperature, schedule=schedule,
                                 noise_removal=noise_removal, eps=eps, top_p=top_p)
-    timesteps = sampler.set_timesteps(steps, device=device)
+    # the grid stays on the host: t and s are CPU scalars, so the reveal probability and σ(t) cost no
+    # device kernels and reading t no sync (a 0-dim CPU tensor mixes with CUDA tensors as a scalar)
+    timesteps = sampler.set_timesteps(steps, device="cpu")
     cache = cache and not getattr(denoiser, "time_conditioned", False)
     use_is = energy is not None
     # True: a dense copy per proposal; "gather": a lazy view (AREnergy); False: None (NCEEnergy)
