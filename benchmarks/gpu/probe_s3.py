@@ -249,6 +249,57 @@ def main():
         r["top_cpu_ms"] = rows[:30]
         categorical.compile_draws(False)
 
+    @section_if("H_gelu")
+    def _():  # GELU in the GEMM epilogue (DiTBlock.fuse_gelu): speed and difference, compiled, B = 32
+        from edlm.models.dit import DiTBlock
+        r = RES["H_gelu"] = {}
+        x = torch.randint(0, C, (B, L), device=dev, generator=g)
+        sigma = torch.zeros(B, device=dev)
+        outs = {}
+        for fused in (False, True):
+            torch._dynamo.reset()
+            DiTBlock.fuse_gelu = fused
+            torch.manual_seed(0)
+            dit = DiT(C, L, 768, 12, 12, 128, dropout=0.0)
+            for p in dit.parameters():
+                torch.nn.init.normal_(p, std=0.02)
+            dit = dit.to(dev, torch.bfloat16).eval()
+            with torch.no_grad():
+                outs[fused] = dit(x, sigma).float()
+                r[f"eager_fused={fused}_ms"] = timed(lambda m=dit: m(x, sigma), 2, 5)
+                dit.compile(dynamic=False)
+                r[f"compiled_fused={fused}_ms"] = timed(lambda m=dit: m(x, sigma), 3, 10)
+                r[f"compiled_fused={fused}_again_ms"] = timed(lambda m=dit: m(x, sigma), 3, 10)
+            print(r, flush=True)
+        r["max_abs_diff_eager_logits"] = float((outs[True] - outs[False]).abs().max())
+        r["logit_std"] = float(outs[False].std())
+        DiTBlock.fuse_gelu = True
+
+    @section_if("I_arprof")
+    def _():  # kernels of the compiled AR forward (B = 32): why it is slower than the DiT's
+        from torch.profiler import ProfilerActivity, profile
+        r = RES["I_arprof"] = {}
+        ar = ARTransformer(C, L, 768, 12, 12, dropout=0.0, mask_id=MASK)
+        for p in ar.parameters():
+            torch.nn.init.normal_(p, std=0.02)
+        ar = ar.to(dev, torch.bfloat16).eval()
+        ar.compile(dynamic=False)
+        x = torch.randint(0, C - 1, (B, L), device=dev, generator=g)
+        with torch.no_grad():
+            r["compiled_fwd_ms"] = timed(lambda: ar(x), 3, 10)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    ar(x)
+                torch.cuda.synchronize()
+        rows = []
+        for evt in prof.key_averages():
+            us = getattr(evt, "self_device_time_total", 0) or 0
+            if us and not evt.key.startswith("aten::"):
+                rows.append((us / 3e3, evt.count / 3, evt.key[:110]))
+        rows.sort(reverse=True)
+        r["kernel_ms_total"] = sum(x[0] for x in rows)
+        r["top"] = rows[:16]
+
     (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))
 
 

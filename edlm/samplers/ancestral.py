@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from edlm.diffusion.categorical import sample_categorical, top_p_filter, uniform64
-from edlm.diffusion.posterior import reverse_step, unmask_probability
+from edlm.diffusion.posterior import unmask_probability
 from edlm.diffusion.schedules import LogLinearSchedule, NoiseSchedule
 from edlm.diffusion.subs import SubsLogProbs
 from edlm.samplers.base import StepOutput
