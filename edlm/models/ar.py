@@ -105,9 +105,7 @@ class ARTransformer(nn.Module):
         rotary = self.rotary_emb(L, x.device)
         for block in self.blocks:
             h = block(h, rotary, None)
-        logits = self.output_layer(h, None)  # (B, L, V)
-        if self.mask_id is not None:
-            logits = logits.index_fill(-1, torch.tensor([self.mask_id], device=x.device), float("-inf"))
+        logits = self.output_layer(h, None, exclude=self.mask_id)  # (B, L, V); [MASK] −∞ via the bias
         return next_token_log_probs(logits, x) if score else logits
 
     def token_log_probs(self, x: Tensor) -> Tensor:

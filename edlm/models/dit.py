@@ -261,20 +261,22 @@ class DiTBlock(nn.Module):
         return self.mlp(h)
 
 
-def padded_linear(h: Tensor, linear: nn.Linear, multiple: int) -> Tensor:
+def padded_linear(h: Tensor, linear: nn.Linear, multiple: int, bias: Tensor | None = None) -> Tensor:
     """``linear(h)`` computed with the output width rounded up to ``multiple`` and sliced back.
 
     cuBLAS picks a slow, 2-element-aligned kernel for an output width such as 50258 that is not a
     multiple of 8 (240 vs ~720 TFLOP/s on an H100, benchmarks/results/speed_notes.md 1b). Padding the
     weight with zero rows at call time (a 77 MB copy for MDLM-small, ~50 µs) keeps the parameter, its
-    checkpoint key and shape unchanged; the result is a view of width ``out_features``.
+    checkpoint key and shape unchanged; the result is a view of width ``out_features``. ``bias``
+    replaces ``linear.bias`` when given.
     """
     out = linear.out_features
     pad = -out % multiple
+    bias = linear.bias if bias is None else bias
     if pad == 0:
-        return linear(h)
+        return F.linear(h, linear.weight, bias)
     weight = F.pad(linear.weight, (0, 0, 0, pad))
-    bias = None if linear.bias is None else F.pad(linear.bias, (0, pad))
+    bias = None if bias is None else F.pad(bias, (0, pad))
     return F.linear(h, weight, bias)[..., :out]
 
 
@@ -301,15 +303,20 @@ class FinalLayer(nn.Module):
         else:
             self.adaLN_modulation = None
 
-    def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
-        """x (B, L, D), c (B, cond_dim) or None -> logits (B, L, out_dim)."""
+    def forward(self, x: Tensor, c: Tensor | None, exclude: int | None = None) -> Tensor:
+        """x (B, L, D), c (B, cond_dim) or None -> logits (B, L, out_dim); ``exclude``: that id's logit is
+        −∞, through a −∞ bias entry added in the GEMM's epilogue (no extra pass over the logits)."""
         h = self.norm_final(x)
         if self.adaLN_modulation is not None:
             shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=-1)  # (B, 1, D) each
             h = modulate(h, shift, scale)
+        bias = self.linear.bias
+        if exclude is not None:
+            bias = torch.zeros(self.linear.out_features, dtype=h.dtype, device=h.device) if bias is None else bias
+            bias = bias.index_fill(0, torch.tensor([exclude], device=h.device), float("-inf"))
         if h.is_cuda and self.pad_multiple > 1:
-            return padded_linear(h, self.linear, self.pad_multiple)
-        return self.linear(h)
+            return padded_linear(h, self.linear, self.pad_multiple, bias)
+        return F.linear(h, self.linear.weight, bias)
 
 
 def check_length(seq_len: int, max_len: int) -> None:

@@ -89,6 +89,10 @@ def test_mask_id_is_never_predicted(tiny_sizes, randomize, tokens):
     assert torch.isneginf(model.log_prob(x)[0]) and torch.isfinite(model.log_prob(x)[1:]).all()
     with pytest.raises(ValueError, match="mask_id"):
         ARTransformer(**tiny_sizes, mask_id=37)
+    free = ARTransformer(**tiny_sizes, dropout=0.0)  # same weights, no mask id: the other logits are unchanged
+    free.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(free.eval()(tokens)[..., :36], logits[..., :36], atol=0, rtol=0)
 
 
 def test_ar_length_overflow(tiny_ar):
