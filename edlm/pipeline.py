@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from edlm.atomic import atomic_write
+from edlm.diffusion.categorical import compile_draws
 from edlm.energy.ar_energy import AREnergy, check_same_tokenizer
 from edlm.errors import CheckpointError, ConfigError, EdlmError
 from edlm.models.checkpoints import (
@@ -385,8 +386,9 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
     included) and seed give the same tokens. ``length`` > the model's L samples semi-autoregressively with
     ``stride`` new tokens per block; ``length=None`` means L. ``k``, ``window`` and ``temperature`` need an
     energy: without one they would be ignored, so they are refused. ``compile`` torch.compiles the denoiser
-    and energy networks in place first (`edlm.models.compile_networks`): worth it on a GPU for long runs;
-    the samples are the same up to floating-point rounding.
+    and energy networks in place first (`edlm.models.compile_networks`), and the float64 proposal draw
+    (`edlm.diffusion.categorical.compile_draws`, process-wide): worth it on a GPU for long runs; the samples
+    are the same up to floating-point rounding.
     """
     settings = SampleSettings(num_samples=num_samples, batch_size=batch_size, length=length, steps=steps, k=k,
                               window=window, temperature=temperature, seed=seed, top_p=top_p,
@@ -403,6 +405,7 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
     denoiser = bundle.denoiser.to(device).eval()
     if compile:
         compile_networks(denoiser, energy)
+        compile_draws()  # the float64 proposal draw too (fused; same draws)
     generator = torch.Generator(device).manual_seed(seed)
     record_settings = {"denoiser": str(bundle.path), "energy": getattr(energy, "spec", None) if energy is not None
                        else "none", **dataclasses.asdict(settings), "length": length, "device": str(device)}
