@@ -64,6 +64,24 @@ def old_draw(log_probs, u):  # the draw before this session (one shot, no chunks
     return torch.searchsorted(cdf, r.contiguous(), right=True).clamp_max(log_probs.shape[-1] - 1)
 
 
+def kernel_profile(fn, top: int, reps: int = 3) -> dict:
+    """GPU kernels of ``fn`` (profiled ``reps`` times): total ms per call and the ``top`` kernels
+    as (ms per call, launches per call, name)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    rows = []
+    for evt in prof.key_averages():
+        us = getattr(evt, "self_device_time_total", 0) or 0
+        if us and not evt.key.startswith("aten::"):
+            rows.append((us / 1e3 / reps, evt.count / reps, evt.key[:110]))
+    rows.sort(reverse=True)
+    return {"kernel_ms_total": sum(x[0] for x in rows), "top": rows[:top]}
+
+
 def section(name):
     def deco(fn):
         try:
@@ -152,7 +170,6 @@ def main():
 
     @section_if("D_profile")
     def _():
-        from torch.profiler import ProfilerActivity, profile
         r = RES["D_profile"] = {}
         dit = DiT(C, L, 768, 12, 12, 128, dropout=0.0)
         for p in dit.parameters():
@@ -163,18 +180,7 @@ def main():
         sigma = torch.zeros(B, device=dev)
         with torch.no_grad():
             r["compiled_fwd_ms"] = timed(lambda: dit(x, sigma), 3, 10)
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(3):
-                    dit(x, sigma)
-                torch.cuda.synchronize()
-        rows = []
-        for evt in prof.key_averages():
-            us = getattr(evt, "self_device_time_total", 0) or 0
-            if us and not evt.key.startswith("aten::"):
-                rows.append((us / 3e3, evt.count / 3, evt.key[:110]))
-        rows.sort(reverse=True)
-        r["kernel_ms_total"] = sum(x[0] for x in rows)
-        r["top"] = rows[:25]
+            r.update(kernel_profile(lambda: dit(x, sigma), top=25))
 
     @section_if("E_lazy_draw")
     def _():  # the loop's IS draw since the lazy SUBS: straight from the bf16 logits, [MASK] excluded
@@ -277,7 +283,6 @@ def main():
 
     @section_if("I_arprof")
     def _():  # kernels of the compiled AR forward (B = 32): why it is slower than the DiT's
-        from torch.profiler import ProfilerActivity, profile
         r = RES["I_arprof"] = {}
         ar = ARTransformer(C, L, 768, 12, 12, dropout=0.0, mask_id=MASK)
         for p in ar.parameters():
@@ -287,18 +292,7 @@ def main():
         x = torch.randint(0, C - 1, (B, L), device=dev, generator=g)
         with torch.no_grad():
             r["compiled_fwd_ms"] = timed(lambda: ar(x), 3, 10)
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(3):
-                    ar(x)
-                torch.cuda.synchronize()
-        rows = []
-        for evt in prof.key_averages():
-            us = getattr(evt, "self_device_time_total", 0) or 0
-            if us and not evt.key.startswith("aten::"):
-                rows.append((us / 3e3, evt.count / 3, evt.key[:110]))
-        rows.sort(reverse=True)
-        r["kernel_ms_total"] = sum(x[0] for x in rows)
-        r["top"] = rows[:16]
+            r.update(kernel_profile(lambda: ar(x), top=16))
 
     (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))
 
