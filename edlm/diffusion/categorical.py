@@ -9,10 +9,19 @@ p > 0 is reachable; probabilities are honoured to float64 rounding (~1e-16).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-__all__ = ["sample_categorical", "draw_rows", "top_p_filter", "uniform64", "compile_draws"]
+__all__ = ["sample_categorical", "draw_rows", "Draws", "top_p_filter", "uniform64", "compile_draws"]
+
+
+class Draws(NamedTuple):
+    """What ``draw_rows`` returns."""
+
+    ids: Tensor  # (n, K) LongTensor: the drawn classes
+    lse: Tensor  # (n,) float64: each row's log-normaliser logsumexp (NaN for a row with NaN, +inf or no mass)
 
 
 def uniform64(shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:
@@ -68,13 +77,13 @@ def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int) -
     return _invert(lp, u)
 
 
-def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: int = -1) -> tuple[Tensor, Tensor]:
+def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: int = -1) -> Draws:
     """Exact float64 draws from rows of ``source`` (N, C) (log-probabilities or raw logits, any float
     dtype): the rows ``index`` (n,) (all rows if None), with uniforms ``u`` (n, K).
 
     Works through the rows in chunks of about 1 GiB of float64 work, so peak memory does not grow with n,
-    and through the compiled kernel after ``compile_draws()``. Returns the ids (n, K) and the rows'
-    log-normalisers (n,) in float64 (NaN for a row with NaN, +inf or no finite entry).
+    and through the compiled kernel after ``compile_draws()``. Returns ``Draws``: the ids (n, K) and the
+    rows' log-normalisers (n,) in float64 (NaN for a row with NaN, +inf or no finite entry).
     """
     n, C = (source.shape[0] if index is None else index.shape[0]), source.shape[-1]
     step = max(1, _CHUNK_BYTES // (8 * C))
@@ -88,11 +97,11 @@ def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: i
             rows = source[i: i + step] if index is None else source.index_select(0, part)
             parts.append(_draw_rows(rows, u[i: i + step].double(), exclude))
     if len(parts) == 1:
-        return parts[0]
+        return Draws(*parts[0])
     if not parts:
-        return (torch.empty(u.shape, dtype=torch.long, device=source.device),
-                torch.empty(0, dtype=torch.float64, device=source.device))
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return Draws(torch.empty(u.shape, dtype=torch.long, device=source.device),
+                     torch.empty(0, dtype=torch.float64, device=source.device))
+    return Draws(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
 
 def sample_categorical(log_probs: Tensor, u: Tensor) -> Tensor:
