@@ -1,0 +1,298 @@
+"""Sweep configuration and cells (SPEC 4): the YAML schema, its loading, the grid's expansion into cells.
+
+    cfg = load_sweep_config("benchmarks/configs/tiny_cpu.yaml", ["num_samples=64"])
+    cells = expand_cells(cfg)                                 # the reference rows, then the grid
+    rank, world = resolve_shard("0/2")                        # this process takes cells[i], i % world == rank
+
+A ``Cell`` holds everything that determines its samples, and its key is a stable hash of those settings,
+so a re-run finds what is already done (``edlm.bench.sweep`` explains the collapses of the grid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from edlm.errors import ConfigError
+
+__all__ = ["GridConfig", "ReferenceConfig", "SweepConfig", "Cell", "load_sweep_config", "expand_cells",
+           "resolve_shard"]
+
+_AR_SPEC_KINDS = ("ar", "hf")  # energy spec prefixes that are autoregressive LMs (EDLM-AR, SPEC 2.3)
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass
+class GridConfig:
+    """The axes of the sweep; every combination is one cell (after the collapses in the module doc)."""
+
+    steps: list[int] = field(default_factory=lambda: [4, 8, 16, 32])  # T reverse steps
+    energy: list[str] = field(default_factory=lambda: ["none"])  # "none" or names from `energies`
+    k: list[int] = field(default_factory=lambda: [1])  # proposals per importance-sampled step (SPEC 2.5)
+    window: list[list[float]] = field(default_factory=lambda: [[0.0, 1.0]])  # [t_lo, t_hi]; [0, 1] = every step
+    temperature: list[float] = field(default_factory=lambda: [1.0])  # τ in w ∝ exp(−E/τ)
+    seed: list[int] = field(default_factory=lambda: [0])  # one torch.Generator per cell, seeded with this
+
+
+@dataclass
+class ReferenceConfig:
+    """The reference rows drawn as horizontal lines: real text and AR-model samples."""
+
+    real_text: bool = True  # chunks of held-out text, `length` tokens each, num_samples of them
+    corpus: str | None = None  # a corpus preset or path; None = the denoiser's training corpus (its config)
+    split: str = "valid"  # never the training split
+    ar_samples: bool = True  # left-to-right samples of an AR model (edlm.baselines.ar_sampler)
+    ar_model: str | None = None  # a name in `energies` or an ar:/hf: spec; None = the first AR energy
+    seed: int = 0  # the AR samples' random stream
+
+
+@dataclass
+class SweepConfig:
+    """One sweep: a denoiser, named energies, the grid and the fixed per-cell sizes."""
+
+    name: str = "sweep"  # used in plot titles and the default output directory
+    denoiser: str = MISSING  # checkpoint dir or training run dir (edlm.pipeline.load_denoiser_bundle)
+    energies: dict[str, str] = field(default_factory=dict)  # name -> spec (ar:PATH | hf:NAME | nce:PATH)
+    grid: GridConfig = field(default_factory=GridConfig)
+    num_samples: int = 64  # per cell; gen-PPL pools all their judge tokens
+    batch_size: int = 64  # sequences per generate() call
+    length: int | None = None  # tokens per sample; None = the denoiser's context length
+    cache: bool = True  # MDLM's cached sampler (SPEC 1.6)
+    judge: str = "smollm2"  # smollm2 | none | a Hugging Face causal LM id or folder | a .gguf file
+    judge_batch_size: int = 16  # texts per judge forward pass (does not change the result)
+    device: str = "auto"  # generation and scoring device: auto | cpu | cuda | cuda:N
+    out: str | None = None  # output directory; None = runs/bench/<name>
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+    def __post_init__(self) -> None:
+        g = self.grid
+        for name, values in (("grid.steps", g.steps), ("grid.k", g.k)):
+            if not values or any(v <= 0 for v in values):
+                raise ConfigError(f"{name} must be a non-empty list of positive integers, got {list(values)}.")
+        for name, values in (("grid.energy", g.energy), ("grid.window", g.window),
+                             ("grid.temperature", g.temperature), ("grid.seed", g.seed)):
+            if not values:
+                raise ConfigError(f"{name} must not be empty.")
+        for w in g.window:
+            if len(w) != 2 or not 0.0 <= w[0] <= w[1] <= 1.0:
+                raise ConfigError(f"each grid.window must be [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1, got {list(w)}.")
+        if any(not tau > 0.0 for tau in g.temperature):
+            raise ConfigError(f"grid.temperature values must be > 0, got {list(g.temperature)}.")
+        if any(s < 0 for s in g.seed):
+            raise ConfigError(f"grid.seed values must be >= 0, got {list(g.seed)}.")
+        for e in g.energy:
+            if e != "none" and e not in self.energies:
+                raise ConfigError(f"grid.energy names {e!r}, which is not 'none' nor a key of energies "
+                                  f"({sorted(self.energies) or 'none defined'}).")
+        for name, spec in self.energies.items():
+            if name == "none":
+                raise ConfigError("'none' is reserved for plain MDLM; give the energy another name.")
+            if _spec_kind(spec) not in ("ar", "hf", "nce"):
+                raise ConfigError(f"energies.{name} = {spec!r} is not an energy spec; expected ar:PATH, "
+                                  "hf:NAME_OR_PATH or nce:PATH.")
+        for name, value in (("num_samples", self.num_samples), ("batch_size", self.batch_size),
+                            ("judge_batch_size", self.judge_batch_size)):
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}.")
+        if self.length is not None and self.length <= 0:
+            raise ConfigError(f"length must be positive or null, got {self.length}.")
+        if not self.judge:
+            raise ConfigError("judge must be smollm2, none, or a causal LM id/path.")
+        ref = self.reference
+        if ref.ar_samples and ref.ar_model is not None and ref.ar_model not in self.energies \
+                and _spec_kind(ref.ar_model) not in _AR_SPEC_KINDS:
+            raise ConfigError(f"reference.ar_model = {ref.ar_model!r} is neither a name in energies nor an "
+                              "ar:PATH / hf:NAME spec.")
+
+    def ar_reference_spec(self) -> str | None:
+        """The AR model (as an energy spec) of the AR-samples reference row; None if there is none."""
+        ref = self.reference
+        if not ref.ar_samples:
+            return None
+        if ref.ar_model is not None:
+            return self.energies.get(ref.ar_model, ref.ar_model)
+        return next((s for s in self.energies.values() if _spec_kind(s) in _AR_SPEC_KINDS), None)
+
+
+def _spec_kind(spec: str) -> str:
+    return spec.strip().partition(":")[0].strip().lower()
+
+
+def _config_error(exc: OmegaConfBaseException) -> ConfigError:
+    msg = str(exc).strip().splitlines()[0]
+    key = getattr(exc, "full_key", None) or ""
+    if "not in" in msg:
+        return ConfigError(f"unknown sweep config key {key!r}; valid keys: {', '.join(_keys(SweepConfig))}")
+    if "missing mandatory value" in msg.lower():
+        return ConfigError(f"the sweep config must set {key!r}")
+    return ConfigError(f"bad sweep config value for {key!r}: {msg}" if key else f"bad sweep config: {msg}")
+
+
+def _keys(cls, prefix: str = "") -> list[str]:
+    from dataclasses import fields, is_dataclass
+
+    out = []
+    for f in fields(cls):
+        sub = f.default_factory if is_dataclass(f.default_factory) else None  # type: ignore[misc]
+        out += _keys(sub, f"{prefix}{f.name}.") if sub else [prefix + f.name]
+    return out
+
+
+def load_sweep_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> SweepConfig:
+    """Parse a sweep YAML file and ``key=value`` overrides into a ``SweepConfig``.
+
+    Raises:
+        ConfigError: a missing file, an unknown key, a value of the wrong type or an invalid setting.
+    """
+    overrides = list(overrides)
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. num_samples=32).")
+    layers = [OmegaConf.structured(SweepConfig)]
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"sweep config {str(path)!r} does not exist.")
+        layers.append(OmegaConf.create({"name": p.stem}))  # the file's own `name:` (next layer) wins
+        try:
+            layers.append(OmegaConf.create(p.read_text(encoding="utf-8")))
+        except Exception as exc:  # YAML syntax errors come from yaml, not OmegaConf
+            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        merged = OmegaConf.merge(*layers, OmegaConf.from_dotlist(overrides))
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _config_error(exc) from None
+    assert isinstance(cfg, SweepConfig)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- cells
+@dataclass(frozen=True)
+class Cell:
+    """One point of the sweep (or a reference row): everything that determines its samples."""
+
+    kind: str  # "diffusion" | "ar_samples" | "real_text"
+    num_samples: int
+    length: int | None  # None = the denoiser's L (resolved when the models load; part of the key as null)
+    denoiser: str
+    steps: int | None = None
+    energy: str = "none"  # a name in SweepConfig.energies, or "none"
+    energy_spec: str = "none"
+    k: int = 1
+    window: tuple[float, float] = (0.0, 1.0)
+    temperature: float = 1.0
+    seed: int = 0
+    batch_size: int | None = None  # diffusion and AR samples: sequences per call (it fixes the random stream)
+    cache: bool = True
+    source: str | None = None  # real text: "corpus:split"; AR samples: the AR model's spec
+
+    def settings(self) -> dict:
+        """JSON-able settings; the cell key hashes exactly these."""
+        d = asdict(self)
+        d["window"] = list(self.window)
+        return d
+
+    @property
+    def key(self) -> str:
+        """A readable, stable id: ``<slug>-<10 hex digits of sha256(settings)>``."""
+        blob = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
+        return f"{self.slug}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    @property
+    def slug(self) -> str:
+        if self.kind == "real_text":
+            return "ref-real-text"
+        if self.kind == "ar_samples":
+            return f"ref-ar-samples-s{self.seed}"
+        if self.energy == "none":
+            return f"mdlm-T{self.steps}-s{self.seed}"
+        lo, hi = self.window
+        name = re.sub(r"[^A-Za-z0-9]+", "_", self.energy)
+        return f"edlm-{name}-k{self.k}-w{lo:g}_{hi:g}-tau{self.temperature:g}-T{self.steps}-s{self.seed}"
+
+    @property
+    def method(self) -> str:
+        """The line this cell belongs to in plots and tables (every setting but steps and seed)."""
+        if self.kind == "real_text":
+            return f"real text ({self.source})"
+        if self.kind == "ar_samples":
+            return "AR samples"
+        if self.energy == "none":
+            return "MDLM"
+        kind = _spec_kind(self.energy_spec)
+        base = "EDLM-NCE" if kind == "nce" else "EDLM-AR"
+        if self.energy.lower() not in ("ar", "hf", "nce"):
+            base += f" [{self.energy}]"
+        lo, hi = self.window
+        return f"{base} k={self.k}, window=[{lo:g}, {hi:g}], τ={self.temperature:g}"
+
+
+def expand_cells(cfg: SweepConfig, corpus: str | None = None) -> list[Cell]:
+    """All cells of a sweep in a fixed order: the reference rows, then steps × energy × k × window × τ × seed.
+
+    Cells with no energy, or with k = 1, collapse to one MDLM cell per (steps, seed) (module doc).
+    ``corpus`` names the real-text corpus when ``cfg.reference.corpus`` is None.
+    """
+    common = dict(num_samples=cfg.num_samples, length=cfg.length, denoiser=str(cfg.denoiser))
+    cells: list[Cell] = []
+    ref = cfg.reference
+    if ref.real_text:
+        src = ref.corpus or corpus
+        if src is None:
+            raise ConfigError("reference.real_text needs reference.corpus: the denoiser's checkpoint does not name "
+                              "its training corpus (or is not on this machine); set reference.corpus=NAME_OR_PATH.")
+        cells.append(Cell("real_text", **common, source=f"{src}:{ref.split}"))
+    ar_spec = cfg.ar_reference_spec()
+    if ref.ar_samples:
+        if ar_spec is None:
+            raise ConfigError("reference.ar_samples needs an AR model: set reference.ar_model or add an ar:PATH "
+                              "energy (or set reference.ar_samples=false).")
+        cells.append(Cell("ar_samples", **common, seed=ref.seed, batch_size=cfg.batch_size, source=ar_spec))
+    g = cfg.grid
+    seen: set[Cell] = set()
+    for steps in g.steps:
+        for energy in g.energy:
+            for k in g.k:
+                for window in g.window:
+                    for tau in g.temperature:
+                        for seed in g.seed:
+                            if energy == "none" or k == 1:  # SPEC 2.5: k = 1 is MDLM exactly
+                                cell = Cell("diffusion", **common, steps=steps, seed=seed,
+                                            batch_size=cfg.batch_size, cache=cfg.cache)
+                            else:
+                                cell = Cell("diffusion", **common, steps=steps, energy=energy,
+                                            energy_spec=cfg.energies[energy], k=k,
+                                            window=(float(window[0]), float(window[1])), temperature=float(tau),
+                                            seed=seed, batch_size=cfg.batch_size, cache=cfg.cache)
+                            if cell not in seen:
+                                seen.add(cell)
+                                cells.append(cell)
+    return cells
+
+
+def resolve_shard(shard: str | tuple[int, int] | None = None) -> tuple[int, int]:
+    """(rank, world size): from ``"i/n"`` or a tuple; else ``RANK``/``WORLD_SIZE`` (torchrun); else (0, 1)."""
+    if shard is None:
+        if "WORLD_SIZE" in os.environ:
+            rank, world = int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
+        else:
+            return 0, 1
+    elif isinstance(shard, str):
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+        if m is None:
+            raise ValueError(f"--shard must look like i/n (e.g. 0/2), got {shard!r}.")
+        rank, world = int(m.group(1)), int(m.group(2))
+    else:
+        rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {rank}/{world}: need 0 <= i < n.")
+    return rank, world
