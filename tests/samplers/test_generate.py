@@ -205,3 +205,31 @@ def test_ar_energy_reads_a_lazy_view_and_gives_the_samples_of_a_dense_copy():
     b = generate(denoiser, L, 3, V, MASK, 4, energy=Lazy(Bigram(), MASK), k=4, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a.tokens, b.tokens)
     assert set(seen) == {torch.Tensor, SubsLogProbs}
+
+
+def test_top_p_restricts_every_path_to_the_nucleus():
+    """top_p < 1 on the plain step, on IS proposals and in what the energy is told about them (lazy x_θ is
+    made dense for the filter): only nucleus tokens appear, and the energy sees their filtered log-probs."""
+    probs = torch.tensor([0.6, 0.3] + [0.1 / (V - 2)] * (V - 2) + [0.0])  # V + 1 classes, [MASK] last
+
+    def denoiser(x_t, t):
+        return torch.log(probs.clamp_min(1e-30)).expand(*x_t.shape, V + 1).clone()
+
+    seen = []
+
+    class Gather:
+        uses_log_p_x0 = "gather"
+
+        def __call__(self, x_0, x_t, t, log_p_x0):
+            lp = log_p_x0.gather(-1, x_0[..., None]).squeeze(-1)
+            seen.append(lp[x_t == MASK])
+            return torch.zeros(x_0.shape[0])
+
+    g = torch.Generator().manual_seed(7)
+    plain = generate(denoiser, L, 16, V, MASK, 4, top_p=0.5, generator=g)
+    assert (plain.tokens == 0).all()  # the nucleus at 0.5 is class 0 alone
+    wide = generate(denoiser, L, 16, V, MASK, 4, top_p=0.8, energy=Gather(), k=4, generator=g)
+    assert set(wide.tokens.unique().tolist()) == {0, 1}
+    lp = torch.cat(seen)
+    assert torch.isfinite(lp).all()
+    torch.testing.assert_close(lp.exp().unique().sort().values, torch.tensor([1 / 3, 2 / 3]))  # renormalised nucleus
