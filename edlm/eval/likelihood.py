@@ -38,7 +38,7 @@ from torch import Tensor
 from edlm.diffusion.forward import q_sample
 from edlm.diffusion.loss import antithetic_times
 from edlm.diffusion.schedules import LogLinearSchedule, NoiseSchedule
-from edlm.diffusion.subs import log_likelihood_of, subs_log_probs
+from edlm.diffusion.subs import SubsLogProbs, log_likelihood_of, subs_log_probs
 from edlm.energy.nce_loss import sample_negatives
 from edlm.errors import NumericalError
 
@@ -135,6 +135,7 @@ def _energy_correction(energy, x_0: Tensor, x_t: Tensor, t: Tensor, logits: Tens
         return correction
     x_0, x_t, t, logits = x_0[rows], x_t[rows], t[rows], logits[rows]
     uses_log_p = getattr(energy, "uses_log_p_x0", True)
+    lazy = SubsLogProbs(logits, x_t, mask_id) if uses_log_p == "gather" else None  # views, no (n, L, V+1) copies
 
     def score(x0: Tensor, xt: Tensor, tt: Tensor, src: Tensor) -> Tensor:
         """Energies (N,) float64; ``src`` (N,) indexes the row of ``logits`` each sequence was drawn from."""
@@ -142,7 +143,10 @@ def _energy_correction(energy, x_0: Tensor, x_t: Tensor, t: Tensor, logits: Tens
         parts = []
         for i in range(0, x0.shape[0], chunk):
             sl = slice(i, i + chunk)
-            lp = subs_log_probs(logits[src[sl]], xt[sl], mask_id) if uses_log_p else None  # (n, L, V+1)
+            if lazy is not None:
+                lp = lazy[src[sl]]  # x_t[src] is xt: the view of the rows the sequences came from
+            else:
+                lp = subs_log_probs(logits[src[sl]], xt[sl], mask_id) if uses_log_p else None  # (n, L, V+1)
             parts.append(energy(x0[sl], xt[sl], tt[sl], lp).double().reshape(-1))
         e = torch.cat(parts)
         if not torch.isfinite(e).all():

@@ -96,6 +96,20 @@ def test_edlm_estimate_with_the_exact_energy_is_the_plug_in_nelbo(toy):
     assert plug_in_on_p < entropy_rate - 0.05
 
 
+def test_ar_energy_reads_a_lazy_view_with_the_numbers_of_a_dense_copy(toy):
+    """AREnergy (uses_log_p_x0 = "gather") gets SubsLogProbs views on held-out data too; the estimate equals
+    the one of the same energy reading dense (n, L, V+1) copies, data and negatives alike."""
+
+    class Dense(AREnergy):
+        uses_log_p_x0 = True
+
+    kw = dict(num_time_samples=4, batch_size=27, t_min=1e-4, log_z="negatives", n_neg=8)
+    runs = [edlm_estimate(toy, cls(toy, toy.mask_id), toy.sequences, SCH, toy.mask_id,
+                          generator=torch.Generator().manual_seed(3), negatives_generator=torch.Generator().manual_seed(4),
+                          **kw) for cls in (AREnergy, Dense)]
+    assert runs[0].nll == pytest.approx(runs[1].nll, abs=1e-6) and runs[0].energy_correction != 0
+
+
 def test_zero_energy_changes_nothing(toy):
     """E ≡ 0 with log Ẑ from negatives gives a correction of exactly 0: the estimate equals the bound."""
     zero = lambda x_0, x_t, t, lp: torch.zeros(x_0.shape[0])
