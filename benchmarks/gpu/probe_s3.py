@@ -6,7 +6,9 @@ and where the compiled DiT forward spends its time. Prints a log and writes prob
 Sections: (A) the float64 proposal draw at all 32 768 masked positions of a 50 258-id vocabulary, k = 8:
 the old one-shot draw, the chunked draw, the chunked draw compiled; (B) SUBS: the old full float32
 log_p_x0 vs the lazy rows the loop now reads; (C) the AR energy's token log-probs, eager vs fused in the
-compiled forward; (D) a kernel profile of the compiled DiT forward (B = 32, L = 1024).
+compiled forward; (D) a kernel profile of the compiled DiT forward (B = 32, L = 1024); later sections: (E) the
+loop's draw from bf16 logits, (F) compile modes, (G) the loop profile, (H) the GELU epilogue, (I) the compiled AR
+profile, (J) the fused attention residual (not run yet).
 """
 
 from __future__ import annotations
@@ -293,6 +295,36 @@ def main():
         with torch.no_grad():
             r["compiled_fwd_ms"] = timed(lambda: ar(x), 3, 10)
             r.update(kernel_profile(lambda: ar(x), top=16))
+
+    @section_if("J_residual")
+    def _():  # DiTBlock.fuse_residual (off by default until measured): DiT and NCE, compiled, B = 32
+        from edlm.energy.nce_energy import NCEEnergy
+        from edlm.models.dit import DiTBlock
+        r = RES["J_residual"] = {}
+        x = torch.randint(0, C - 1, (B, L), device=dev, generator=g)
+        xt = torch.where(torch.rand(B, L, device=dev, generator=g) < 0.5, MASK, x)
+        sigma, t = torch.zeros(B, device=dev), torch.full((B,), 0.5, device=dev)
+        outs = {}
+        for fused in (False, True):
+            DiTBlock.fuse_residual = fused
+            for name, make, call in (("dit", lambda: DiT(C, L, 768, 12, 12, 128, dropout=0.0), lambda m: m(x, sigma)),
+                                     ("nce", lambda: NCEEnergy(C, L, 768, 12, 12, 128, dropout=0.0, mask_id=MASK),
+                                      lambda m: m(x, xt, t))):
+                torch._dynamo.reset()
+                torch.manual_seed(0)
+                net = make()
+                for p in net.parameters():
+                    torch.nn.init.normal_(p, std=0.02)
+                net = net.to(dev, torch.bfloat16).eval()
+                with torch.no_grad():
+                    outs[(name, fused)] = call(net).float()
+                    net.compile(dynamic=False)
+                    r[f"{name}_fused={fused}_ms"] = timed(lambda m=net, f=call: f(m), 3, 10)
+                print(r, flush=True)
+        DiTBlock.fuse_residual = False
+        for name in ("dit", "nce"):
+            r[f"{name}_max_abs_diff"] = float((outs[(name, True)] - outs[(name, False)]).abs().max())
+            r[f"{name}_out_std"] = float(outs[(name, False)].std())
 
     (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))
 

@@ -236,8 +236,7 @@ class DiTBlock(nn.Module):
         cos, sin = rotary
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # v is not rotated
         h = attention(q, k, v, causal=self.causal).reshape(B, L, D)  # (B, L, H, Dh) -> (B, L, D)
-        h = self.dropout1(self.attn_out(h))
-        x = x + (h if gate_msa is None else gate_msa * h)
+        x = self._attn_residual(x, h, gate_msa)  # x + gate · attn_out(h)
 
         # MLP
         h = self.norm2(x)
@@ -246,7 +245,20 @@ class DiTBlock(nn.Module):
         h = self.dropout2(self._mlp(h))
         return x + (h if gate_mlp is None else gate_mlp * h)
 
-    fuse_gelu = True  # class-wide switch (benchmarks/speed.py measures both)
+    fuse_gelu = True  # class-wide switch (benchmarks/gpu/probe_s3.py, section H, measures both)
+    fuse_residual = False  # class-wide switch, off: not measured on a GPU yet (probe_s3.py section J)
+
+    def _attn_residual(self, x: Tensor, h: Tensor, gate: Tensor | None) -> Tensor:
+        """x + gate · attn_out(h) (dropout on the branch when training). With ``fuse_residual`` the gate scales
+        the weight's output columns per sequence and the residual enters as the GEMM's C operand (β = 1):
+        ``baddbmm(x, h, Wᵀ·diag(gate))``, so no separate pass over (B, L, D) for the gate and the add."""
+        if self.fuse_residual and not (self.training and self.dropout1.p > 0):
+            w = self.attn_out.weight.t()  # (D_in, D_out); attn_out has no bias
+            if gate is None:
+                return torch.addmm(x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1]), w).view_as(x)
+            return torch.baddbmm(x, h, w[None] * gate)  # gate (B, 1, D_out) scales columns: (B, D_in, D_out)
+        h = self.dropout1(self.attn_out(h))
+        return x + (h if gate is None else gate * h)
 
     def _mlp(self, h: Tensor) -> Tensor:
         """``self.mlp(h)``; on CUDA without autograd the first layer's bias and tanh-GELU run in the GEMM's

@@ -340,3 +340,25 @@ def test_padded_output_gemm_gives_the_same_logits():
     assert got.shape == (3, 5, 37) and linear.weight.shape == (37, 24)
     torch.testing.assert_close(got, linear(h), rtol=0, atol=1e-6)
     assert torch.equal(padded_linear(h, linear, 1), linear(h))  # multiple 1: the plain layer
+
+
+@pytest.mark.parametrize("cond", [True, False])
+def test_fused_residual_gives_the_block_output_of_the_plain_path(cond):
+    """DiTBlock.fuse_residual folds the adaLN gate into the attention-output weight and the residual into the
+    GEMM (baddbmm / addmm, β = 1); the block computes the same function (float32, CPU)."""
+    from edlm.models.dit import DiTBlock, Rotary
+
+    torch.manual_seed(0)
+    block = DiTBlock(32, 4, cond_dim=8 if cond else None, dropout=0.0).eval()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x, c = torch.randn(3, 10, 32), torch.randn(3, 8) if cond else None
+    rotary = Rotary(8)(10, x.device)
+    with torch.no_grad():
+        plain = block(x, rotary, c)
+        try:
+            DiTBlock.fuse_residual = True
+            fused = block(x, rotary, c)
+        finally:
+            DiTBlock.fuse_residual = False
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
