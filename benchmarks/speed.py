@@ -15,7 +15,8 @@ What it measures, in one process, so every number shares the card and its clocks
 3. Sampler pieces at B = 32: a plain ancestral step, the k-proposal draw of an IS step, and the
    (n·k, L, V+1) float32 copy of log_p_x0 that ``generate`` makes before chunking the energy calls.
 4. End-to-end ``generate`` at B = 32, L = 1024: MDLM at 32 / 128 (/ 1024 if the time budget allows)
-   steps; EDLM-AR (k ∈ {2, 8}, windows [0.8, 1] and [0, 1], 32 steps); EDLM-NCE (k = 8, [0, 1]).
+   steps; EDLM-AR (k ∈ {2, 8}, windows [0.8, 1] and [0, 1], 32 steps, then 128 / 1024 steps cheapest first as
+   the time budget allows); EDLM-NCE (k = 8, [0, 1]).
    The denoiser and energy callables are wrapped in timers that synchronise, so "network" time is
    the networks' own GPU time and "overhead" = end-to-end − network (SUBS, finite checks, float64
    sampling, the log_p_x0 copies, syncs) — the loop's own cost.
@@ -98,6 +99,7 @@ class BenchConfig:
     mdlm_steps: tuple[int, ...] = (32, 128)
     long_steps: int = 1024  # MDLM run added only if its estimated time fits the budget
     edlm_steps: int = 32
+    edlm_long_steps: tuple[int, ...] = (128, 1024)  # EDLM-AR runs added, cheapest first, while their estimates fit
     ks: tuple[int, ...] = (2, 8)
     windows: tuple[tuple[float, float], ...] = ((0.8, 1.0), (0.0, 1.0))
     # sequences per energy call, by k: 32 = the 32 k tokens per call of the forward rows (since session 3 the
@@ -138,6 +140,7 @@ def shipped_config(directory: str, quick: bool) -> BenchConfig:
 def tiny_config() -> BenchConfig:
     return BenchConfig(vocab_size=258, length=64, hidden_size=64, n_blocks=2, n_heads=2, cond_dim=32,
                        batch_sizes=(1, 2, 4), e2e_batch=4, mdlm_steps=(4, 8), long_steps=32, edlm_steps=4,
+                       edlm_long_steps=(8,),
                        energy_batch_size={2: 4, 8: 2}, fwd_warmup=1, fwd_repeats=3, budget_s=120.0)
 
 
@@ -638,10 +641,13 @@ class Bench:
         last = None
         for T in cfg.mdlm_steps[1:]:
             last = self.e2e(f"MDLM T={T}", T) or last
+        self.edlm_rows = {}
         for k in cfg.ks:
             for window in cfg.windows:
-                self.e2e(f"EDLM-AR k={k} [{window[0]:g},{window[1]:g}] T={cfg.edlm_steps}", cfg.edlm_steps, "ar",
-                         k=k, window=window, ebs=cfg.energy_batch_size.get(k))
+                row = self.e2e(f"EDLM-AR k={k} [{window[0]:g},{window[1]:g}] T={cfg.edlm_steps}", cfg.edlm_steps, "ar",
+                               k=k, window=window, ebs=cfg.energy_batch_size.get(k))
+                if row is not None:
+                    self.edlm_rows[(k, tuple(window))] = row
         k = max(cfg.ks)
         if cfg.extra_runs:
             self.e2e(f"EDLM-AR k={k} [0,1] T={cfg.edlm_steps}, default chunks", cfg.edlm_steps, "ar", k=k,
@@ -666,6 +672,24 @@ class Bench:
             self.results["e2e"].append({"name": f"MDLM T={cfg.long_steps}", "steps": cfg.long_steps,
                                         "skipped": f"estimated {estimate:.0f} s > budget left {left:.0f} s"})
             self.save()
+
+    def edlm_long_runs(self) -> None:
+        """EDLM-AR at ``edlm_long_steps``, cheapest first, each only if its estimate (its T = edlm_steps time
+        × T / edlm_steps: one denoiser call and, inside the window, one IS step per step) fits the budget left."""
+        cfg = self.cfg
+        plan = sorted(((row["seconds"] * T / cfg.edlm_steps, T, k, window)
+                       for (k, window), row in getattr(self, "edlm_rows", {}).items() for T in cfg.edlm_long_steps),
+                      key=lambda p: p[0])
+        for estimate, T, k, window in plan:
+            name = f"EDLM-AR k={k} [{window[0]:g},{window[1]:g}] T={T}"
+            left = self.remaining()
+            if 1.3 * estimate < left:
+                log(f"{name}: estimated {estimate:.0f} s, {left:.0f} s left in the budget")
+                self.e2e(name, T, "ar", k=k, window=window, ebs=cfg.energy_batch_size.get(k))
+            else:
+                self.results["e2e"].append({"name": name, "steps": T, "k": k, "window": list(window),
+                                            "skipped": f"estimated {estimate:.0f} s > budget left {left:.0f} s"})
+                self.save()
 
     # ------------------------------------------------------------------ 5. diagnosis of the forward
     def diagnose(self) -> None:
@@ -993,6 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.diagnose()
     if not args.quick:
         bench.long_run()
+        bench.edlm_long_runs()
     bench.save()
     print("\n" + render_markdown(bench.results), flush=True)
     log("done")
