@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from edlm.diffusion.categorical import sample_categorical, uniform64
+from edlm.diffusion.categorical import draw_rows, uniform64
 
 __all__ = ["NCELossOutput", "nce_loss", "sample_negatives"]
 
@@ -100,12 +100,14 @@ def sample_negatives(
     if n_masked == 0:
         return out
     u = uniform64((n_masked, n_neg), generator, x_t.device)  # one uniform per draw
-    rows = logits[masked]  # (n_masked, V+1)
+    flat = masked.reshape(-1).nonzero().squeeze(-1)  # rows of logits.view(-1, V+1) to draw from
+    source = logits.reshape(-1, logits.shape[-1])
     drawn = torch.empty(n_masked, n_neg, dtype=torch.long, device=x_t.device)
     for i in range(0, n_masked, chunk_rows):
-        lp = rows[i: i + chunk_rows]
-        lp = lp if lp.dtype in (torch.float32, torch.float64) else lp.float()
-        lp[:, mask_id] = float("-inf")  # SPEC 1.3a zero-masking; `rows` is already a copy of the logits
-        drawn[i: i + chunk_rows] = sample_categorical(lp, u[i: i + chunk_rows])  # (chunk, n_neg)
+        # straight from the logits rows (no copy of all masked rows), [MASK] excluded (SPEC 1.3a)
+        draws = draw_rows(source, u[i: i + chunk_rows], index=flat[i: i + chunk_rows], exclude=mask_id)
+        if torch.isnan(draws.lse).any():
+            raise FloatingPointError("NaN in the probabilities to sample from.")
+        drawn[i: i + chunk_rows] = draws.ids  # (chunk, n_neg)
     out.transpose(1, 2)[masked] = drawn  # write through the (B, L, n_neg) view
     return out
