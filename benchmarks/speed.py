@@ -882,6 +882,33 @@ def render_diagnose(d: dict) -> list[str]:
     return lines
 
 
+# the plain network calls whose MFU the issue's first target is about
+_TARGET_CALLS = {"DiT": "denoiser fwd (logits)", "AR": "AR fwd (logits)", "NCE": "NCEEnergy fwd"}
+
+
+def render_targets(res: dict) -> list[str]:
+    """Issue #7's measurable targets, read off this run's rows: met or not."""
+    L = res["meta"]["config"]["length"]
+    lines = ["", "## Issue #7 targets in this run", "", "| target | measured | met |", "|---|---|---|"]
+    for model, what in _TARGET_CALLS.items():
+        rows = [r for r in res.get("forward", []) if r["model"] == model and r["what"] == what
+                and r["B"] * L >= 32768 and r.get("mfu") is not None]
+        if rows:
+            got = ", ".join(f"{100 * r['mfu']:.1f} % (B = {r['B']})" for r in rows)
+            lines.append(f"| {model} forward ≥ 60 % MFU at ≥ 32k tokens per call | {got} | "
+                         f"{'yes' if max(r['mfu'] for r in rows) >= 0.6 else 'no'} |")
+    e2e = {r["name"]: r for r in res.get("e2e", []) if "seconds" in r}
+    mdlm = e2e.get("MDLM T=128")
+    if mdlm:
+        lines.append(f"| MDLM, 128 steps: sampler overhead ≤ 10 % | {mdlm['overhead_pct']:.1f} % | "
+                     f"{'yes' if mdlm['overhead_pct'] <= 10 else 'no'} |")
+    for name, row in e2e.items():
+        if row.get("k") == 8 and row.get("window") == [0.0, 1.0] and "default" not in name and row.get("over_alone"):
+            lines.append(f"| {name}: ≤ 1.1 × its network calls alone | {row['over_alone']:.3f} × | "
+                         f"{'yes' if row['over_alone'] <= 1.1 else 'no'} |")
+    return lines
+
+
 def render_markdown(res: dict) -> str:
     m, c, r = res["meta"], res.get("ceilings", {}), res.get("roofline", {})
     lines = [
@@ -906,6 +933,7 @@ def render_markdown(res: dict) -> str:
                      f"({r['bound']}-bound)")
     if res.get("models", {}).get("nce_import_error"):
         lines.append(f"- NCE skipped: {res['models']['nce_import_error']}")
+    lines += render_targets(res)
     lines += ["", "## Per-call forward (median of repeats, CUDA events)", "",
               "| model | call | B | ms (min–max) | tokens/s | GFLOP | MFU |", "|---|---|---:|---:|---:|---:|---:|"]
     for row in res.get("forward", []):
