@@ -28,4 +28,4 @@ def test_speed_script_tiny_writes_json_and_markdown(tmp_path):
         assert r["nfe_denoiser"] >= 1 and r["alone_s"] > 0
     assert all(r["nfe_energy_chunks"] > 0 for r in edlm)
     md = (out / "speed.md").read_text()
-    assert "## End-to-end `generate`" in md and "× alone" in md
+    assert "## End-to-end `generate`" in md and "× alone" in md and "## Issue #7 targets" in md
