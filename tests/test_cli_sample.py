@@ -123,11 +123,17 @@ def test_ctrl_c_leaves_no_file(capsys, tmp_path, ckpts, monkeypatch):
 
 
 def test_compile_gives_the_same_samples(capsys, tmp_path, ckpts):
-    # --compile (torch.compile of the denoiser and the AR energy in place): same seed, same tokens here
+    # --compile (torch.compile of the denoiser, the AR energy and the float64 draw): same seed, same tokens here
     # (CPU; compiled kernels may round differently, so on a GPU it is the same distribution, not the same bits)
+    from edlm.diffusion import categorical
+
     eager, compiled = tmp_path / "eager.jsonl", tmp_path / "compiled.jsonl"
     extra = ("--energy", f"ar:{ckpts / 'ar'}", "--k", "3")
     assert main(_argv(ckpts, eager, *extra)) == 0
-    assert main(_argv(ckpts, compiled, *extra, "--compile")) == 0
+    try:
+        assert main(_argv(ckpts, compiled, *extra, "--compile")) == 0
+        assert categorical._compiled_draw is not None  # the draw was compiled too
+    finally:
+        categorical.compile_draws(False)  # process-wide: do not leak into other tests
     assert [r["tokens"] for r in _read(compiled)] == [r["tokens"] for r in _read(eager)]
     assert _read(compiled)[0]["nfe_energy"] == _read(eager)[0]["nfe_energy"] > 0
