@@ -41,6 +41,11 @@ class LanguageModelModule(L.LightningModule):
     with its own seeded generator and hands the global RNG back as it found it, so how often one validates
     does not change training. Checkpoints store the global RNG state (CPU, and CUDA on a GPU run); a
     resumed run sets it back right before its first training batch, so it continues the same draws.
+    With several processes every rank draws its own times and masks: ``seed_everything`` gives all ranks
+    one stream, so at the first training batch ranks > 0 move to streams of their own (rank 0 keeps the
+    single-process stream), and checkpoints store every rank's state (``rng_per_rank``). Without that, the
+    rows of all ranks would share one set of times and mask patterns and the noise of the diffusion loss
+    would not average down with the number of GPUs.
 
     Args:
         model: the network that is trained, averaged and saved (a ``Denoiser`` or an ``ARTransformer``).
@@ -71,6 +76,7 @@ class LanguageModelModule(L.LightningModule):
         self._val_generator: torch.Generator | None = None
         self._train_rng: dict[str, Tensor] | None = None  # the training stream, set aside during validation
         self._rng_to_restore: dict[str, Tensor] | None = None  # from a checkpoint, for the next training batch
+        self._rank_streams_ready = False  # ranks > 0 have their own training stream (set at the first batch)
         self.last_val_step = -1  # global step of the latest full validation (sanity checks excluded)
 
     # ------------------------------------------------------------------------- training
@@ -78,6 +84,10 @@ class LanguageModelModule(L.LightningModule):
         if self._rng_to_restore is not None:  # resumed: continue the checkpointed run's draws from here
             _set_rng_state(self._rng_to_restore, self.device)
             self._rng_to_restore = None
+        if not self._rank_streams_ready:
+            self._rank_streams_ready = True
+            if self.trainer.world_size > 1 and self.global_rank > 0:  # a stream of this rank's own, reproducible
+                torch.manual_seed(self.val_seed * 1_000_003 + self.global_rank)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -130,12 +140,23 @@ class LanguageModelModule(L.LightningModule):
         checkpoint["ema"] = self.ema.state_dict()
         checkpoint["edlm"] = {"kind": self.kind, "vocab_size": getattr(self.model, "vocab_size", None)}
         # the state the next training batch will draw from (uint8 tensors: loads with weights_only=True)
-        checkpoint["rng"] = self._rng_to_restore or self._train_rng or _rng_state(self.device)
+        state = self._rng_to_restore or self._train_rng or _rng_state(self.device)
+        checkpoint["rng"] = state  # this rank's; the file gets rank 0's
+        if self.trainer.world_size > 1:  # every rank calls this hook (rank 0 writes): gather all ranks' states
+            checkpoint["rng_per_rank"] = {k: self.all_gather(v.to(self.device)).cpu() for k, v in state.items()}
+            checkpoint["rng_per_rank_ready"] = self._rank_streams_ready
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
-        self._rng_to_restore = checkpoint.get("rng")  # applied at the first training batch, after sanity checks
+        # applied at the first training batch, after sanity checks; this rank's own state if the checkpoint has one
+        per_rank = checkpoint.get("rng_per_rank")
+        world, rank = self.trainer.world_size, self.global_rank
+        if per_rank is not None and all(v.shape[0] == world for v in per_rank.values()):
+            self._rng_to_restore = {k: v[rank].clone() for k, v in per_rank.items()}
+            self._rank_streams_ready = bool(checkpoint.get("rng_per_rank_ready", True))
+        else:  # single-process checkpoint, or another number of ranks: rank 0's state, then streams of their own
+            self._rng_to_restore = checkpoint.get("rng")
 
 
 # ----------------------------------------------------------------------------- helper functions
@@ -148,6 +169,8 @@ def _rng_state(device: torch.device) -> dict[str, Tensor]:
 
 
 def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"].cpu())
+    # clone: torch.set_rng_state crashes the process (SIGSEGV, torch 2.13) on a view with a storage offset,
+    # such as one row of the per-rank states
+    torch.set_rng_state(state["cpu"].cpu().clone())
     if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+        torch.cuda.set_rng_state(state["cuda"].cpu().clone(), device)
