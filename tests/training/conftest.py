@@ -1,5 +1,6 @@
 """Micro training runs shared by the training tests (a 1-block, 32-wide model on 20 k chars)."""
 
+import csv
 import shutil
 
 import pytest
@@ -38,6 +39,22 @@ def micro_overrides(run_dir, cache_dir, max_steps=30, **extra) -> list[str]:
 def micro():
     """`micro(run_dir, cache_dir, max_steps=30, **extra)` -> the override list of a micro run."""
     return micro_overrides
+
+
+def logged_values(run_dir, key: str = "train/loss") -> dict[int, float]:
+    """step -> the logged ``key`` (rank 0's under DDP) over every csv/version_* of a run (a resumed run logs
+    into a new version). The CSV ``step`` of a training batch is the global step before its optimizer step."""
+    out: dict[int, float] = {}
+    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        with open(path, newline="") as f:
+            out.update({int(r["step"]): float(r[key]) for r in csv.DictReader(f) if r.get(key)})
+    return out
+
+
+@pytest.fixture(scope="session")
+def logged():
+    """`logged(run_dir, key="train/loss")` -> {step: value} of a run's CSV logs (`logged_values`)."""
+    return logged_values
 
 
 @pytest.fixture(scope="session")

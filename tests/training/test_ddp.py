@@ -34,21 +34,8 @@ def test_ddp_gloo_two_processes(tmp_path, cache_dir, micro):
     assert torch.equal(per_rank[0], ckpt["rng"]["cpu"])  # the file's single state is rank 0's
 
 
-def _losses(run_dir):
-    """step -> rank 0's train/loss over every csv/version_* of a run (a resumed run logs into a new version)."""
-    import csv
-
-    out = {}
-    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("train/loss"):
-                    out[int(row["step"])] = float(row["train/loss"])
-    return out
-
-
 @pytest.mark.slow
-def test_ddp_resume_continues_every_rank_stream_exactly(tmp_path, cache_dir, micro):
+def test_ddp_resume_continues_every_rank_stream_exactly(tmp_path, cache_dir, micro, logged):
     """A 2-process run stopped at step 4 and resumed to step 8 logs the losses of an uninterrupted 8-step run:
     each rank gets its own RNG state back (if rank 1's stream were lost, the averaged gradients, hence rank 0's
     later losses, would change). Constant lr, so stopping at 4 does not change the schedule."""
@@ -67,6 +54,6 @@ def test_ddp_resume_continues_every_rank_stream_exactly(tmp_path, cache_dir, mic
     train(ref, 8)
     train(part, 4)
     train(part, 8, "--resume")
-    a, b = _losses(ref), _losses(part)
+    a, b = logged(ref), logged(part)
     assert sorted(a) == sorted(b) == list(range(8))
     assert [b[s] for s in range(8)] == [a[s] for s in range(8)]  # exactly, before and after the resume

@@ -6,7 +6,6 @@ reference run of the same config, before the kill and after it: the checkpoint h
 position (the next unseen batch of the epoch) and the RNG state of the diffusion times and masks.
 """
 
-import csv
 import os
 import signal
 import subprocess
@@ -36,26 +35,12 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
-    """step -> train/loss over every csv/version_* of a run (a resumed run logs into a new version).
-
-    The CSV ``step`` of a training batch is the global step before its optimizer step: 0 .. max_steps - 1.
-    """
-    out: dict[int, float] = {}
-    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("train/loss"):
-                    out[int(row["step"])] = float(row["train/loss"])
-    return out
-
-
 def _ckpt_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, micro):
+def runs(tmp_path_factory, micro, logged):
     root = tmp_path_factory.mktemp("kill_resume")
     cache = root / "cache"
     ref = root / "ref"
@@ -77,7 +62,7 @@ def runs(tmp_path_factory, micro):
                     # the CSV logger flushes around the checkpoint, not with it: wait (briefly) for the
                     # pre-checkpoint rows, so the comparison below has them, then kill
                     flush_deadline = time.monotonic() + 3
-                    while step - 1 not in _losses(killed) and time.monotonic() < flush_deadline:
+                    while step - 1 not in logged(killed) and time.monotonic() < flush_deadline:
                         time.sleep(0.01)
                     os.kill(proc.pid, signal.SIGKILL)
                     break
@@ -90,7 +75,7 @@ def runs(tmp_path_factory, micro):
     assert step is not None, f"no readable checkpoint before the run ended (rc={proc.returncode})"
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; raise MAX_STEPS"
     step = _ckpt_step(last)  # the dead run's last checkpoint (a later one may have landed while waiting)
-    killed_losses = _losses(killed)
+    killed_losses = logged(killed)
     # what a kill in the middle of a model export or a checkpoint write would have left (the resume sweeps it)
     (killed / ".model.tmp-0badf00d").mkdir()
     (killed / ".model.tmp-0badf00d" / "config.json").write_text("{")
@@ -102,7 +87,7 @@ def runs(tmp_path_factory, micro):
     return dict(ref=ref, killed=killed, step=step, killed_losses=killed_losses, stdout=resumed.stdout)
 
 
-def test_killed_run_resumes_from_its_checkpoint_to_max_steps(runs):
+def test_killed_run_resumes_from_its_checkpoint_to_max_steps(runs, logged):
     step, killed = runs["step"], runs["killed"]
     assert 0 < step < MAX_STEPS and step % EVERY == 0
     assert f"step {MAX_STEPS}," in runs["stdout"]
@@ -114,22 +99,22 @@ def test_killed_run_resumes_from_its_checkpoint_to_max_steps(runs):
     stray = [p for p in killed.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name or ".old-" in p.name]
     assert stray == []
     assert sorted(p.name for p in (killed / "model").iterdir() if p.name.startswith(".")) == []
-    losses = _losses(killed)
+    losses = logged(killed)
     assert set(range(step, MAX_STEPS)) <= set(losses)  # the resumed run logged every later step
     assert all(map(torch.isfinite, torch.tensor(list(losses.values()))))
 
 
-def test_losses_before_the_kill_match_the_reference(runs):
-    ref, killed, step = _losses(runs["ref"]), runs["killed_losses"], runs["step"]
+def test_losses_before_the_kill_match_the_reference(runs, logged):
+    ref, killed, step = logged(runs["ref"]), runs["killed_losses"], runs["step"]
     before = [s for s in range(step) if s in ref and s in killed]
     assert before, "no steps logged before the checkpoint"
     torch.testing.assert_close(torch.tensor([killed[s] for s in before]), torch.tensor([ref[s] for s in before]),
                                rtol=0, atol=1e-6)  # the same deterministic run up to the kill
 
 
-def test_resumed_losses_equal_the_reference(runs):
+def test_resumed_losses_equal_the_reference(runs, logged):
     """Bit-identical continuation on CPU: same batches in the same order, same t and masks, same weights."""
-    ref, res, step = _losses(runs["ref"]), _losses(runs["killed"]), runs["step"]
+    ref, res, step = logged(runs["ref"]), logged(runs["killed"]), runs["step"]
     after = list(range(step, MAX_STEPS))
     torch.testing.assert_close(torch.tensor([res[s] for s in after]), torch.tensor([ref[s] for s in after]),
                                rtol=0, atol=0)

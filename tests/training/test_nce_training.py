@@ -150,23 +150,13 @@ def test_train_energy_rejects_bad_setups(mdlm_run, tmp_path, cache_dir, micro):
         EnergyConfig(n_neg=0)
 
 
-def _nce_losses(run_dir):
-    import csv
-
-    out = {}
-    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
-        out.update({int(r["step"]): float(r["train/nce_loss"]) for r in csv.DictReader(path.open())
-                    if r.get("train/nce_loss")})
-    return out
-
-
-def test_a_resumed_energy_run_continues_exactly(mdlm_run, tmp_path, cache_dir, micro):
+def test_a_resumed_energy_run_continues_exactly(mdlm_run, tmp_path, cache_dir, micro, logged):
     """Stop at step 10, resume to 20: the same batches, times, masks and negatives as one 20-step run."""
     mdlm_dir, settings = str(mdlm_run[0] / "model"), {"optim.decay": "constant", "train.val_check_interval": 5}
     train_energy(load_config("tiny", micro(tmp_path / "ref", cache_dir, max_steps=20, **settings)), mdlm_dir)
     train_energy(load_config("tiny", micro(tmp_path / "run", cache_dir, max_steps=10, **settings)), mdlm_dir)
     resumed = load_config("tiny", micro(tmp_path / "run", cache_dir, max_steps=20, **settings, **{"train.resume": 1}))
     train_energy(resumed, mdlm_dir)
-    ref, run = _nce_losses(tmp_path / "ref"), _nce_losses(tmp_path / "run")
+    ref, run = logged(tmp_path / "ref", "train/nce_loss"), logged(tmp_path / "run", "train/nce_loss")
     assert sorted(ref) == sorted(run) == list(range(20))
     assert [run[s] for s in range(20)] == [ref[s] for s in range(20)]

@@ -12,13 +12,6 @@ from edlm.models import check_vocab, load_denoiser, read_checkpoint_config
 from edlm.training.trainer import train
 
 
-def _train_losses(run_dir):
-    rows = []
-    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
-        rows += [r for r in csv.DictReader(path.open()) if r.get("train/loss")]
-    return [float(r["train/loss"]) for r in rows]
-
-
 def test_run_dir_layout_and_metrics(mdlm_run):
     run_dir, result = mdlm_run
     for name in ("config.yaml", "metrics.json", "checkpoints/last.ckpt", "tokenizer/tokenizer.json",
@@ -32,8 +25,8 @@ def test_run_dir_layout_and_metrics(mdlm_run):
     assert load_config(str(run_dir / "config.yaml")).model.hidden_size == 32
 
 
-def test_training_reduces_the_loss(mdlm_run):
-    losses = _train_losses(mdlm_run[0])
+def test_training_reduces_the_loss(mdlm_run, logged):
+    losses = list(logged(mdlm_run[0]).values())
     assert len(losses) == 20
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < first - 0.3, losses
@@ -81,16 +74,12 @@ def test_ar_trains_and_reports_ppl(tmp_path, cache_dir, micro):
     assert config["model_type"] == "ar"
 
 
-def _first_losses(run_dir, n):
-    rows = sorted((run_dir / "csv").glob("version_*"))[0] / "metrics.csv"
-    return [float(r["train/loss"]) for r in csv.DictReader(rows.open()) if r.get("train/loss")][:n]
-
-
-def test_compiled_training_matches_eager_and_exports_the_same_keys(mdlm_run, tmp_path, cache_dir, micro):
+def test_compiled_training_matches_eager_and_exports_the_same_keys(mdlm_run, tmp_path, cache_dir, micro, logged):
     # train.compile: the same losses as the eager run (same seed), and a checkpoint with unchanged keys
     cfg = load_config("tiny", micro(tmp_path / "compiled", cache_dir, max_steps=3, **{"train.compile": "true"}))
     train(cfg, "mdlm")
-    assert _first_losses(tmp_path / "compiled", 3) == pytest.approx(_first_losses(mdlm_run[0], 3), rel=1e-4)
+    compiled_losses, eager_losses = logged(tmp_path / "compiled"), logged(mdlm_run[0])
+    assert [compiled_losses[s] for s in range(3)] == pytest.approx([eager_losses[s] for s in range(3)], rel=1e-4)
     eager = load_denoiser(mdlm_run[0] / "model").state_dict()
     compiled = load_denoiser(tmp_path / "compiled" / "model").state_dict()
     assert list(compiled) == list(eager)
