@@ -23,6 +23,12 @@ class Draws(NamedTuple):
     ids: Tensor  # (n, K) LongTensor: the drawn classes
     lse: Tensor  # (n,) float64: each row's log-normaliser logsumexp (NaN for a row with NaN, +inf or no mass)
 
+    def checked(self) -> Draws:
+        """Itself, after refusing rows that held NaN or +inf (``FloatingPointError``; one host sync)."""
+        if torch.isnan(self.lse).any():
+            raise FloatingPointError("NaN in the probabilities to sample from.")
+        return self
+
 
 def uniform64(shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:
     """Float64 uniforms in [0, 1) drawn from ``generator`` (53 random bits each)."""
@@ -121,10 +127,7 @@ def sample_categorical(log_probs: Tensor, u: Tensor) -> Tensor:
     if not single and u.shape[:-1] != rows:
         raise ValueError(f"u {tuple(u.shape)} must be {tuple(rows)} or {tuple(rows)} + (K,).")
     flat = log_probs.reshape(-1, log_probs.shape[-1])
-    ids, lse = draw_rows(flat, u.reshape(flat.shape[0], -1))
-    if torch.isnan(lse).any():
-        raise FloatingPointError("NaN in the probabilities to sample from.")
-    return ids.reshape(u.shape)
+    return draw_rows(flat, u.reshape(flat.shape[0], -1)).checked().ids.reshape(u.shape)
 
 
 def top_p_filter(log_probs: Tensor, top_p: float) -> Tensor:

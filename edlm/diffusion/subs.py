@@ -69,15 +69,16 @@ class SubsLogProbs:
     ``generate`` reads few rows of x_θ per denoiser call: the positions a plain step reveals (about L/T
     per sequence), the masked positions of an importance-sampling step, log x_θ(x̂_0) at the proposals'
     tokens (the AR energy), and the masked positions' argmax at the end. This object keeps the raw
-    logits (bf16 on a GPU) and computes float32 log-probabilities for those rows only, instead of
-    ``subs_log_probs``'s float32 (B, L, V+1) tensor per call (18.7 ms of a 21.7 ms compiled forward
-    at B = 32, L = 1024 on an H100: benchmarks/results/speed_notes.md). The values are the same as
-    ``subs_log_probs(logits, x_t, mask_id)`` at the same rows, computed by the same float32 log-softmax.
+    logits (bf16 on a GPU) and works on those rows only, instead of ``subs_log_probs``'s float32
+    (B, L, V+1) tensor per call (18.7 ms of a 21.7 ms compiled forward at B = 32, L = 1024 on an H100:
+    benchmarks/results/speed_notes.md): ``lp.sample(where, u)`` draws straight from the logits rows in
+    float64, and ``lp[where]`` gives their float32 log-probabilities, the values of
+    ``subs_log_probs(logits, x_t, mask_id)`` at those rows (the same float32 log-softmax).
 
     It supports the tensor operations the samplers and ``AREnergy`` use: ``lp[where]`` with a (B, L)
     bool mask → (n, V+1) rows; ``lp[seqs]`` with a (N,) index → the same object over those sequences
-    (no copy); ``lp.gather(-1, index)``; ``lp.dense()`` → the full tensor. Rows it normalises are
-    checked: NaN or +inf logits there raise ``NumericalError`` (rows that are never read cannot
+    (no copy); ``lp.gather(-1, index)``; ``lp.dense()`` → the full tensor; and ``lp.sample``. Rows it
+    reads are checked: NaN or +inf logits there raise ``NumericalError`` (rows that are never read cannot
     affect a sample and are not checked). Never writes into ``logits``.
 
     Args:
@@ -128,11 +129,14 @@ class SubsLogProbs:
         z[:, self.mask_id] = float("-inf")  # SPEC 1.3(a)
         lp = torch.log_softmax(z, dim=-1, dtype=torch.float32)
         top, j = lp.max(-1)  # lse = z_j − log p_j at any finite entry; the largest is the most accurate
-        lse = z.gather(-1, j[:, None]).squeeze(-1).float() - top
+        self._record(flat, z.gather(-1, j[:, None]).squeeze(-1).float() - top)
+        return lp
+
+    def _record(self, flat: Tensor, lse: Tensor) -> None:
+        """Keep the log-normalisers ``lse`` of the logits rows ``flat`` for ``gather``, refusing NaN / +inf."""
         if not torch.isfinite(lse).all():
             raise NumericalError("denoiser logits contain NaN or +inf; refusing to turn them into samples.")
-        self._lse.view(-1)[flat] = lse
-        return lp
+        self._lse.view(-1)[flat] = lse.float()
 
     def sample(self, where: Tensor, u: Tensor, masked: bool = False) -> Tensor:
         """Exact float64 draws from x_θ at the positions ``where`` ((B, L) bool, or its ``nonzero``
@@ -146,9 +150,7 @@ class SubsLogProbs:
         flat = self._flat(b, i)
         uu = u.reshape(flat.shape[0], -1)
         ids, lse = draw_rows(self.logits.reshape(-1, self.logits.shape[-1]), uu, flat, exclude=self.mask_id)
-        if not torch.isfinite(lse).all():
-            raise NumericalError("denoiser logits contain NaN or +inf; refusing to turn them into samples.")
-        self._lse.view(-1)[flat] = lse.float()
+        self._record(flat, lse)
         if not masked:
             x = self.x_t[b, i][:, None]
             ids = torch.where(x != self.mask_id, x, ids)  # SPEC 1.3(b)
@@ -158,10 +160,11 @@ class SubsLogProbs:
         """float32 log x_θ at the positions ``where`` (B, L) bool, in row-major order: (n, V+1)."""
         b, i = where.nonzero(as_tuple=True)
         lp = self._normalise(self._flat(b, i))
-        carry = self.x_t[b, i] != self.mask_id  # SPEC 1.3(b): one-hot(x_tⁱ) at unmasked positions
+        x = self.x_t[b, i]
+        carry = x != self.mask_id  # SPEC 1.3(b): one-hot(x_tⁱ) at unmasked positions
         if carry.any():
             lp[carry] = float("-inf")
-            lp[carry, self.x_t[b, i][carry]] = 0.0
+            lp[carry, x[carry]] = 0.0
         return lp
 
     def gather(self, dim: int, index: Tensor) -> Tensor:

@@ -106,8 +106,6 @@ def sample_negatives(
     for i in range(0, n_masked, chunk_rows):
         # straight from the logits rows (no copy of all masked rows), [MASK] excluded (SPEC 1.3a)
         draws = draw_rows(source, u[i: i + chunk_rows], index=flat[i: i + chunk_rows], exclude=mask_id)
-        if torch.isnan(draws.lse).any():
-            raise FloatingPointError("NaN in the probabilities to sample from.")
-        drawn[i: i + chunk_rows] = draws.ids  # (chunk, n_neg)
+        drawn[i: i + chunk_rows] = draws.checked().ids  # (chunk, n_neg)
     out.transpose(1, 2)[masked] = drawn  # write through the (B, L, n_neg) view
     return out
