@@ -144,7 +144,6 @@ class LanguageModelModule(L.LightningModule):
         checkpoint["rng"] = state  # this rank's; the file gets rank 0's
         if self.trainer.world_size > 1:  # every rank calls this hook (rank 0 writes): gather all ranks' states
             checkpoint["rng_per_rank"] = {k: self.all_gather(v.to(self.device)).cpu() for k, v in state.items()}
-            checkpoint["rng_per_rank_ready"] = self._rank_streams_ready
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "ema" in checkpoint:
@@ -154,7 +153,7 @@ class LanguageModelModule(L.LightningModule):
         world, rank = self.trainer.world_size, self.global_rank
         if per_rank is not None and all(v.shape[0] == world for v in per_rank.values()):
             self._rng_to_restore = {k: v[rank].clone() for k, v in per_rank.items()}
-            self._rank_streams_ready = bool(checkpoint.get("rng_per_rank_ready", True))
+            self._rank_streams_ready = True  # checkpoints are saved after training batches: already per rank
         else:  # single-process checkpoint, or another number of ranks: rank 0's state, then streams of their own
             self._rng_to_restore = checkpoint.get("rng")
 
