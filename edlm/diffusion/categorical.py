@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["sample_categorical", "draw_rows", "Draws", "top_p_filter", "uniform64", "compile_draws"]
@@ -35,23 +36,31 @@ def uniform64(shape: tuple[int, ...], generator: torch.Generator | None, device)
     return torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
 
 
-# float64 work per chunk of rows: the draw makes a few (rows, C) float64 temporaries, so without chunks
-# an IS step over B·L = 32k masked positions of a 50k vocabulary would hold 4 × 12 GiB at once
+# float64 work per chunk of rows: the draw makes (rows, C) float64 temporaries, so without chunks an IS
+# step over B·L = 32k masked positions of a 50k vocabulary would hold several 12 GiB tensors at once
 _CHUNK_BYTES = 1 << 30
+# ids per block of the two-level inversion (about √50 258, a multiple of the GPU's vector width)
+BLOCK = 256
 _compiled_draw = None  # torch.compile(_draw_fused), made by `compile_draws`
 
 
 def compile_draws(enable: bool = True) -> None:
     """Run the float64 draw through ``torch.compile``: the row gather, the float64 cast, the [MASK]
-    column and exp are fused into the cumulative sum's loads instead of each writing (n, C) to memory.
-    Same arithmetic and the same draws (tests/diffusion/test_categorical.py); on an H100 an IS step's
-    draw at 32 768 positions × 50 258 ids goes from ~50 ms to ~15 ms (benchmarks/results/speed_notes.md)."""
+    column and exp are fused into the loads of the block sums (or of the cumulative sum), so no (n, C)
+    float64 tensor is written. Same arithmetic and the same draws as the eager path
+    (tests/diffusion/test_categorical.py); speeds in benchmarks/results/speed_notes.md."""
     global _compiled_draw
     _compiled_draw = torch.compile(_draw_fused, dynamic=True) if enable else None
 
 
+def _blocked(C: int, K: int) -> bool:
+    """Use the two-level inversion when gathering K blocks per row reads less than a full CDF of C ids."""
+    return K * BLOCK < C
+
+
 def _invert(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    """Inversion for float64 log-probabilities (n, C), normalised or not, and uniforms (n, K).
+    """One-level inversion for float64 log-probabilities (n, C), normalised or not, and uniforms (n, K):
+    a float64 cumulative sum over the C classes and a binary search.
 
     Returns the class ids (n, K) and the rows' float64 log-normalisers logsumexp (n,), NaN when a row
     held NaN or +inf or had no finite entry (the caller checks)."""
@@ -64,35 +73,116 @@ def _invert(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     return idx.clamp_max(lp.shape[-1] - 1), (top + torch.log(total)).squeeze(-1)
 
 
+def _pick_blocks(sums: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Stage 1 of the two-level inversion: float64 block masses ``sums`` (n, nb), uniforms ``u`` (n, K) ->
+    the block of each draw (n, K), the draw's offset into that block's mass (n, K), the row totals (n, 1).
+
+    r = u · total is located among the cumulative block masses: the first block whose cumulative mass
+    exceeds r (which has mass > 0), and r minus the mass of the blocks before it."""
+    cum = torch.cumsum(sums, dim=-1)  # (n, nb)
+    total = cum[:, -1:]  # (n, 1); NaN for a row with NaN / +inf / no mass
+    r = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # (n, K), in [0, total)
+    blk = torch.searchsorted(cum, r.contiguous(), right=True).clamp_max(sums.shape[-1] - 1)  # (n, K)
+    below = torch.where(blk > 0, cum.gather(-1, (blk - 1).clamp_min(0)), 0.0)  # mass before the block
+    return blk, (r - below).clamp_min(0.0), total
+
+
+def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor) -> Tensor:
+    """Stage 2: the unnormalised float64 masses ``vals`` (n, K, BLOCK) of each draw's block -> class ids (n, K).
+
+    r is clamped just below the block's own sum, so rounding between the block sums of stage 1 and this
+    cumulative sum can only move a draw to a class of the same block that has mass > 0."""
+    cdf = torch.cumsum(vals, dim=-1)  # (n, K, BLOCK)
+    last = cdf[..., -1]
+    r = torch.minimum(r, torch.nextafter(last, torch.zeros_like(last)))
+    j = torch.searchsorted(cdf, r[..., None].contiguous(), right=True).squeeze(-1)  # (n, K)
+    return blk * BLOCK + j.clamp_max(BLOCK - 1)
+
+
+def _invert_blocked(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """Two-level inversion, the same draw as ``_invert`` up to float64 rounding: the masses exp(lp − max)
+    are summed in blocks of ``BLOCK`` ids, a draw picks its block from the (n, C / BLOCK) cumulative
+    block masses and its class from a cumulative sum over that block only. No (n, C) cumulative sum is
+    written: for K ≪ C / BLOCK draws per row this reads each row twice instead of scanning it in float64.
+
+    ``lp`` (n, C) float64 is overwritten (it is the caller's own copy)."""
+    n, C = lp.shape
+    K = u.shape[-1]
+    top = lp.amax(dim=-1, keepdim=True)  # (n, 1)
+    e = lp.sub_(top).exp_()  # (n, C) masses in place; NaN for +inf or an all −∞ row
+    full = C // BLOCK * BLOCK
+    sums = e[:, :full].reshape(n, -1, BLOCK).sum(-1)  # (n, C // BLOCK)
+    if full < C:
+        sums = torch.cat((sums, e[:, full:].sum(-1, keepdim=True)), dim=-1)  # the last, partial block
+    blk, r, total = _pick_blocks(sums, u)
+    cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=lp.device)  # (n, K, BLOCK)
+    vals = e.gather(1, cols.clamp_max(C - 1).reshape(n, -1)).reshape(n, K, BLOCK)
+    vals = vals.masked_fill(cols >= C, 0.0)  # past the last class
+    return _pick_in_block(vals, blk, r), (top + torch.log(total)).squeeze(-1)
+
+
 def _draw_rows(rows: Tensor, u: Tensor, exclude: int = -1) -> tuple[Tensor, Tensor]:
     """Eager draw for rows (n, C): ``exclude`` ≥ 0 gives that class probability 0 (SUBS's [MASK]
     column, applied here so that raw logits can be passed), written in place into our float64 copy."""
-    lp = rows.to(torch.float64, copy=exclude >= 0)  # (n, C); a copy of our own when we write into it
+    blocked = _blocked(rows.shape[-1], u.shape[-1])
+    lp = rows.to(torch.float64, copy=exclude >= 0 or blocked)  # (n, C); our own copy when we write into it
     if exclude >= 0:
         lp[:, exclude] = float("-inf")
-    return _invert(lp, u)
+    return _invert_blocked(lp, u) if blocked else _invert(lp, u)
 
 
 def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int) -> tuple[Tensor, Tensor]:
     """``_draw_rows`` of ``source[index]`` written for torch.compile: gather, cast and [MASK] column as
-    one expression that the compiler fuses into the loads of the cumulative sum."""
+    one expression that the compiler fuses into the loads of the reductions; in the two-level case the
+    masses of the picked blocks are recomputed from ``source`` (no (n, C) float64 tensor at all)."""
     rows = source if index is None else source[index]
+    C = rows.shape[-1]
+    col = torch.arange(C, device=rows.device)
     lp = rows.double()
     if exclude >= 0:
-        lp = torch.where(torch.arange(lp.shape[-1], device=lp.device) == exclude, float("-inf"), lp)
-    return _invert(lp, u)
+        lp = torch.where(col == exclude, float("-inf"), lp)
+    if not _blocked(C, u.shape[-1]):
+        return _invert(lp, u)
+    n, K = u.shape
+    top = lp.amax(dim=-1, keepdim=True)  # (n, 1)
+    pad = -C % BLOCK
+    e = F.pad(torch.exp(lp - top), (0, pad))  # (n, nb·BLOCK), zeros past the last class; fused, not written
+    sums = e.reshape(n, -1, BLOCK).sum(-1)  # (n, nb)
+    blk, r, total = _pick_blocks(sums, u)
+    cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=rows.device)  # (n, K, BLOCK)
+    inside = cols < C
+    cc = cols.clamp_max(C - 1)
+    z = rows.gather(1, cc.reshape(n, -1)).reshape(n, K, BLOCK).double()
+    if exclude >= 0:
+        z = torch.where(cc == exclude, float("-inf"), z)
+    vals = torch.where(inside, torch.exp(z - top[..., None]), 0.0)  # the same masses as in `sums`
+    return _pick_in_block(vals, blk, r), (top + torch.log(total)).squeeze(-1)
+
+
+def _chunk_rows(C: int, K: int, fused: bool) -> int:
+    """Rows per chunk so that one chunk's float64 temporaries stay near ``_CHUNK_BYTES``."""
+    if not _blocked(C, K):
+        per_row = C  # the (n, C) cumulative sum
+    elif fused:
+        per_row = 2 * K * BLOCK + C // BLOCK + 1  # the picked blocks' masses and their cumsum; block sums
+    else:
+        per_row = C + 2 * K * BLOCK  # our (n, C) float64 copy, then the picked blocks
+    return max(1, _CHUNK_BYTES // (8 * per_row))
 
 
 def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: int = -1) -> Draws:
     """Exact float64 draws from rows of ``source`` (N, C) (log-probabilities or raw logits, any float
     dtype): the rows ``index`` (n,) (all rows if None), with uniforms ``u`` (n, K).
 
-    Works through the rows in chunks of about 1 GiB of float64 work, so peak memory does not grow with n,
-    and through the compiled kernel after ``compile_draws()``. Returns ``Draws``: the ids (n, K) and the
-    rows' log-normalisers (n,) in float64 (NaN for a row with NaN, +inf or no finite entry).
+    Inversion in float64: a cumulative sum over the C classes, or, when K · ``BLOCK`` < C (the sampler's
+    case: K = k proposals of a 50k vocabulary), the two-level inversion over blocks of ``BLOCK`` ids
+    (``_invert_blocked``), which gives the same draws up to float64 rounding at a fraction of the work.
+    Works through the rows in chunks of about 1 GiB of float64 work, so peak memory does not grow with
+    n, and through the compiled kernels after ``compile_draws()``. Returns ``Draws``: the ids (n, K)
+    and the rows' log-normalisers (n,) in float64 (NaN for a row with NaN, +inf or no finite entry).
     """
     n, C = (source.shape[0] if index is None else index.shape[0]), source.shape[-1]
-    step = max(1, _CHUNK_BYTES // (8 * C))
+    step = _chunk_rows(C, u.shape[-1], _compiled_draw is not None)
     parts = []
     for i in range(0, n, step):
         part = None if index is None else index[i: i + step]

@@ -111,3 +111,93 @@ def test_compiled_draw_gives_the_same_ids_as_the_eager_draw():
     torch.testing.assert_close(fused[1], eager[1], atol=1e-12, rtol=0)
     plain = categorical.draw_rows(logits, uniform64((64, 2), torch.Generator().manual_seed(1), "cpu"))
     assert torch.equal(fused_all[0], plain[0])
+
+
+def _hard_rows(g, n=300, C=50_258):
+    """bf16 logits (n, C) with the cases a two-level inversion can get wrong: −∞ stretches, mass only in
+    the last (partial) block, a single class with mass, mass on both sides of a block boundary."""
+    from edlm.diffusion.categorical import BLOCK
+
+    logits = (3 * torch.randn(n, C, generator=g)).bfloat16()
+    logits[0, : C - 5] = float("-inf")  # all mass in the last, partial block
+    logits[1, :] = float("-inf")
+    logits[1, 777] = 0.0  # one class only
+    logits[2, :] = float("-inf")
+    logits[2, [BLOCK - 1, BLOCK]] = 0.0  # two classes, either side of the first block boundary
+    logits[3, 1000:20000] = float("-inf")  # empty blocks in the middle
+    logits[4] = -GAP
+    logits[4, 0] = 0.0  # a heavy tail
+    return logits
+
+
+def _flat_draw(logits, u, exclude):
+    from edlm.diffusion import categorical
+
+    lp = logits.double()
+    if exclude >= 0:
+        lp[:, exclude] = float("-inf")
+    return categorical._invert(lp, u)
+
+
+def test_two_level_inversion_gives_the_draws_of_the_full_cdf():
+    """K·BLOCK < C (an IS step: k = 8 draws per row of a 50k vocabulary) takes the blocked path; it must
+    draw the same classes as one float64 cumulative sum over the row, for the same uniforms."""
+    from edlm.diffusion import categorical
+
+    assert categorical._blocked(50_258, 8) and not categorical._blocked(300, 4)
+    g = torch.Generator().manual_seed(6)
+    logits = _hard_rows(g)
+    u = uniform64((logits.shape[0], 8), g, "cpu")
+    u[5:, 0], u[5:, 1] = 0.0, 1 - 2**-53  # the extreme uniforms land on classes with mass
+    exclude = logits.shape[1] - 1
+    ids, lse = categorical.draw_rows(logits, u, exclude=exclude)
+    ref_ids, ref_lse = _flat_draw(logits, u, exclude)
+    assert torch.equal(ids, ref_ids)
+    # the block sums are more accurate than one running sum over 50k classes (row 4: 3.6e-12 off)
+    lp = logits.double().index_fill(-1, torch.tensor([exclude]), float("-inf"))
+    torch.testing.assert_close(lse, torch.logsumexp(lp, -1), atol=1e-13, rtol=0)
+    torch.testing.assert_close(ref_lse, lse, atol=1e-11, rtol=0)
+    picked = logits.gather(1, ids)
+    assert torch.isfinite(picked.float()).all() and not (ids == exclude).any()
+    assert set(ids[1].tolist()) == {777} and set(ids[2].tolist()) <= {categorical.BLOCK - 1, categorical.BLOCK}
+
+
+def test_two_level_inversion_matches_the_probabilities():
+    """Frequencies of blocked draws (C = 4096, K = 8) against p: chi-square over 64 equal-mass bins."""
+    from edlm.diffusion import categorical
+
+    g = torch.Generator().manual_seed(7)
+    C, n, K = 4096, 4000, 8
+    assert categorical._blocked(C, K)
+    logits = 2 * torch.randn(C, generator=g, dtype=torch.float64)
+    ids = categorical.draw_rows(logits.expand(n, C), uniform64((n, K), g, "cpu")).checked().ids.reshape(-1)
+    p = torch.softmax(logits, 0)
+    order = torch.argsort(p)  # bins of about equal mass over the sorted classes
+    edges = torch.searchsorted(torch.cumsum(p[order], 0), torch.linspace(0, 1, 65)[1:-1].double())
+    bin_of = torch.empty(C, dtype=torch.long)
+    bin_of[order] = torch.bucketize(torch.arange(C), edges, right=True)
+    observed = torch.bincount(bin_of[ids], minlength=64).double()
+    expected = torch.zeros(64, dtype=torch.float64).index_add_(0, bin_of, p) * n * K
+    used = expected > 0  # a class heavier than 1/64 leaves a bin empty
+    assert used.sum() > 40 and observed[~used].sum() == 0
+    assert chisquare(observed[used].numpy(), expected[used].numpy()).pvalue > 1e-4
+
+
+def test_compiled_two_level_draw_gives_the_same_ids_as_the_eager_draw():
+    from edlm.diffusion import categorical
+
+    g = torch.Generator().manual_seed(8)
+    logits = _hard_rows(g, n=40, C=5_000)
+    index = torch.randint(0, 40, (64,), generator=g)
+    index[:5] = torch.arange(5)
+    u = uniform64((64, 8), g, "cpu")
+    assert categorical._blocked(5_000, 8)
+    eager = categorical.draw_rows(logits, u, index=index, exclude=12)
+    try:
+        categorical.compile_draws()
+        fused = categorical.draw_rows(logits, u, index=index, exclude=12)
+    finally:
+        categorical.compile_draws(False)
+    assert torch.equal(fused.ids, eager.ids)
+    torch.testing.assert_close(fused.lse, eager.lse, atol=1e-12, rtol=0)
+    assert torch.equal(eager.ids, _flat_draw(logits[index], u, 12)[0])
