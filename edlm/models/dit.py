@@ -51,6 +51,20 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1.0 + scale) + shift
 
 
+def _flash_attn_installed() -> bool:
+    """Whether a ``flash_attn`` package is on the path (a spec lookup: nothing is imported)."""
+    try:
+        return importlib.util.find_spec("flash_attn") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# Looked up once, at import, so that a compiled forward never traces the lookup: dynamo (torch 2.11) will not
+# trace importlib's find_spec and broke the graph there in every block, so a 12-block forward ran as 36 calls of
+# 7 distinct graphs instead of one graph (benchmarks/results/speed_notes.md, session 4)
+_HAS_FLASH_ATTN = _flash_attn_installed()
+
+
 @functools.lru_cache(maxsize=1)
 def _flash_attn_func():
     """``flash_attn.flash_attn_func`` if the package is installed and imports, else None (checked once)."""
@@ -69,7 +83,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     Uses flash-attn when it is installed and q is a CUDA fp16/bf16 tensor (what MDLM ran with), else
     PyTorch's SDPA, which picks its own fused kernel. Attention dropout is 0, as in MDLM.
     """
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+    if _HAS_FLASH_ATTN and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         flash = _flash_attn_func()
         if flash is not None:
             return flash(q, k, v, dropout_p=0.0, causal=causal)  # (B, L, H, Dh)
@@ -96,6 +110,25 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x1, x2 = xf[..., :half], xf[..., half:]  # (B, L, H, Dh/2) each
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, L, 1, Dh/2)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+
+
+_addmm_activation = torch.ops.aten._addmm_activation.default
+
+
+@torch.library.custom_op("edlm::addmm_gelu", mutates_args=())
+def addmm_gelu(bias: Tensor, a: Tensor, w_t: Tensor) -> Tensor:
+    """GELU(bias + a · w_t) as one opaque op, (n, k) x (k, m) -> (n, m): on CUDA the bias and the tanh-GELU run
+    in the cuBLASLt GEMM's epilogue. Opaque so that torch.compile keeps it whole (no graph break, and no
+    decomposition into a GEMM and a separate GELU pass over the (n, m) activations)."""
+    return _addmm_activation(bias, a, w_t, use_gelu=True)
+
+
+@addmm_gelu.register_fake
+def _(bias: Tensor, a: Tensor, w_t: Tensor) -> Tensor:
+    return a.new_empty(a.shape[0], w_t.shape[1])
+
+
+_gelu_epilogue = addmm_gelu  # what DiTBlock._mlp calls (benchmarks/gpu/probe_s4.py swaps it to compare)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -172,10 +205,27 @@ class Rotary(nn.Module):
 
     def forward(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """(cos, sin) of the angles p·ω_j, each (seq_len, head_dim/2), float32."""
-        inv_freq = _rotary_inv_freq(self.head_dim, self.base, device)  # (Dh/2,)
         positions = torch.arange(seq_len, device=device, dtype=torch.float32)  # (L,)
-        angles = positions[:, None] * inv_freq[None]  # (L, Dh/2)
-        return angles.cos(), angles.sin()
+        return rotary_cos_sin(positions, self.head_dim, self.base)
+
+
+@torch.library.custom_op("edlm::rotary_cos_sin", mutates_args=())
+def rotary_cos_sin(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
+    """(cos, sin) of the rotary angles p·ω_j at ``positions`` (L,) -> each (L, head_dim/2), float32.
+
+    An opaque op so that torch.compile computes the table once per forward: traced inline, inductor fused the
+    angle computation into every block's rotary kernel, evaluating cos and sin of angles up to L radians per
+    element (a slow range reduction) — 2 × 5.2 ms per forward at B = 32, L = 1024 on an H200, against
+    0.75 ms for the whole rotary work with a precomputed table (benchmarks/results/speed_notes.md, session 4)."""
+    inv_freq = _rotary_inv_freq(head_dim, base, positions.device)  # (Dh/2,)
+    angles = positions.float()[:, None] * inv_freq[None]  # (L, Dh/2)
+    return angles.cos(), angles.sin()
+
+
+@rotary_cos_sin.register_fake
+def _(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
+    shape = (positions.shape[0], head_dim // 2)
+    return positions.new_empty(shape, dtype=torch.float32), positions.new_empty(shape, dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -262,13 +312,13 @@ class DiTBlock(nn.Module):
 
     def _mlp(self, h: Tensor) -> Tensor:
         """``self.mlp(h)``; on CUDA without autograd the first layer's bias and tanh-GELU run in the GEMM's
-        epilogue (``torch._addmm_activation``, cuBLASLt GELU_BIAS: the same tanh approximation as
+        epilogue (``addmm_gelu`` over ``aten._addmm_activation``, cuBLASLt GELU_BIAS: the same tanh approximation as
         ``nn.GELU(approximate="tanh")``), saving one pass over the (B, L, 4D) activations. Only for half
         weights and activations: autocast does not cover ``_addmm_activation``, and it has no backward."""
         up, _, down = self.mlp
         if (self.fuse_gelu and h.is_cuda and not torch.is_grad_enabled() and up.bias is not None
                 and h.dtype in (torch.bfloat16, torch.float16) and up.weight.dtype == h.dtype):  # not under autocast
-            a = torch._addmm_activation(up.bias, h.reshape(-1, h.shape[-1]), up.weight.t(), use_gelu=True)
+            a = _gelu_epilogue(up.bias, h.reshape(-1, h.shape[-1]), up.weight.t())
             return down(a.view(*h.shape[:-1], -1))
         return self.mlp(h)
 
