@@ -81,7 +81,8 @@ def kernel_profile(fn, top: int, reps: int = 3) -> dict:
         if us and not evt.key.startswith("aten::"):
             rows.append((us / 1e3 / reps, evt.count / reps, evt.key[:110]))
     rows.sort(reverse=True)
-    return {"kernel_ms_total": sum(x[0] for x in rows), "top": rows[:top]}
+    return {"kernel_ms_total": sum(x[0] for x in rows), "kernels_per_call": sum(x[1] for x in rows),
+            "top": rows[:top]}
 
 
 def section(name):

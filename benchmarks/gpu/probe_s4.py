@@ -19,19 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
 
-from edlm.diffusion import categorical
-from edlm.energy.nce_energy import NCEEnergy
-from edlm.models.dit import DiT, DiTBlock
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_s3 import RES, kernel_profile, section  # noqa: E402  (session 3's result dict, sections, kernel table)
+
+from edlm.diffusion import categorical  # noqa: E402
+from edlm.energy.nce_energy import NCEEnergy  # noqa: E402
+from edlm.models.dit import DiT, DiTBlock  # noqa: E402
 
 B, L, C = 32, 1024, 50258
 MASK = C - 1
-RES: dict = {}
 
 
 CUDA = torch.cuda.is_available()
@@ -98,35 +100,6 @@ def peak_gib(fn):
     fn()
     torch.cuda.synchronize()
     return (torch.cuda.max_memory_allocated() - base) / 2**30
-
-
-def kernel_profile(fn, top: int, reps: int = 3) -> dict:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    rows = []
-    for evt in prof.key_averages():
-        us = getattr(evt, "self_device_time_total", 0) or 0
-        if us and not evt.key.startswith("aten::"):
-            rows.append((us / 1e3 / reps, evt.count / reps, evt.key[:110]))
-    rows.sort(reverse=True)
-    return {"kernel_ms_total": sum(x[0] for x in rows), "kernels_per_call": sum(x[1] for x in rows), "top": rows[:top]}
-
-
-def section(name):
-    def deco(fn):
-        try:
-            t = time.time()
-            fn()
-            RES.setdefault(name, {})["wall_s"] = time.time() - t
-        except Exception as exc:  # noqa: BLE001
-            RES.setdefault(name, {})["error"] = f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
-        print(name, json.dumps(RES.get(name), default=str), flush=True)
-    return deco
 
 
 def build(name: str, dev):
