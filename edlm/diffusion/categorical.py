@@ -137,10 +137,9 @@ def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int) -
     masses of the picked blocks are recomputed from ``source`` (no (n, C) float64 tensor at all)."""
     rows = source if index is None else source[index]
     C = rows.shape[-1]
-    col = torch.arange(C, device=rows.device)
     lp = rows.double()
     if exclude >= 0:
-        lp = torch.where(col == exclude, float("-inf"), lp)
+        lp = torch.where(torch.arange(C, device=lp.device) == exclude, float("-inf"), lp)
     if not _blocked(C, u.shape[-1]):
         return _invert(lp, u)
     n, K = u.shape

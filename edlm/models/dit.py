@@ -67,10 +67,9 @@ _HAS_FLASH_ATTN = _flash_attn_installed()
 
 @functools.lru_cache(maxsize=1)
 def _flash_attn_func():
-    """``flash_attn.flash_attn_func`` if the package is installed and imports, else None (checked once)."""
+    """``flash_attn.flash_attn_func`` if it imports, else None (imported once; called only when
+    ``_HAS_FLASH_ATTN`` says the package is there)."""
     try:
-        if importlib.util.find_spec("flash_attn") is None:
-            return None
         from flash_attn import flash_attn_func  # optional, GPU-only
     except (ImportError, ValueError, OSError):  # a broken CUDA build must not break the CPU path
         return None

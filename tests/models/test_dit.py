@@ -196,7 +196,7 @@ def test_flash_attn_is_never_looked_up_on_cpu(tiny_dit, tokens, monkeypatch):
         tiny_dit(tokens)
 
 
-def test_gelu_epilogue_op_is_addmm_then_tanh_gelu():
+def test_gelu_epilogue_op_is_gelu_of_addmm():
     """The aten op behind DiTBlock._mlp's CUDA epilogue path computes GELU(bias + a·Wᵀ). On CPU torch computes the
     erf GELU; cuBLASLt's epilogue is the tanh form (checked on the GPU: speed_notes.md, session 3), which is one
     reason why _mlp takes this path on CUDA only."""
