@@ -189,25 +189,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _elapsed(block, device: torch.device) -> float:
+    """Seconds that ``block()`` takes: CUDA events around it on GPU (waiting for its kernels), the host clock on CPU."""
+    if device.type != "cuda":
+        t = time.perf_counter()
+        block()
+        return time.perf_counter() - t
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    block()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
 def time_call(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
     """Seconds of each of ``repeats`` calls after ``warmup`` calls; CUDA events on GPU."""
     for _ in range(warmup):
         fn()
     sync(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-    return times
+    return [_elapsed(fn, device) for _ in range(repeats)]
 
 
 def time_stream(fn, device: torch.device, warmup: int, calls: int) -> float:
@@ -217,18 +218,12 @@ def time_stream(fn, device: torch.device, warmup: int, calls: int) -> float:
     for _ in range(warmup):
         fn()
     sync(device)
-    if device.type != "cuda":
-        t = time.perf_counter()
+
+    def calls_in_a_row():
         for _ in range(calls):
             fn()
-        return (time.perf_counter() - t) / calls
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(calls):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / 1e3 / calls
+
+    return _elapsed(calls_in_a_row, device) / calls
 
 
 def free(device: torch.device) -> None:
@@ -589,11 +584,8 @@ class Bench:
             energy = TimedCall(self.nce, dev)
         free(dev)
         reset_peak_memory(dev)
-        gen = torch.Generator(device=dev).manual_seed(1234)
         try:
-            with Timer(dev) as timer:
-                out = generate(den, L, B, cfg.V, cfg.mask_id, steps, energy=energy, k=k, window=window,
-                               generator=gen, energy_batch_size=ebs, device=dev)
+            out, secs = self._generate(den, energy, steps, k, window, ebs)
         except Exception as exc:  # noqa: BLE001 - OOM included: record and go on
             self.error(f"e2e {name}", exc)
             if record:
@@ -601,7 +593,6 @@ class Bench:
                                             "energy_batch_size": ebs, "error": f"{type(exc).__name__}"})
                 self.save()
             return None
-        secs = timer.seconds
         bare = (self._plain_run(steps, energy_kind, k, window, ebs, out.tokens) if plain and record
                 else {"seconds": None, "same_tokens": None})
         alone = sum(c * self.alone_ms("dit", n) for n, c in den.sizes.items()) / 1e3
@@ -640,20 +631,26 @@ class Bench:
             f"peak {row['peak_gib'] or 0:.1f} GiB  MFU {row['mfu'] * 100:.1f}%")
         return row
 
+    def _generate(self, denoiser, energy, steps, k, window, ebs):
+        """One ``generate`` of the end-to-end batch from the fixed seed: its output and its seconds."""
+        cfg, dev = self.cfg, self.device
+        gen = torch.Generator(device=dev).manual_seed(1234)
+        with Timer(dev) as timer:
+            out = generate(denoiser, cfg.length, cfg.e2e_batch, cfg.V, cfg.mask_id, steps, energy=energy, k=k,
+                           window=window, generator=gen, energy_batch_size=ebs, device=dev)
+        return out, timer.seconds
+
     def _plain_run(self, steps, energy_kind, k, window, ebs, tokens) -> dict:
         """The run again with the bare networks (no timers, so no sync around each call) and the same seed:
         its seconds, and whether it drew the same tokens as the timed run."""
-        cfg, dev = self.cfg, self.device
-        energy = {"ar": lambda: AREnergy(self.ar, cfg.mask_id), "nce": lambda: self.nce}.get(energy_kind, lambda: None)()
-        gen = torch.Generator(device=dev).manual_seed(1234)
+        energy = {"ar": lambda: AREnergy(self.ar, self.cfg.mask_id), "nce": lambda: self.nce}.get(
+            energy_kind, lambda: None)()
         try:
-            with Timer(dev) as timer:
-                out = generate(self.denoiser, cfg.length, cfg.e2e_batch, cfg.V, cfg.mask_id, steps, energy=energy,
-                               k=k, window=window, generator=gen, energy_batch_size=ebs, device=dev)
+            out, secs = self._generate(self.denoiser, energy, steps, k, window, ebs)
         except Exception as exc:  # noqa: BLE001
             self.error("plain e2e run", exc)
             return {"seconds": None, "same_tokens": None}
-        return {"seconds": timer.seconds, "same_tokens": bool(torch.equal(out.tokens, tokens))}
+        return {"seconds": secs, "same_tokens": bool(torch.equal(out.tokens, tokens))}
 
     @torch.no_grad()
     def alone_ms(self, kind: str, n: int) -> float:

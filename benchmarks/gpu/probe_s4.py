@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_s3 import RES, kernel_profile, section  # noqa: E402  (session 3's result dict, sections, kernel table)
+from probe_s3 import RES, kernel_profile, peak, section  # noqa: E402  (session 3's result dict, helpers)
 
 from edlm.diffusion import categorical  # noqa: E402
 from edlm.energy.nce_energy import NCEEnergy  # noqa: E402
+from edlm.models.ar import ARTransformer  # noqa: E402
 from edlm.models.dit import DiT, DiTBlock  # noqa: E402
 
 B, L, C = 32, 1024, 50258
@@ -91,26 +92,34 @@ def streamed(fn, calls=10):
 
 
 def peak_gib(fn):
-    if not CUDA:
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**30
+    """probe_s3's peak memory of ``fn`` on a GPU; None on CPU (--smoke)."""
+    return peak(fn) if CUDA else None
 
 
 def build(name: str, dev):
+    """A random-weight MDLM-small ``"dit"``, ``"nce"`` or ``"ar"`` (tiny on CPU), bf16 on a GPU."""
     torch.manual_seed(0)
     D, N = (768, 12) if CUDA else (64, 2)
-    net = DiT(C, L, D, N, N, 128, dropout=0.0) if name == "dit" else \
-        NCEEnergy(C, L, D, N, N, 128, dropout=0.0, mask_id=MASK)
+    if name == "dit":
+        net = DiT(C, L, D, N, N, 128, dropout=0.0)
+    elif name == "nce":
+        net = NCEEnergy(C, L, D, N, N, 128, dropout=0.0, mask_id=MASK)
+    elif name == "ar":
+        net = ARTransformer(C, L, D, N, N, dropout=0.0, mask_id=MASK)
+    else:
+        raise ValueError(f"unknown model {name!r}")
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn_like(p) * 0.02)  # never time zero weights
     return net.to(dev, torch.bfloat16 if CUDA else torch.float32).eval()
+
+
+def network_calls(dev, g) -> dict:
+    """How each model is called in the forward sections: half-masked inputs at t = 0.5, B × L, drawn from ``g``."""
+    x = torch.randint(0, C - 1, (B, L), device=dev, generator=g)
+    xt = torch.where(torch.rand(B, L, device=dev, generator=g) < 0.5, MASK, x)
+    sigma, t = torch.zeros(B, device=dev), torch.full((B,), 0.5, device=dev)
+    return {"dit": lambda m: m(x, sigma), "nce": lambda m: m(x, xt, t), "ar": lambda m: m(x)}
 
 
 def main():
@@ -177,10 +186,7 @@ def main():
         r = RES["M_forward"] = {}
         import torch._inductor.config as ic
 
-        x = torch.randint(0, C - 1, (B, L), device=dev, generator=g)
-        xt = torch.where(torch.rand(B, L, device=dev, generator=g) < 0.5, MASK, x)
-        sigma, t = torch.zeros(B, device=dev), torch.full((B,), 0.5, device=dev)
-        calls = {"dit": lambda m: m(x, sigma), "nce": lambda m: m(x, xt, t)}
+        calls = network_calls(dev, g)
         variants = {
             "defaults": {},
             "fuse_residual": {"fuse_residual": True},
@@ -226,10 +232,9 @@ def main():
     @section_if("P_profile")
     def _():
         r = RES["P_profile"] = {}
-        x = torch.randint(0, C - 1, (B, L), device=dev, generator=g)
-        xt = torch.where(torch.rand(B, L, device=dev, generator=g) < 0.5, MASK, x)
-        sigma, t = torch.zeros(B, device=dev), torch.full((B,), 0.5, device=dev)
-        for name, call in (("nce", lambda m: m(x, xt, t)), ("dit", lambda m: m(x, sigma))):
+        calls = network_calls(dev, g)
+        for name in ("nce", "dit"):
+            call = calls[name]
             torch._dynamo.reset()
             net = build(name, dev)
             with torch.no_grad():
@@ -243,12 +248,8 @@ def main():
     @section_if("G_graphs")
     def _():  # graph breaks of the compiled forwards (session 3's code: ~3 graphs per block) and their fixes
         from edlm.models import dit as dit_module
-        from edlm.models.ar import ARTransformer
-
         r = RES["G_graphs"] = {}
-        x = torch.randint(0, C - 1, (B, L), device=dev, generator=g)
-        xt = torch.where(torch.rand(B, L, device=dev, generator=g) < 0.5, MASK, x)
-        sigma, t = torch.zeros(B, device=dev), torch.full((B,), 0.5, device=dev)
+        calls = network_calls(dev, g)
 
         def private_binding(b, a, w):  # session 3: the private torch binding
             return torch._addmm_activation(b, a, w, use_gelu=True)
@@ -279,18 +280,7 @@ def main():
             dit_module._HAS_FLASH_ATTN, dit_module._gelu_epilogue, DiTBlock.fuse_gelu = flash, gelu, fuse
             dit_module.rotary_cos_sin, ic.coordinate_descent_tuning = rotary, cdt
 
-        def make_ar():
-            torch.manual_seed(0)
-            D, N = (768, 12) if CUDA else (64, 2)
-            net = ARTransformer(C, L, D, N, N, dropout=0.0, mask_id=MASK)
-            with torch.no_grad():
-                for p in net.parameters():
-                    p.copy_(torch.randn_like(p) * 0.02)
-            return net.to(dev, torch.bfloat16 if CUDA else torch.float32).eval()
-
-        models = {"nce": (lambda: build("nce", dev), lambda m: m(x, xt, t)),
-                  "dit": (lambda: build("dit", dev), lambda m: m(x, sigma)),
-                  "ar": (make_ar, lambda m: m(x))}
+        models = {name: (lambda name=name: build(name, dev), calls[name]) for name in ("nce", "dit", "ar")}
         ref = {}
         for name, (make, call) in models.items():
             for variant, switches in variants.items():
@@ -324,7 +314,7 @@ def main():
         net = build("nce", dev)
         with torch.no_grad():
             net.compile(dynamic=False)
-            fn = (lambda m=net: m(x, xt, t))
+            fn = (lambda m=net, f=calls["nce"]: f(m))
             timed(fn, 3, 3)
             if CUDA:
                 r["nce_one_graph_profile"] = kernel_profile(fn, top=20)
