@@ -90,7 +90,7 @@ class NCEEnergy(nn.Module):
         # the DiT's names, so that from_denoiser copies them key for key
         self.vocab_embed = TokenEmbedding(hidden_size, vocab_size)  # one table for x_t and x_0
         self.sigma_map = TimestepEmbedder(cond_dim)
-        self.rotary_emb = Rotary(hidden_size // n_heads)
+        self.rotary_emb = Rotary(hidden_size // n_heads, max_len=length)
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, n_heads, cond_dim, dropout=dropout)
                                     for _ in range(n_blocks))
         # energy-only parts

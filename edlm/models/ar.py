@@ -83,7 +83,7 @@ class ARTransformer(nn.Module):
 
         # registration order = state_dict order = MDLM's AR (DDIT with causal=True)
         self.vocab_embed = TokenEmbedding(hidden_size, vocab_size)
-        self.rotary_emb = Rotary(hidden_size // n_heads)
+        self.rotary_emb = Rotary(hidden_size // n_heads, max_len=length)
         self.blocks = nn.ModuleList(
             DiTBlock(hidden_size, n_heads, cond_dim=None, dropout=dropout, causal=True) for _ in range(n_blocks)
         )

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edlm.diffusion.schedules import NoiseSchedule
+from edlm.models.fused_ops import HAS_TRITON, add_norm_modulate
 
 __all__ = [
     "LayerNorm",
@@ -190,20 +191,41 @@ class Rotary(nn.Module):
     """Rotary position embedding (Su et al. 2021) over the full head dimension, base 10 000.
 
     ``inv_freq`` is a persistent buffer only so that MDLM's checkpoints (which contain it) load key for key;
-    ``forward`` recomputes the same frequencies in float32, so casting the model to bf16 cannot coarsen
+    the angles are computed from the same frequencies in float32, so casting the model to bf16 cannot coarsen
     positions. The loader checks that a stored ``inv_freq`` equals them.
+
+    With ``max_len`` the (cos, sin) table of positions 0 … max_len − 1 is computed once, kept in float32 on the
+    module's device (recomputed there by ``.to()``, never cast) and sliced per call; it is not in the state dict.
+    A forward then launches no kernels for the table: at B = 32 the seven small kernels that computed it ran
+    before the first large one and left the GPU idle for ~0.3 ms per call (speed_notes.md, session 5).
     """
 
-    def __init__(self, head_dim: int, base: float = 10_000.0):
+    def __init__(self, head_dim: int, base: float = 10_000.0, max_len: int = 0):
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"rotary embeddings need an even head dimension, got {head_dim}.")
         self.head_dim = head_dim
         self.base = base
+        self.max_len = int(max_len)
         self.register_buffer("inv_freq", _rotary_inv_freq(head_dim, base))
+        self._table = self._make_table(self.inv_freq.device)
+
+    def _make_table(self, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        if self.max_len <= 0:
+            return None
+        positions = torch.arange(self.max_len, device=device, dtype=torch.float32)  # (max_len,)
+        return rotary_cos_sin(positions, self.head_dim, self.base)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._table = self._make_table(self.inv_freq.device)  # follows the device, stays float32
+        return self
 
     def forward(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """(cos, sin) of the angles p·ω_j, each (seq_len, head_dim/2), float32."""
+        table = self._table
+        if table is not None and seq_len <= self.max_len and table[0].device == device:
+            return table[0][:seq_len], table[1][:seq_len]  # (seq_len, Dh/2) views
         positions = torch.arange(seq_len, device=device, dtype=torch.float32)  # (L,)
         return rotary_cos_sin(positions, self.head_dim, self.base)
 
@@ -276,7 +298,7 @@ class DiTBlock(nn.Module):
             shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)  # (B, 1, D) each
             h = modulate(self.norm1(x), shift_msa, scale_msa)
         else:
-            gate_msa = gate_mlp = None
+            gate_msa = gate_mlp = shift_mlp = scale_mlp = None
             h = self.norm1(x)
 
         # attention
@@ -285,17 +307,27 @@ class DiTBlock(nn.Module):
         cos, sin = rotary
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # v is not rotated
         h = attention(q, k, v, causal=self.causal).reshape(B, L, D)  # (B, L, H, Dh) -> (B, L, D)
-        x = self._attn_residual(x, h, gate_msa)  # x + gate · attn_out(h)
+        if self._fuse_norm_here(x):  # one pass: x + gate · attn_out(h), norm2, modulate
+            x, h = add_norm_modulate(x, self.attn_out(h), gate_msa, self.norm2.weight, shift_mlp, scale_mlp)
+        else:
+            x = self._attn_residual(x, h, gate_msa)  # x + gate · attn_out(h)
+            h = self.norm2(x)
+            if self.adaLN_modulation is not None:
+                h = modulate(h, shift_mlp, scale_mlp)
 
         # MLP
-        h = self.norm2(x)
-        if self.adaLN_modulation is not None:
-            h = modulate(h, shift_mlp, scale_mlp)
         h = self.dropout2(self._mlp(h))
         return x + (h if gate_mlp is None else gate_mlp * h)
 
     fuse_gelu = True  # class-wide switch (benchmarks/gpu/probe_s3.py, section H, measures both)
-    fuse_residual = False  # class-wide switch, off: not measured on a GPU yet (probe_s3.py section J)
+    fuse_residual = False  # class-wide switch, off: measured no gain (speed_notes.md, session 4)
+    fuse_norm = False  # class-wide switch, off: measured no gain on an H200 (probe_s5.py F / G, speed_notes.md session 5)
+
+    def _fuse_norm_here(self, x: Tensor) -> bool:
+        """Whether the attention residual, norm2 and its modulation run as one ``add_norm_modulate`` kernel: on
+        CUDA with triton, half precision, no autograd (the kernel has no backward) and no dropout on the branch."""
+        return (self.fuse_norm and not self.fuse_residual and HAS_TRITON and x.is_cuda and not torch.is_grad_enabled()
+                and x.dtype in (torch.bfloat16, torch.float16) and not (self.training and self.dropout1.p > 0))
 
     def _attn_residual(self, x: Tensor, h: Tensor, gate: Tensor | None) -> Tensor:
         """x + gate · attn_out(h) (dropout on the branch when training). With ``fuse_residual`` the gate scales
@@ -456,7 +488,7 @@ class DiT(nn.Module):
         # registration order = state_dict order = MDLM's DIT
         self.vocab_embed = TokenEmbedding(hidden_size, vocab_size)
         self.sigma_map = TimestepEmbedder(cond_dim)
-        self.rotary_emb = Rotary(hidden_size // n_heads)
+        self.rotary_emb = Rotary(hidden_size // n_heads, max_len=length)
         self.blocks = nn.ModuleList(
             DiTBlock(hidden_size, n_heads, cond_dim, dropout=dropout, causal=self.causal) for _ in range(n_blocks)
         )

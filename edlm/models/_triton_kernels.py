@@ -1,0 +1,47 @@
+"""Triton kernels behind ``edlm.models.fused_ops`` (imported only on the CUDA path, or by tests under
+``TRITON_INTERPRET=1``; triton is a GPU dependency and is never imported by ``import edlm``)."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# rows per program and warps: D = 768 pads to 1024 columns; a few rows per program keep each thread's share of
+# the fp32 row block small. Chosen per (M, D) by triton's autotuner on first use (about a second per shape).
+_CONFIGS = [triton.Config({"BLOCK_M": m}, num_warps=w)
+            for m, w in ((1, 2), (1, 4), (2, 4), (2, 8), (4, 4), (4, 8), (8, 4), (8, 8), (16, 8), (16, 16))]
+
+
+@triton.autotune(configs=_CONFIGS, key=["M"])
+@triton.jit
+def add_norm_modulate_kernel(
+    x_ptr, y_ptr, gate_ptr, w_ptr, shift_ptr, scale_ptr, x_out_ptr, h_ptr,
+    M, rows_per_cond, cond_stride, eps,
+    D: tl.constexpr, HAS_GATE: tl.constexpr, HAS_MOD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Rows r of x, y (M, D): s = x + gate[c]·y (c = r // rows_per_cond), x_out = s, h = LN(s)·w·(1 + scale[c])
+    + shift[c], LN without bias over D in fp32 on s as stored (rounded to x's dtype)."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,)
+    cols = tl.arange(0, BLOCK_D)  # (BLOCK_D,)
+    row_ok = rows < M
+    col_ok = cols < D
+    ok = row_ok[:, None] & col_ok[None, :]  # (BLOCK_M, BLOCK_D)
+    offs = rows[:, None].to(tl.int64) * D + cols[None, :]
+    cond = (rows // rows_per_cond)[:, None].to(tl.int64) * cond_stride + cols[None, :]  # per-sequence rows
+    x = tl.load(x_ptr + offs, mask=ok, other=0.0, eviction_policy="evict_first").to(tl.float32)  # read once
+    y = tl.load(y_ptr + offs, mask=ok, other=0.0, eviction_policy="evict_first").to(tl.float32)
+    if HAS_GATE:  # per-sequence rows, read by every row of the sequence: kept in L2
+        y = y * tl.load(gate_ptr + cond, mask=ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+    s = (x + y).to(x_out_ptr.dtype.element_ty)  # the residual stream as stored
+    tl.store(x_out_ptr + offs, s, mask=ok)
+    s = s.to(tl.float32)
+    mean = tl.sum(s, axis=1) / D  # (BLOCK_M,)
+    centred = tl.where(ok, s - mean[:, None], 0.0)
+    var = tl.sum(centred * centred, axis=1) / D
+    h = centred * tl.rsqrt(var + eps)[:, None]
+    h = h * tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_MOD:
+        scale = tl.load(scale_ptr + cond, mask=ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        shift = tl.load(shift_ptr + cond, mask=ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        h = h * (1.0 + scale) + shift
+    tl.store(h_ptr + offs, h.to(h_ptr.dtype.element_ty), mask=ok)
