@@ -980,7 +980,8 @@ def render_markdown(res: dict) -> str:
         f"{res.get('models', {}).get('attention')}",
         f"- config: {m.get('config')}",
         f"- draw: {m.get('draw', 'one-level (flat)')}; compiled draw: {m.get('compiled_draws')}; networks compiled: "
-        f"{m.get('compiled')}; DiTBlock fuse_gelu={m.get('fuse_gelu')}, fuse_residual={m.get('fuse_residual')}",
+        f"{m.get('compiled')}; DiTBlock fuse_gelu={m.get('fuse_gelu')}, fuse_residual={m.get('fuse_residual')}, "
+        f"fuse_norm={m.get('fuse_norm')}",
     ]
     lines += [f"- {note}" for note in m.get("notes", [])]
     if c:
@@ -1075,6 +1076,8 @@ def main(argv: list[str] | None = None) -> int:
                              "edlm.diffusion.categorical.BLOCK set past any vocabulary)")
     parser.add_argument("--fuse-residual", action="store_true",
                         help="DiTBlock.fuse_residual: the attention residual in the output GEMM (off by default)")
+    parser.add_argument("--fuse-norm", action="store_true",
+                        help="DiTBlock.fuse_norm: attention residual, norm2 and modulation in one Triton kernel (off)")
     parser.add_argument("--shipped", default=None, metavar="DIR",
                         help="a shipped model set (e.g. edlm/assets/wikipedia_en): its shapes and weights")
     parser.add_argument("--date", default=datetime.date.today().isoformat())
@@ -1085,6 +1088,8 @@ def main(argv: list[str] | None = None) -> int:
         categorical.BLOCK = 1 << 40  # K · BLOCK < C never holds: always the one-level cumulative sum
     if args.fuse_residual:
         DiTBlock.fuse_residual = True
+    if args.fuse_norm:
+        DiTBlock.fuse_norm = True
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = (tiny_config() if args.tiny else shipped_config(args.shipped, args.quick) if args.shipped
@@ -1100,7 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": args.date, "config": {k: v for k, v in asdict(cfg).items()},
         "compiled": args.compile, "compile_mode": args.compile_mode, "compiled_draws": args.compile_draws, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
         "draw": "one-level (flat)" if args.flat_draw else f"two-level, blocks of {categorical.BLOCK} ids when K·BLOCK < C",
-        "fuse_residual": DiTBlock.fuse_residual, "fuse_gelu": DiTBlock.fuse_gelu,
+        "fuse_residual": DiTBlock.fuse_residual, "fuse_gelu": DiTBlock.fuse_gelu, "fuse_norm": DiTBlock.fuse_norm,
         "source_sha256": source_hashes(),
     }
     torch.manual_seed(0)
