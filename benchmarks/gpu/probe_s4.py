@@ -122,6 +122,24 @@ def network_calls(dev, g) -> dict:
     return {"dit": lambda m: m(x, sigma), "nce": lambda m: m(x, xt, t), "ar": lambda m: m(x)}
 
 
+def setup(sections: str):
+    """What a probe's main does first: dynamo's recompile limit raised (the sections compile many variants), the
+    card and torch version in RES, the device, a seeded generator, and the decorator that runs a section only when
+    its letter is in ``sections`` (e.g. "K,M,P")."""
+    want = set(sections.split(","))
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 64)
+    dev = torch.device("cuda" if CUDA else "cpu")
+    RES["device"] = torch.cuda.get_device_name() if CUDA else "cpu (smoke)"
+    RES["torch"] = torch.__version__
+
+    def section_if(name):
+        return section(name) if name.split("_")[0] in want else (lambda fn: fn)
+
+    return dev, torch.Generator(device=dev).manual_seed(0), section_if
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -132,19 +150,9 @@ def main():
     if args.smoke:
         B, L, C = 2, 32, 3000
         MASK = C - 1
-    want = set(args.sections.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, 64)
-    dev = torch.device("cuda" if CUDA else "cpu")
-    RES["device"] = torch.cuda.get_device_name() if CUDA else "cpu (smoke)"
-    RES["torch"] = torch.__version__
-    g = torch.Generator(device=dev).manual_seed(0)
-
-    def section_if(name):
-        return section(name) if name.split("_")[0] in want else (lambda fn: fn)
+    dev, g, section_if = setup(args.sections)
 
     @section_if("K_draw")
     def _():

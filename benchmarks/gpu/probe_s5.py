@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import probe_s4  # noqa: E402
-from probe_s3 import RES, kernel_profile, section  # noqa: E402
-from probe_s4 import build, network_calls, streamed, sync, timed  # noqa: E402
+from probe_s3 import RES, kernel_profile  # noqa: E402
+from probe_s4 import build, network_calls, setup, streamed, sync, timed  # noqa: E402
 
 from edlm.models import dit as dit_module  # noqa: E402
 from edlm.models.dit import DiTBlock  # noqa: E402
@@ -50,21 +50,11 @@ def main():
     if args.smoke:
         probe_s4.B, probe_s4.L, probe_s4.C = 2, 32, 3000
         probe_s4.MASK = probe_s4.C - 1
-    want = set(args.sections.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, 64)
-    dev = torch.device("cuda" if CUDA else "cpu")
+    dev, g, section_if = setup(args.sections)
     dt = torch.bfloat16 if CUDA else torch.float32
-    RES["device"] = torch.cuda.get_device_name() if CUDA else "cpu (smoke)"
-    RES["torch"] = torch.__version__
-    g = torch.Generator(device=dev).manual_seed(0)
     import torch._inductor.config as ic
-
-    def section_if(name):
-        return section(name) if name.split("_")[0] in want else (lambda fn: fn)
 
     @section_if("Q_gemm")
     def _():
