@@ -9,7 +9,8 @@ time of one call's dispatch, and which host calls launch its memsets (profiler s
 (B = 32 and 64) per call and back to back under: the defaults, CUDA graphs (``reduce-overhead``, the output
 cloned before the next replay), and max-autotune with the GELU left to inductor (``fuse_gelu`` off);
 (G) the same for the second version of the kernel and inductor's multi-kernel (persistent and looped
-reductions both compiled, the faster kept); (F) this session's changes one at a time — the cached rotary table, ``add_norm_modulate`` (``DiTBlock.fuse_norm``),
+reductions both compiled, the faster kept); (H) multi-kernel against the defaults, twice each, with kernel profiles
+(not run yet: the next device call is ``bash benchmarks/gpu/session5_probe.sh H``); (F) this session's changes one at a time — the cached rotary table, ``add_norm_modulate`` (``DiTBlock.fuse_norm``),
 inductor without its size / alignment asserts, then CUDA graphs — for NCE (B = 32, 64), DiT and AR (B = 32):
 ms per call, back to back, host dispatch, largest output difference to the session-4 code.
 """
@@ -212,7 +213,7 @@ def main():
                 print(key, {k: v for k, v in r.items() if k.startswith(key)}, flush=True)
         del calls
 
-    def compare_variants(r: dict, variants: dict, runs: list, profile_variant: str) -> None:
+    def compare_variants(r: dict, variants: dict, runs: list, profile_variant: str | tuple[str, ...]) -> None:
         """Each (model, batch) of ``runs`` under each variant (rotary table cached, DiTBlock.fuse_norm, inductor's
         size / alignment asserts kept, compile mode, inductor multi-kernel): compile, then ms per call, back to
         back and the host's dispatch time, and the largest output difference to the first variant."""
@@ -259,7 +260,8 @@ def main():
                             host.append((time.perf_counter() - t0) * 1e3)
                             sync()
                         r[key + "_host_dispatch_ms"] = sorted(host)[3]
-                        if CUDA and name == "nce" and variant == profile_variant:
+                        if CUDA and name == "nce" and variant in (
+                                (profile_variant,) if isinstance(profile_variant, str) else profile_variant):
                             r[key + "_profile"] = kernel_profile(fn, top=14)
                             torch._dynamo.reset()
                             model = build(name, dev)
@@ -300,6 +302,16 @@ def main():
             "rotary_table_again": (True, False, True, None, 0),
         }, [("nce", probe_s4.B), ("nce", 2 * probe_s4.B), ("dit", probe_s4.B), ("ar", probe_s4.B)],
             profile_variant="fused_norm_v2")
+
+    @section_if("H_multi")
+    def _():  # next: inductor's multi-kernel (B = 64 gained 1.05 ms per call in G) with a kernel profile each
+        compare_variants(RES.setdefault("H_multi", {}), {
+            "defaults": (True, False, True, None, 0),
+            "multi_kernel": (True, False, True, None, 1),
+            "defaults_again": (True, False, True, None, 0),
+            "multi_kernel_again": (True, False, True, None, 1),
+        }, [("nce", probe_s4.B), ("nce", 2 * probe_s4.B), ("dit", probe_s4.B), ("ar", probe_s4.B)],
+            profile_variant=("defaults", "multi_kernel"))
 
     (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))
 

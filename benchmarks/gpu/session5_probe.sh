@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue #7, session 5, device calls 2 and 3 (H200): one probe_s5 section, e.g. `bash benchmarks/gpu/session5_probe.sh F`
 # (the cached rotary table, add_norm_modulate v1 and inductor without size asserts, one at a time, then CUDA graphs) or
-# `... G` (add_norm_modulate v2 and inductor's multi-kernel); NCE B = 32 / 64, DiT and AR B = 32. Results under $OUT.
+# `... G` (add_norm_modulate v2 and inductor's multi-kernel) or `... H` (multi-kernel against the defaults, with
+# kernel profiles; not run yet); NCE B = 32 / 64, DiT and AR B = 32. Results under $OUT.
 set -uo pipefail
 S=${1:?which probe_s5 section: F or G}
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
