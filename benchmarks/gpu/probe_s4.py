@@ -263,10 +263,10 @@ def main():
             return torch._addmm_activation(b, a, w, use_gelu=True)
 
         def aten_op(b, a, w):
-            return dit_module._addmm_activation(b, a, w, use_gelu=True)
+            return torch.ops.aten._addmm_activation.default(b, a, w, use_gelu=True)
 
         def inline_rotary(positions, head_dim, base):  # session 3: the table traced into the graph
-            inv_freq = dit_module._rotary_inv_freq(head_dim, base, positions.device)
+            inv_freq = dit_module.rotary_inv_freq(head_dim, base, positions.device)
             angles = positions.float()[:, None] * inv_freq[None]
             return angles.cos(), angles.sin()
 

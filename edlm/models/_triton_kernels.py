@@ -1,4 +1,4 @@
-"""Triton kernels behind ``edlm.models.fused_ops`` (imported only on the CUDA path, or by tests under
+"""Triton kernels behind ``edlm.models.ops`` (imported only on the CUDA path, or by tests under
 ``TRITON_INTERPRET=1``; triton is a GPU dependency and is never imported by ``import edlm``)."""
 
 from __future__ import annotations

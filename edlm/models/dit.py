@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edlm.diffusion.schedules import NoiseSchedule
-from edlm.models.fused_ops import HAS_TRITON, add_norm_modulate
+from edlm.models.ops import add_norm_modulate, addmm_gelu, fused_norm_ready, rotary_cos_sin, rotary_inv_freq
 
 __all__ = [
     "LayerNorm",
@@ -93,11 +93,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     return out.transpose(1, 2)  # (B, L, H, Dh)
 
 
-def _rotary_inv_freq(head_dim: int, base: float, device=None) -> Tensor:
-    """Rotary frequencies base^(−2j/head_dim), j = 0 … head_dim/2 − 1, in float32 (head_dim/2,)."""
-    return 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-
-
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate each head's two halves: x (B, L, H, Dh), cos and sin (L, Dh/2) -> (B, L, H, Dh).
 
@@ -110,22 +105,6 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x1, x2 = xf[..., :half], xf[..., half:]  # (B, L, H, Dh/2) each
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, L, 1, Dh/2)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
-
-
-_addmm_activation = torch.ops.aten._addmm_activation.default
-
-
-@torch.library.custom_op("edlm::addmm_gelu", mutates_args=())
-def addmm_gelu(bias: Tensor, a: Tensor, w_t: Tensor) -> Tensor:
-    """GELU(bias + a · w_t) as one opaque op, (n, k) x (k, m) -> (n, m): on CUDA the bias and the tanh-GELU run
-    in the cuBLASLt GEMM's epilogue. Opaque so that torch.compile keeps it whole (no graph break, and no
-    decomposition into a GEMM and a separate GELU pass over the (n, m) activations)."""
-    return _addmm_activation(bias, a, w_t, use_gelu=True)
-
-
-@addmm_gelu.register_fake
-def _(bias: Tensor, a: Tensor, w_t: Tensor) -> Tensor:
-    return a.new_empty(a.shape[0], w_t.shape[1])
 
 
 _gelu_epilogue = addmm_gelu  # what DiTBlock._mlp calls (benchmarks/gpu/probe_s4.py swaps it to compare)
@@ -207,7 +186,7 @@ class Rotary(nn.Module):
         self.head_dim = head_dim
         self.base = base
         self.max_len = int(max_len)
-        self.register_buffer("inv_freq", _rotary_inv_freq(head_dim, base))
+        self.register_buffer("inv_freq", rotary_inv_freq(head_dim, base))
         self._table = self._make_table(self.inv_freq.device)
 
     def _make_table(self, device: torch.device) -> tuple[Tensor, Tensor] | None:
@@ -228,25 +207,6 @@ class Rotary(nn.Module):
             return table[0][:seq_len], table[1][:seq_len]  # (seq_len, Dh/2) views
         positions = torch.arange(seq_len, device=device, dtype=torch.float32)  # (L,)
         return rotary_cos_sin(positions, self.head_dim, self.base)
-
-
-@torch.library.custom_op("edlm::rotary_cos_sin", mutates_args=())
-def rotary_cos_sin(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
-    """(cos, sin) of the rotary angles p·ω_j at ``positions`` (L,) -> each (L, head_dim/2), float32.
-
-    An opaque op so that torch.compile computes the table once per forward: traced inline, inductor fused the
-    angle computation into every block's rotary kernel, evaluating cos and sin of angles up to L radians per
-    element (a slow range reduction) — 2 × 5.2 ms per forward at B = 32, L = 1024 on an H200, against
-    0.75 ms for the whole rotary work with a precomputed table (benchmarks/results/speed_notes.md, session 4)."""
-    inv_freq = _rotary_inv_freq(head_dim, base, positions.device)  # (Dh/2,)
-    angles = positions.float()[:, None] * inv_freq[None]  # (L, Dh/2)
-    return angles.cos(), angles.sin()
-
-
-@rotary_cos_sin.register_fake
-def _(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
-    shape = (positions.shape[0], head_dim // 2)
-    return positions.new_empty(shape, dtype=torch.float32), positions.new_empty(shape, dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -283,6 +243,8 @@ class DiTBlock(nn.Module):
             nn.Linear(mlp_ratio * dim, dim, bias=True),
         )
         self.dropout2 = nn.Dropout(dropout)
+        if self.fuse_norm:
+            fused_norm_ready()  # registers the Triton op now, outside any torch.compile trace
         if cond_dim is not None:
             self.adaLN_modulation = nn.Linear(cond_dim, 6 * dim, bias=True)
             nn.init.zeros_(self.adaLN_modulation.weight)  # adaLN-Zero: each block starts as the identity
@@ -326,8 +288,9 @@ class DiTBlock(nn.Module):
     def _fuse_norm_here(self, x: Tensor) -> bool:
         """Whether the attention residual, norm2 and its modulation run as one ``add_norm_modulate`` kernel: on
         CUDA with triton, half precision, no autograd (the kernel has no backward) and no dropout on the branch."""
-        return (self.fuse_norm and not self.fuse_residual and HAS_TRITON and x.is_cuda and not torch.is_grad_enabled()
-                and x.dtype in (torch.bfloat16, torch.float16) and not (self.training and self.dropout1.p > 0))
+        return (self.fuse_norm and not self.fuse_residual and x.is_cuda and not torch.is_grad_enabled()
+                and x.dtype in (torch.bfloat16, torch.float16) and not (self.training and self.dropout1.p > 0)
+                and fused_norm_ready())
 
     def _attn_residual(self, x: Tensor, h: Tensor, gate: Tensor | None) -> Tensor:
         """x + gate · attn_out(h) (dropout on the branch when training). With ``fuse_residual`` the gate scales

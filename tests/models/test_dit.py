@@ -202,18 +202,18 @@ def test_gelu_epilogue_op_is_gelu_of_addmm():
     reason why _mlp takes this path on CUDA only."""
     g = torch.Generator().manual_seed(0)
     bias, a, w = torch.randn(6, generator=g), torch.randn(4, 5, generator=g), torch.randn(6, 5, generator=g)
-    out = dit_module._addmm_activation(bias, a, w.t(), use_gelu=True)
+    out = torch.ops.aten._addmm_activation.default(bias, a, w.t(), use_gelu=True)
     torch.testing.assert_close(out, torch.nn.functional.gelu(torch.addmm(bias, a, w.t())))
 
 
-def test_importing_edlm_models_does_not_import_flash_attn_or_transformers():
+def test_importing_edlm_models_does_not_import_flash_attn_transformers_triton_or_inductor():
     import subprocess
     import sys
 
-    code = ("import sys, edlm.models; "
-            "print(int('flash_attn' in sys.modules), int('transformers' in sys.modules))")
+    heavy = ("flash_attn", "transformers", "triton", "torch._inductor")  # the Triton op registers on first use
+    code = f"import sys, edlm.models; print(*[int(m in sys.modules) for m in {heavy!r}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["0", "0"]
+    assert out.split() == ["0"] * len(heavy)
 
 
 # ----------------------------------------------------------------------------- behaviour
@@ -397,4 +397,4 @@ def test_gelu_epilogue_op_stays_whole_under_compile():
     torch._dynamo.reset()
     explained = torch._dynamo.explain(f)(bias, a, w)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)
-    torch.testing.assert_close(torch.compile(f)(bias, a, w), 2 * dit_module._addmm_activation(bias, a, w.t(), use_gelu=True))
+    torch.testing.assert_close(torch.compile(f)(bias, a, w), 2 * torch.ops.aten._addmm_activation.default(bias, a, w.t(), use_gelu=True))

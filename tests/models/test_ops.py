@@ -1,4 +1,5 @@
-"""add_norm_modulate (the attention residual, norm2 and modulation in one kernel) and the cached rotary table."""
+"""edlm.models.ops: add_norm_modulate (the attention residual, norm2 and modulation in one kernel); the cached
+rotary table. (addmm_gelu is tested with the DiT, tests/models/test_dit.py.)"""
 
 import json
 import os
@@ -9,8 +10,14 @@ import textwrap
 import pytest
 import torch
 
-from edlm.models.dit import DiTBlock, Rotary, modulate, rotary_cos_sin
-from edlm.models.fused_ops import add_norm_modulate, add_norm_modulate_reference
+from edlm.models.dit import DiTBlock, Rotary, modulate
+from edlm.models.ops import (
+    HAS_TRITON,
+    add_norm_modulate,
+    add_norm_modulate_reference,
+    fused_norm_ready,
+    rotary_cos_sin,
+)
 
 
 @pytest.mark.parametrize("cond", [True, False])
@@ -29,10 +36,21 @@ def test_reference_is_the_blocks_unfused_residual_norm_and_modulation(cond):
         if cond:
             want_h = modulate(want_h, shift, scale)
         x_new, h = add_norm_modulate_reference(x, block.attn_out(a), gate, block.norm2.weight, shift, scale)
-        op_x, op_h = add_norm_modulate(x, block.attn_out(a), gate, block.norm2.weight, shift, scale)  # CPU kernel
+        op_x, op_h = add_norm_modulate(x, block.attn_out(a), gate, block.norm2.weight, shift, scale)  # CPU: reference
     torch.testing.assert_close(x_new, want_x, rtol=0, atol=0)
     torch.testing.assert_close(h, want_h, rtol=0, atol=0)
     torch.testing.assert_close((op_x, op_h), (x_new, h), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_the_registered_op_has_the_reference_as_its_cpu_kernel():
+    assert fused_norm_ready()  # registers edlm::add_norm_modulate (eager, outside any trace)
+    g = torch.Generator().manual_seed(3)
+    x, y, mod = torch.randn(2, 5, 16, generator=g), torch.randn(2, 5, 16, generator=g), torch.randn(2, 1, 96, generator=g)
+    gate, shift, scale = mod[..., :16], mod[..., 16:32], mod[..., 32:48]
+    w = torch.rand(16, generator=g)
+    got = torch.ops.edlm.add_norm_modulate(x, y, gate, w, shift, scale, 1e-5)
+    torch.testing.assert_close(got, add_norm_modulate_reference(x, y, gate, w, shift, scale), rtol=0, atol=0)
 
 
 def test_cpu_blocks_do_not_take_the_fused_path():
