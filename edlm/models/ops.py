@@ -50,7 +50,8 @@ def _(bias: Tensor, a: Tensor, w_t: Tensor) -> Tensor:
 def rotary_cos_sin(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
     """(cos, sin) of the rotary angles p·ω_j at ``positions`` (L,) -> each (L, head_dim/2), float32.
 
-    An opaque op so that torch.compile computes the table once per forward: traced inline, inductor fused the
+    ``Rotary(max_len=...)`` calls it once per model (and per forward only beyond ``max_len``). It is an opaque op
+    so that torch.compile computes the table once where it is called: traced inline, inductor fused the
     angle computation into every block's rotary kernel, evaluating cos and sin of angles up to L radians per
     element (a slow range reduction) — 2 × 5.2 ms per forward at B = 32, L = 1024 on an H200, against
     0.75 ms for the whole rotary work with a precomputed table (benchmarks/results/speed_notes.md, session 4)."""
