@@ -44,6 +44,13 @@ def render_diagnose(d: dict) -> list[str]:
 _TARGET_CALLS = {"DiT": "denoiser fwd (logits)", "AR": "AR fwd (logits)", "NCE": "NCEEnergy fwd"}
 
 
+def met_at_every_size(rows: list[dict], key: str) -> str:
+    """Issue #7's first target, "forwards at ≥ 32k tokens per call: ≥ 60 % MFU", read as every such call size (the
+    issue's example is B·k = 32, L = 1024, the smallest): "yes", or "no (B = …)" naming the sizes below 60 %."""
+    short = [r["B"] for r in rows if r[key] < 0.6]
+    return "yes" if not short else "no (B = " + ", ".join(str(b) for b in short) + ")"
+
+
 def render_targets(res: dict) -> list[str]:
     """Issue #7's measurable targets, read off this run's rows: met or not."""
     L = res["meta"]["config"]["length"]
@@ -53,13 +60,13 @@ def render_targets(res: dict) -> list[str]:
                 and r["B"] * L >= 32768 and r.get("mfu") is not None]
         if rows:
             got = ", ".join(f"{100 * r['mfu']:.1f} % (B = {r['B']})" for r in rows)
-            lines.append(f"| {model} forward ≥ 60 % MFU at ≥ 32k tokens per call (each call synchronised) | {got} | "
-                         f"{'yes' if max(r['mfu'] for r in rows) >= 0.6 else 'no'} |")
+            lines.append(f"| {model} forward ≥ 60 % MFU at every size ≥ 32k tokens per call (each call synchronised) "
+                         f"| {got} | {met_at_every_size(rows, 'mfu')} |")
             rows = [r for r in rows if r.get("mfu_stream") is not None]
             if rows:
                 got = ", ".join(f"{100 * r['mfu_stream']:.1f} % (B = {r['B']})" for r in rows)
-                lines.append(f"| {model} forward ≥ 60 % MFU at ≥ 32k tokens per call (calls back to back) | {got} | "
-                             f"{'yes' if max(r['mfu_stream'] for r in rows) >= 0.6 else 'no'} |")
+                lines.append(f"| {model} forward ≥ 60 % MFU at every size ≥ 32k tokens per call (calls back to back) "
+                             f"| {got} | {met_at_every_size(rows, 'mfu_stream')} |")
     e2e = {r["name"]: r for r in res.get("e2e", []) if "seconds" in r}
     mdlm = e2e.get("MDLM T=128")
     if mdlm:
