@@ -286,11 +286,11 @@ class DiTBlock(nn.Module):
     fuse_norm = False  # class-wide switch, off: measured no gain on an H200 (probe_s5.py F / G, speed_notes.md session 5)
 
     def _fuse_norm_here(self, x: Tensor) -> bool:
-        """Whether the attention residual, norm2 and its modulation run as one ``add_norm_modulate`` kernel: on
-        CUDA with triton, half precision, no autograd (the kernel has no backward) and no dropout on the branch."""
+        """Whether the attention residual, norm2 and its modulation go through ``add_norm_modulate``: on CUDA, half
+        precision, no autograd (the kernel has no backward) and no dropout on the branch. Whether the kernel can run
+        (triton, op registered) is ``add_norm_modulate``'s own check; without it the op is the same eager formula."""
         return (self.fuse_norm and not self.fuse_residual and x.is_cuda and not torch.is_grad_enabled()
-                and x.dtype in (torch.bfloat16, torch.float16) and not (self.training and self.dropout1.p > 0)
-                and fused_norm_ready())
+                and x.dtype in (torch.bfloat16, torch.float16) and not (self.training and self.dropout1.p > 0))
 
     def _attn_residual(self, x: Tensor, h: Tensor, gate: Tensor | None) -> Tensor:
         """x + gate · attn_out(h) (dropout on the branch when training). With ``fuse_residual`` the gate scales
