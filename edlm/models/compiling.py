@@ -4,18 +4,38 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["compile_networks", "is_compiled"]
+__all__ = ["INFERENCE_OPTIONS", "compile_networks", "is_compiled"]
 
 
-def compile_networks(*networks, mode: str | None = None) -> None:
+INFERENCE_OPTIONS = {"triton.multi_kernel": 1}
+"""Inductor options `compile_networks` adds by default. ``triton.multi_kernel``: each reduction that could run as
+one persistent pass is compiled both persistent and looped, and the faster is kept on the first call. Inductor's
+own rule had made the blocks' post-attention LayerNorm a looped two-pass kernel (104 µs; persistent: 48 µs at
+B = 32, L = 1024 on an H200), −0.75 ms per compiled NCE call at B = 32 (benchmarks/results/speed_notes.md,
+session 6). It changes Triton (CUDA) kernels only; on CPU it does nothing."""
+
+
+def compile_networks(*networks, mode: str | None = None, options: dict | None = None) -> None:
     """``nn.Module.compile`` each network in place, so parameters, state-dict keys and EMA swaps are
     unchanged and only the forward is compiled. Accepts modules, a `Denoiser` (its backbone is compiled:
     SUBS stays eager), an `AREnergy` (its AR model) and ``None`` (skipped). The first call of each
     input shape compiles (tens of seconds); on a GPU a DiT forward then runs ~2.4 x faster
     (benchmarks/results/speed_notes.md). Shapes are static (``dynamic=False``): the sampling loop calls
     each network at one batch size (energies get fixed-size chunks), and static kernels are the faster
-    ones; another batch size compiles again. ``mode`` is torch.compile's (None = default; e.g.
-    ``"max-autotune-no-cudagraphs"`` searches GEMM kernels for minutes)."""
+    ones; another batch size compiles again.
+
+    Args:
+        mode: torch.compile's (None = default; e.g. ``"max-autotune-no-cudagraphs"`` searches GEMM kernels
+            for minutes). Its inductor options are applied first.
+        options: inductor options on top of ``mode``'s; default `INFERENCE_OPTIONS`, ``{}`` for inductor's
+            defaults (training passes ``{}``: multi-kernel was measured on forwards only).
+    """
+    opts = {}
+    if mode not in (None, "default"):
+        from torch._inductor import list_mode_options  # here: importing inductor takes ~1 s
+
+        opts.update(list_mode_options(mode, False))
+    opts.update(INFERENCE_OPTIONS if options is None else options)
     for net in networks:
         if net is None:
             continue
@@ -23,7 +43,7 @@ def compile_networks(*networks, mode: str | None = None) -> None:
         if not isinstance(target, nn.Module):
             raise TypeError(f"cannot compile {type(net).__name__}: not a torch module and holds none.")
         if getattr(target, "_compiled_call_impl", None) is None:  # compiling twice would recompile
-            target.compile(mode=mode, dynamic=False)
+            target.compile(options=opts, dynamic=False)
 
 
 def _target(net):

@@ -139,7 +139,7 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
                        n_neg=energy_cfg.n_neg, optim=cfg.optim, ema_decay=cfg.ema.decay, ema_warmup=cfg.ema.warmup,
                        val_seed=cfg.train.seed, t_min=cfg.diffusion.t_min, antithetic=cfg.diffusion.antithetic)
     if cfg.train.compile:
-        compile_networks(module.model, denoiser)
+        compile_networks(module.model, denoiser, options={})  # inductor's defaults: multi-kernel is measured on forwards only
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")

@@ -321,7 +321,7 @@ def _train(cfg: RunConfig, kind: str) -> TrainResult:
     )
     module = MODULE_BUILDERS[kind](cfg, tokenizer)
     if cfg.train.compile:
-        compile_networks(module.model)
+        compile_networks(module.model, options={})  # inductor's defaults: multi-kernel is measured on forwards only
     unigram = None
     if rank_zero_only.rank == 0:  # from the launcher's environment: valid before `fit` sets ranks up
         run_dir.mkdir(parents=True, exist_ok=True)
