@@ -65,6 +65,7 @@ from edlm.eval.speed import (  # noqa: E402
 )
 from edlm.models import compile_networks, from_pretrained, load_denoiser, read_checkpoint_config  # noqa: E402
 from edlm.models.ar import ARTransformer  # noqa: E402
+from edlm.models.compiling import INFERENCE_OPTIONS  # noqa: E402
 from edlm.models.dit import Denoiser, DiT, DiTBlock, FinalLayer  # noqa: E402
 from edlm.samplers import loop as _loop  # noqa: E402
 from edlm.samplers.importance import ImportanceSampler  # noqa: E402
@@ -369,13 +370,13 @@ class Bench:
             "attention": "flash_attn" if importlib.util.find_spec("flash_attn") else "torch SDPA",
         }
 
-    def compile_models(self, mode: str | None = None) -> None:
+    def compile_models(self, mode: str | None = None, options: dict | None = None) -> None:
         """``nn.Module.compile`` in place, as `edlm.pipeline.compile_networks` does for `edlm sample --compile`.
         Static shapes: each batch size of the forward rows compiles once, so allow more than torch's 8."""
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, 64)
-        compile_networks(self.denoiser, self.ar, self.nce, mode=mode)
+        compile_networks(self.denoiser, self.ar, self.nce, mode=mode, options=options)
         log("networks compiled in place (first calls of each shape compile; the warm-up repeats absorb it)")
 
     # ------------------------------------------------------------------ 1. ceilings
@@ -924,6 +925,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile the networks in place (as `edlm sample --compile`) before measuring")
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode for --compile (default: torch's default)")
+    parser.add_argument("--inductor-defaults", action="store_true",
+                        help="compile with inductor's default options, without edlm's INFERENCE_OPTIONS (multi-kernel)")
     parser.add_argument("--compile-draws", action="store_true",
                         help="also torch.compile the float64 proposal draw (edlm.diffusion.categorical.compile_draws)")
     parser.add_argument("--no-pad-vocab", action="store_true",
@@ -955,12 +958,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg.budget_s = args.budget_s
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    inductor_options = {} if args.inductor_defaults else dict(INFERENCE_OPTIONS)  # on top of --compile-mode's
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor()})",
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
         "date": args.date, "config": {k: v for k, v in asdict(cfg).items()},
-        "compiled": args.compile, "compile_mode": args.compile_mode, "compiled_draws": args.compile_draws, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
+        "compiled": args.compile, "compile_mode": args.compile_mode, "compiled_draws": args.compile_draws,
+        "inductor_options": inductor_options if args.compile else None, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
         "draw": "one-level (flat)" if args.flat_draw else f"two-level, blocks of {categorical.BLOCK} ids when K·BLOCK < C",
         "fuse_residual": DiTBlock.fuse_residual, "fuse_gelu": DiTBlock.fuse_gelu, "fuse_norm": DiTBlock.fuse_norm,
         "source_sha256": source_hashes(),
@@ -972,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.shipped and not args.tiny:
         bench.load_shipped(args.shipped)
     if args.compile:
-        bench.compile_models(args.compile_mode)
+        bench.compile_models(args.compile_mode, inductor_options)
     if args.compile_draws:
         from edlm.diffusion.categorical import compile_draws
 
