@@ -9,8 +9,9 @@ time of one call's dispatch, and which host calls launch its memsets (profiler s
 (B = 32 and 64) per call and back to back under: the defaults, CUDA graphs (``reduce-overhead``, the output
 cloned before the next replay), and max-autotune with the GELU left to inductor (``fuse_gelu`` off);
 (G) the same for the second version of the kernel and inductor's multi-kernel (persistent and looped
-reductions both compiled, the faster kept); (H) multi-kernel against the defaults, twice each, with kernel profiles
-(not run yet: the next device call is ``bash benchmarks/gpu/session5_probe.sh H``); (F) this session's changes one at a time — the cached rotary table, ``add_norm_modulate`` (``DiTBlock.fuse_norm``),
+reductions both compiled, the faster kept); (H, session 6) multi-kernel benchmarked and with persistent reductions
+forced, against the defaults, with kernel profiles and which of the NCE's reductions are persistent; (T, session 6)
+TunableOp (cuBLAS / cuBLASLt candidates timed per GEMM shape); (R, session 6) the rotary step written four ways; (F) this session's changes one at a time — the cached rotary table, ``add_norm_modulate`` (``DiTBlock.fuse_norm``),
 inductor without its size / alignment asserts, then CUDA graphs — for NCE (B = 32, 64), DiT and AR (B = 32):
 ms per call, back to back, host dispatch, largest output difference to the session-4 code.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,6 +42,48 @@ CUDA = torch.cuda.is_available()
 
 def tflops(flop: float, ms: float) -> float:
     return flop / (ms * 1e-3) / 1e12
+
+
+def kernel_kinds(codes: list[str]) -> list[list[str]]:
+    """(kind, kernel name) of each Triton kernel in inductor's generated code: pointwise, reduction (looped) or
+    persistent_reduction, read from the ``@triton_heuristics.<kind>(`` decorator before each ``def triton_``."""
+    kinds = []
+    for code in codes:
+        for m in re.finditer(r"@triton_heuristics\.(\w+)\((?:.|\n)*?def (triton_\w+)\(", code):
+            kinds.append([m.group(1), m.group(2)[:90]])
+    return kinds
+
+
+def rotary_forms() -> dict:
+    """The rotary step x (B, L, H, Dh), cos, sin (L, Dh/2) -> x rotated, in x's dtype, written four ways (session 6)."""
+    cat_halves = dit_module.apply_rotary  # edlm's (bound here: section R patches the module attribute; session 6's
+    # call 3 looked it up at call time and recursed, so its NCE rows for this form failed)
+
+    def roll_signed(x, cos, sin):  # x·[cos, cos] + roll(x, Dh/2)·[−sin, sin]: one unmasked load of each half
+        half = x.shape[-1] // 2
+        xf = x.float()
+        sign = torch.where(torch.arange(2 * half, device=x.device) < half, -1.0, 1.0)
+        c, s_ = cos.repeat(1, 2)[None, :, None], (sin.repeat(1, 2) * sign)[None, :, None]
+        return (xf * c + xf.roll(half, -1) * s_).to(x.dtype)
+
+    def stack_pairs(x, cos, sin):  # the two halves as a (2, Dh/2) view, stacked back
+        xf = x.float().unflatten(-1, (2, -1))
+        x1, x2 = xf[..., 0, :], xf[..., 1, :]
+        c, s_ = cos[None, :, None], sin[None, :, None]
+        return torch.stack((x1 * c - x2 * s_, x2 * c + x1 * s_), -2).flatten(-2).to(x.dtype)
+
+    def halves_into_slices(x, cos, sin):  # each half computed alone, written into its slice of one buffer
+        half = x.shape[-1] // 2
+        xf = x.float()
+        x1, x2 = xf[..., :half], xf[..., half:]
+        c, s_ = cos[None, :, None], sin[None, :, None]
+        out = torch.empty_like(x)
+        out[..., :half] = (x1 * c - x2 * s_).to(x.dtype)
+        out[..., half:] = (x2 * c + x1 * s_).to(x.dtype)
+        return out
+
+    return {"cat_halves": cat_halves, "roll_signed": roll_signed, "stack_pairs": stack_pairs,
+            "halves_into_slices": halves_into_slices}
 
 
 def main():
@@ -220,7 +264,9 @@ def main():
         asserts = [k for k in ("size_asserts", "alignment_asserts") if hasattr(ic, k)]
         ref = {}
         for name, batch in runs:
-            for variant, (table, fuse, keep_asserts, mode, multi) in variants.items():
+            for variant, spec in variants.items():
+                table, fuse, keep_asserts, mode, multi = spec[:5]
+                tunable = len(spec) > 5 and spec[5]  # session 6: TunableOp on while this variant compiles and runs
                 if mode is not None and name != "nce":
                     continue
                 key = f"{name}_B{batch}_{variant}"
@@ -232,6 +278,9 @@ def main():
                     for k in asserts:
                         setattr(ic, k, keep_asserts)
                     ic.triton.multi_kernel = multi
+                    if tunable:
+                        torch.cuda.tunable.enable(True)
+                        torch.cuda.tunable.tuning_enable(True)
                     call = network_calls(dev, torch.Generator(device=dev).manual_seed(1))[name]
                     torch._dynamo.reset()
                     net = build(name, dev)
@@ -240,7 +289,14 @@ def main():
                     with torch.no_grad():
                         net.compile(dynamic=False, mode=mode)
                         t0 = time.time()
-                        res = call(net).float().nan_to_num(0.0, posinf=0.0, neginf=0.0)  # AR: [MASK] is −∞
+                        if CUDA and name == "nce" and batch == probe_s4.B:  # which reductions are persistent
+                            from torch._inductor.utils import run_and_get_code
+
+                            res, codes = run_and_get_code(lambda net=net, call=call: call(net))
+                            r[key + "_kernel_kinds"] = kernel_kinds(codes)
+                        else:
+                            res = call(net)
+                        res = res.float().nan_to_num(0.0, posinf=0.0, neginf=0.0)  # AR: [MASK] is −∞
                         r[key + "_compile_s"] = time.time() - t0
                         ref.setdefault((name, batch), res)
                         r[key + "_max_diff"] = float((res - ref[(name, batch)]).abs().max())
@@ -275,6 +331,8 @@ def main():
                     for k, v in saved.items():
                         setattr(ic, k, v)
                     ic.triton.multi_kernel = saved_multi
+                    if tunable:
+                        torch.cuda.tunable.enable(False)
                 print(key, {k: v for k, v in r.items() if k.startswith(key) and not k.endswith("profile")}, flush=True)
         if CUDA:
             from edlm.models import _triton_kernels
@@ -304,14 +362,69 @@ def main():
             profile_variant="fused_norm_v2")
 
     @section_if("H_multi")
-    def _():  # next: inductor's multi-kernel (B = 64 gained 1.05 ms per call in G) with a kernel profile each
-        compare_variants(RES.setdefault("H_multi", {}), {
+    def _():  # session 6: inductor's multi-kernel (B = 64 gained 1.05 ms per call in G), benchmarked (1) and with
+        # persistent reductions forced (2), against the defaults; kernel profiles and kernel kinds of the NCE's
+        r = RES.setdefault("H_multi", {})
+        compare_variants(r, {
             "defaults": (True, False, True, None, 0),
             "multi_kernel": (True, False, True, None, 1),
+            "force_persistent": (True, False, True, None, 2),
             "defaults_again": (True, False, True, None, 0),
-            "multi_kernel_again": (True, False, True, None, 1),
-        }, [("nce", probe_s4.B), ("nce", 2 * probe_s4.B), ("dit", probe_s4.B), ("ar", probe_s4.B)],
-            profile_variant=("defaults", "multi_kernel"))
+            "force_persistent_again": (True, False, True, None, 2),
+        }, [("nce", probe_s4.B), ("nce", 2 * probe_s4.B)],
+            profile_variant=("defaults", "multi_kernel", "force_persistent"))
+        compare_variants(r, {
+            "defaults": (True, False, True, None, 0),
+            "force_persistent": (True, False, True, None, 2),
+        }, [("dit", probe_s4.B), ("ar", probe_s4.B)], profile_variant=())
+
+    @section_if("T_tunable")
+    def _():  # session 6: TunableOp (each GEMM shape's cuBLAS / cuBLASLt candidates timed on first use) on the NCE
+        r = RES.setdefault("T_tunable", {})
+        if not CUDA:
+            return
+        torch.cuda.tunable.set_filename(str(out / "tunableop_results.csv"))
+        compare_variants(r, {
+            "defaults": (True, False, True, None, 0),
+            "tunable": (True, False, True, None, 0, True),
+            "tunable_again": (True, False, True, None, 0, True),
+            "defaults_again": (True, False, True, None, 0),
+        }, [("nce", probe_s4.B), ("nce", 2 * probe_s4.B)], profile_variant=("tunable",))
+        r["results"] = [list(map(str, x)) for x in torch.cuda.tunable.get_results()]
+        r["validators"] = [list(map(str, x)) for x in torch.cuda.tunable.get_validators()]
+
+    @section_if("R_rotary")
+    def _():  # session 6: the rotary step written four ways — its compiled kernel alone, then the NCE with the best
+        # (the NCE rows compare across compare_variants calls: their max_diff is each call's own, always 0)
+        r = RES.setdefault("R_rotary", {})
+        forms = rotary_forms()
+        M, D, H = probe_s4.B * probe_s4.L, (768 if CUDA else 64), (12 if CUDA else 2)
+        qkv = torch.randn(probe_s4.B, probe_s4.L, 3, H, D // H, device=dev, generator=g).to(dt)
+        cos, sin = dit_module.Rotary(D // H, max_len=probe_s4.L).to(dev)(probe_s4.L, dev)
+        ref = None
+        for name, rot in forms.items():
+            def step(rot=rot):
+                q, k, _ = qkv.unbind(2)
+                return rot(q, cos, sin), rot(k, cos, sin)
+
+            torch._dynamo.reset()
+            f = torch.compile(step, dynamic=False)
+            q, k = f()
+            ref = ref if ref is not None else (q.float(), k.float())
+            r[f"{name}_max_diff"] = max(float((q.float() - ref[0]).abs().max()), float((k.float() - ref[1]).abs().max()))
+            r[f"{name}_ms"] = timed(f, 3, 30)
+            r[f"{name}_tbs"] = 4 * M * D * qkv.element_size() / (r[f"{name}_ms"] * 1e-3) / 1e12  # q, k read + written
+            print(name, {k: v for k, v in r.items() if k.startswith(name)}, flush=True)
+        best = min((n for n in forms if n != "cat_halves"), key=lambda n: r[f"{n}_ms"])
+        r["best"] = best
+        saved = dit_module.apply_rotary
+        try:
+            for variant in ("cat_halves", best, "cat_halves_again", best + "_again"):
+                dit_module.apply_rotary = forms[variant.removesuffix("_again")]
+                compare_variants(r, {variant: (True, False, True, None, 1)}, [("nce", probe_s4.B), ("nce", 2 * probe_s4.B)],
+                                 profile_variant=(best,))
+        finally:
+            dit_module.apply_rotary = saved
 
     (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))
 
