@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from torch import nn
 
 __all__ = ["INFERENCE_OPTIONS", "compile_networks", "is_compiled"]
@@ -12,7 +14,13 @@ INFERENCE_OPTIONS = {"triton.multi_kernel": 1}
 one persistent pass is compiled both persistent and looped, and the faster is kept on the first call. Inductor's
 own rule had made the blocks' post-attention LayerNorm a looped two-pass kernel (104 µs; persistent: 48 µs at
 B = 32, L = 1024 on an H200), −0.75 ms per compiled NCE call at B = 32 (benchmarks/results/speed_notes.md,
-session 6). It changes Triton (CUDA) kernels only; on CPU it does nothing."""
+session 6). It changes Triton (CUDA) kernels only; on CPU it does nothing.
+
+With it, `compile_networks` also sets ``TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE=1`` (unless already set): in torch
+2.11 / triton 3.6 a graph that inductor loads from its FX graph cache (the same network compiled again, in this
+process or a later one) fails while multi-kernel looks up its cached pick (``TypeError: 'NoneType' object does not
+support the context manager protocol``, benchmarks/gpu/multi_kernel_recompile.py). Without that pick cache each
+process times the candidates once on its first call; the compiled graphs stay cached."""
 
 
 def compile_networks(*networks, mode: str | None = None, options: dict | None = None) -> None:
@@ -36,6 +44,8 @@ def compile_networks(*networks, mode: str | None = None, options: dict | None = 
 
         opts.update(list_mode_options(mode, False))
     opts.update(INFERENCE_OPTIONS if options is None else options)
+    if opts.get("triton.multi_kernel"):
+        os.environ.setdefault("TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE", "1")  # see INFERENCE_OPTIONS
     for net in networks:
         if net is None:
             continue

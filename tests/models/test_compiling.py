@@ -1,5 +1,7 @@
 """compile_networks: which inductor options reach torch.compile, and that they are live."""
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -31,6 +33,19 @@ def test_default_options_are_multi_kernel_and_a_mode_adds_its_own():
     assert bare.calls[0]["options"] == {"triton.cudagraphs": True}  # the mode's own options, nothing added
     compile_networks(plain, options={"triton.multi_kernel": 0})  # already compiled: not compiled again
     assert len(plain.calls) == 1 and is_compiled(plain)
+
+
+def test_multi_kernel_turns_its_pick_cache_off_and_leaves_a_users_setting(monkeypatch):
+    # torch 2.11: a graph loaded from inductor's FX graph cache fails in multi-kernel's pick-cache lookup
+    key = "TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE"
+    monkeypatch.delenv(key, raising=False)
+    compile_networks(Recorder(), options={})
+    assert key not in os.environ  # no multi-kernel, nothing set
+    compile_networks(Recorder())
+    assert os.environ[key] == "1"
+    monkeypatch.setenv(key, "0")
+    compile_networks(Recorder())
+    assert os.environ[key] == "0"
 
 
 def test_options_reach_inductor_and_the_compiled_forward_matches_eager():
