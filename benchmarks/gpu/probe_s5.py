@@ -11,7 +11,8 @@ cloned before the next replay), and max-autotune with the GELU left to inductor 
 (G) the same for the second version of the kernel and inductor's multi-kernel (persistent and looped
 reductions both compiled, the faster kept); (H, session 6) multi-kernel benchmarked and with persistent reductions
 forced, against the defaults, with kernel profiles and which of the NCE's reductions are persistent; (T, session 6)
-TunableOp (cuBLAS / cuBLASLt candidates timed per GEMM shape); (R, session 6) the rotary step written four ways; (F) this session's changes one at a time — the cached rotary table, ``add_norm_modulate`` (``DiTBlock.fuse_norm``),
+TunableOp (cuBLAS / cuBLASLt candidates timed per GEMM shape); (R, session 6) the rotary step written four ways; (W, session 6) inductor's C++ wrapper
+against the Python one, on the MDLM-small NCE (B = 32, 64) and on the shipped NCE's shape (B = 256, host-bound); (F) this session's changes one at a time — the cached rotary table, ``add_norm_modulate`` (``DiTBlock.fuse_norm``),
 inductor without its size / alignment asserts, then CUDA graphs — for NCE (B = 32, 64), DiT and AR (B = 32):
 ms per call, back to back, host dispatch, largest output difference to the session-4 code.
 """
@@ -425,6 +426,57 @@ def main():
                                  profile_variant=(best,))
         finally:
             dit_module.apply_rotary = saved
+
+    @section_if("W_wrapper")
+    def _():  # session 6: inductor's C++ wrapper (the compiled graph launches its kernels from C++, not Python)
+        r = RES.setdefault("W_wrapper", {})
+        from edlm.energy.nce_energy import NCEEnergy
+        from edlm.models.compiling import INFERENCE_OPTIONS, compile_networks
+
+        big = (probe_s4.C, probe_s4.L, 768, 12, 12) if CUDA else (probe_s4.C, probe_s4.L, 64, 2, 2)
+        shipped = (4096, 128, 256, 6, 4) if CUDA else (512, 32, 32, 2, 2)  # edlm/assets/wikipedia_en's NCE
+        variants = {"multi": dict(INFERENCE_OPTIONS), "multi_cpp_wrapper": {**INFERENCE_OPTIONS, "cpp_wrapper": True},
+                    "multi_again": dict(INFERENCE_OPTIONS)}
+        for label, (vocab, length, hidden, blocks, heads), batch in (
+                ("nce", big, probe_s4.B), ("nce", big, 2 * probe_s4.B), ("shipped_nce", shipped, 256)):
+            x = torch.randint(0, vocab - 1, (batch, length), device=dev, generator=g)
+            xt = torch.where(torch.rand(batch, length, device=dev, generator=g) < 0.5, vocab - 1, x)
+            t = torch.full((batch,), 0.5, device=dev)
+            ref = None
+            for variant, options in variants.items():
+                key = f"{label}_B{batch}_{variant}"
+                try:
+                    torch._dynamo.reset()
+                    torch.manual_seed(0)
+                    net = NCEEnergy(vocab, length, hidden, blocks, heads, 128, dropout=0.0)
+                    with torch.no_grad():
+                        for prm in net.parameters():
+                            prm.copy_(torch.randn_like(prm) * 0.02)
+                        net = net.to(dev, dt).eval()
+                        compile_networks(net, options=options)
+                        t0 = time.time()
+                        res = net(x, xt, t).float()
+                        r[key + "_compile_s"] = time.time() - t0
+                        ref = res if ref is None else ref
+                        r[key + "_max_diff"] = float((res - ref).abs().max())
+
+                        def fn(net=net, x=x, xt=xt, t=t):
+                            return net(x, xt, t)
+
+                        r[key + "_ms"] = timed(fn, 3, 15)
+                        r[key + "_stream_ms"] = streamed(fn, 15)
+                        r[key + "_ms_again"] = timed(fn, 2, 15)
+                        host = []
+                        for _ in range(7):
+                            sync()
+                            t0 = time.perf_counter()
+                            fn()
+                            host.append((time.perf_counter() - t0) * 1e3)
+                            sync()
+                        r[key + "_host_dispatch_ms"] = sorted(host)[3]
+                except Exception as exc:  # noqa: BLE001
+                    r[key + "_error"] = f"{type(exc).__name__}: {exc}"[:400]
+                print(key, {k: v for k, v in r.items() if k.startswith(key)}, flush=True)
 
     (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))
 
