@@ -45,6 +45,21 @@ def tflops(flop: float, ms: float) -> float:
     return flop / (ms * 1e-3) / 1e12
 
 
+def call_timings(key: str, fn) -> dict:
+    """``fn`` timed four ways, under ``key + "_…"``: ms per synchronised call, ms back to back, ms per call again, and
+    the host's time to dispatch one call (median of 7, synchronised before and after)."""
+    r = {key + "_ms": timed(fn, 3, 15), key + "_stream_ms": streamed(fn, 15), key + "_ms_again": timed(fn, 2, 15)}
+    host = []
+    for _ in range(7):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        host.append((time.perf_counter() - t0) * 1e3)
+        sync()
+    r[key + "_host_dispatch_ms"] = sorted(host)[3]
+    return r
+
+
 def kernel_kinds(codes: list[str]) -> list[list[str]]:
     """(kind, kernel name) of each Triton kernel in inductor's generated code: pointwise, reduction (looped) or
     persistent_reduction, read from the ``@triton_heuristics.<kind>(`` decorator before each ``def triton_``."""
@@ -306,17 +321,7 @@ def main():
                         def fn(net=net, call=call):
                             return call(net).clone()  # a CUDA-graph replay overwrites its output buffer
 
-                        r[key + "_ms"] = timed(fn, 3, 15)
-                        r[key + "_stream_ms"] = streamed(fn, 15)
-                        r[key + "_ms_again"] = timed(fn, 2, 15)
-                        host = []
-                        for _ in range(7):
-                            sync()
-                            t0 = time.perf_counter()
-                            fn()
-                            host.append((time.perf_counter() - t0) * 1e3)
-                            sync()
-                        r[key + "_host_dispatch_ms"] = sorted(host)[3]
+                        r.update(call_timings(key, fn))
                         if CUDA and name == "nce" and variant in (
                                 (profile_variant,) if isinstance(profile_variant, str) else profile_variant):
                             r[key + "_profile"] = kernel_profile(fn, top=14)
@@ -463,17 +468,7 @@ def main():
                         def fn(net=net, x=x, xt=xt, t=t):
                             return net(x, xt, t)
 
-                        r[key + "_ms"] = timed(fn, 3, 15)
-                        r[key + "_stream_ms"] = streamed(fn, 15)
-                        r[key + "_ms_again"] = timed(fn, 2, 15)
-                        host = []
-                        for _ in range(7):
-                            sync()
-                            t0 = time.perf_counter()
-                            fn()
-                            host.append((time.perf_counter() - t0) * 1e3)
-                            sync()
-                        r[key + "_host_dispatch_ms"] = sorted(host)[3]
+                        r.update(call_timings(key, fn))
                 except Exception as exc:  # noqa: BLE001
                     r[key + "_error"] = f"{type(exc).__name__}: {exc}"[:400]
                 print(key, {k: v for k, v in r.items() if k.startswith(key)}, flush=True)
