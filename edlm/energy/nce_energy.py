@@ -182,14 +182,12 @@ class NCEEnergy(nn.Module):
             t = t.expand(N)
         if t.shape != (N,):
             raise ValueError(f"t must have shape (N,) = ({N},), got {tuple(t.shape)}.")
-        if self.time_conditioned:
-            sigma = self.schedule.sigma(t)  # SPEC 1.1: σ(t) = −log α_t
-        else:
-            sigma = torch.zeros(N, device=x_0.device)  # as MDLM's denoiser (SPEC 1.3)
+        sigma = self.schedule.sigma(t) if self.time_conditioned else None  # SPEC 1.1: σ(t) = −log α_t
 
         h = torch.cat((self.vocab_embed(x_0), self.vocab_embed(x_t)), dim=-1)  # (N, L, 2H)
         h = self.input_proj(h)  # (N, L, H)
-        c = F.silu(self.sigma_map(sigma))  # (N, cond_dim)
+        # (N, cond_dim); unconditioned: σ = 0, as MDLM's denoiser (SPEC 1.3)
+        c = F.silu(self.sigma_map(sigma) if sigma is not None else self.sigma_map.at_zero(N))
         rotary = self.rotary_emb(L, x_0.device)
         for block in self.blocks:
             h = block(h, rotary, c)  # (N, L, H)

@@ -137,7 +137,13 @@ class TokenEmbedding(nn.Module):
 
 
 class TimestepEmbedder(nn.Module):
-    """σ (B,) -> cond (B, cond_dim): sinusoidal features [cos | sin] of width 256, then Linear-SiLU-Linear."""
+    """σ (B,) -> cond (B, cond_dim): sinusoidal features [cos | sin] of width 256, then Linear-SiLU-Linear.
+
+    The frequencies, and the features of σ = 0 that an unconditioned network feeds (``at_zero``), are computed once
+    in float32 on the module's device (recomputed there by ``.to()``, never cast, not in the state dict), as
+    `Rotary`'s table. A forward then builds no constants, so a frozen compile (``compile_networks(...,
+    freeze=True)``) can fold an unconditioned network's whole σ-map and adaLN modulations into constants.
+    """
 
     def __init__(self, cond_dim: int, frequency_size: int = 256, max_period: float = 10_000.0):
         super().__init__()
@@ -148,22 +154,40 @@ class TimestepEmbedder(nn.Module):
             nn.SiLU(),
             nn.Linear(cond_dim, cond_dim, bias=True),
         )
+        self._make_tables(self.mlp[0].weight.device)
 
-    def sinusoidal(self, sigma: Tensor) -> Tensor:
-        """(B,) -> (B, frequency_size): [cos(σ·f_j) | sin(σ·f_j)], f_j = max_period^(−j/half) (float32)."""
+    def _make_tables(self, device: torch.device) -> None:
         half = self.frequency_size // 2
-        freqs = torch.exp(
-            -math.log(self.max_period) * torch.arange(half, dtype=torch.float32, device=sigma.device) / half
-        )  # (half,)
+        self._freqs = torch.exp(
+            -math.log(self.max_period) * torch.arange(half, dtype=torch.float32, device=device) / half
+        )  # (half,) f_j = max_period^(−j/half)
+        self._zero_features = self._features(torch.zeros(1, device=device), self._freqs)  # (1, frequency_size)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._make_tables(self.mlp[0].weight.device)  # follows the device, stays float32
+        return self
+
+    def _features(self, sigma: Tensor, freqs: Tensor) -> Tensor:
         args = sigma.float()[:, None] * freqs[None]  # (B, half)
         emb = torch.cat((torch.cos(args), torch.sin(args)), dim=-1)  # (B, 2·half)
         if self.frequency_size % 2:
             emb = F.pad(emb, (0, 1))  # (B, frequency_size)
         return emb
 
+    def sinusoidal(self, sigma: Tensor) -> Tensor:
+        """(B,) -> (B, frequency_size): [cos(σ·f_j) | sin(σ·f_j)], f_j = max_period^(−j/half) (float32)."""
+        freqs = self._freqs if self._freqs.device == sigma.device else self._freqs.to(sigma.device)
+        return self._features(sigma, freqs)
+
     def forward(self, sigma: Tensor) -> Tensor:
         emb = self.sinusoidal(sigma).to(self.mlp[0].weight.dtype)  # (B, frequency_size)
         return self.mlp(emb)  # (B, cond_dim)
+
+    def at_zero(self, batch: int) -> Tensor:
+        """``forward(zeros(batch))`` (B, cond_dim), from the stored features of σ = 0 (what MDLM feeds, SPEC 1.3)."""
+        emb = self._zero_features.to(self.mlp[0].weight.dtype).expand(batch, -1)  # (B, frequency_size)
+        return self.mlp(emb)
 
 
 class Rotary(nn.Module):
@@ -472,14 +496,14 @@ class DiT(nn.Module):
         B, L = x.shape
         check_length(L, self.length)
         if not self.time_conditioned:
-            sigma = torch.zeros(B, device=x.device)  # MDLM feeds σ = 0 (SPEC 1.3)
+            sigma = None  # MDLM feeds σ = 0 (SPEC 1.3): sigma_map.at_zero
         elif sigma is None:
             raise ValueError("this DiT is time-conditioned: pass sigma = σ(t) of shape (B,).")
         elif sigma.shape != (B,):
             raise ValueError(f"sigma must have shape (B,) = ({B},), got {tuple(sigma.shape)}.")
 
         h = self.vocab_embed(x)  # (B, L, D)
-        c = F.silu(self.sigma_map(sigma))  # (B, cond_dim)
+        c = F.silu(self.sigma_map(sigma) if sigma is not None else self.sigma_map.at_zero(B))  # (B, cond_dim)
         rotary = self.rotary_emb(L, x.device)
         for block in self.blocks:
             h = block(h, rotary, c)

@@ -163,6 +163,24 @@ def test_timestep_embedding_is_cos_then_sin():
     assert emb[1, 1].item() == pytest.approx(math.cos(10_000 ** (-1 / 128)))
 
 
+def test_sigma_map_at_zero_is_its_forward_of_zeros_and_its_tables_stay_float32():
+    torch.manual_seed(0)
+    emb = TimestepEmbedder(cond_dim=8)
+    for prm in emb.parameters():
+        torch.nn.init.normal_(prm)
+    sigma = torch.tensor([0.0, 0.0, 0.7])
+    expect = emb.mlp(emb.sinusoidal(sigma))  # the frequencies from their formula, as the forward computed them
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(128, dtype=torch.float32) / 128)
+    assert torch.equal(emb._freqs, freqs)
+    torch.testing.assert_close(emb(sigma), expect, rtol=0, atol=0)
+    assert torch.equal(emb.at_zero(2), emb(torch.zeros(2)))  # what an unconditioned network feeds
+    half = emb.to(torch.bfloat16)
+    assert half.mlp[0].weight.dtype == torch.bfloat16
+    assert half._freqs.dtype == half._zero_features.dtype == torch.float32  # never cast: positions stay exact
+    assert half.at_zero(3).dtype == torch.bfloat16 and half.at_zero(3).shape == (3, 8)
+    assert list(emb.state_dict()) == ["mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]  # MDLM's keys only
+
+
 def test_layernorm_has_no_bias_and_normalises_in_float32():
     norm = LayerNorm(6)
     assert list(norm.state_dict()) == ["weight"]
