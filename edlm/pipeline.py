@@ -386,7 +386,8 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
     included) and seed give the same tokens. ``length`` > the model's L samples semi-autoregressively with
     ``stride`` new tokens per block; ``length=None`` means L. ``k``, ``window`` and ``temperature`` need an
     energy: without one they would be ignored, so they are refused. ``compile`` torch.compiles the denoiser
-    and energy networks in place first (`edlm.models.compile_networks`), and the float64 proposal draw
+    and energy networks in place first (`edlm.models.compile_networks`, frozen: the compiled graphs keep these
+    weights, and hold a second copy of them), and the float64 proposal draw
     (`edlm.diffusion.categorical.compile_draws`, process-wide): worth it on a GPU for long runs; the samples
     are the same up to floating-point rounding.
     """
@@ -404,7 +405,7 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
     device = torch.device(device)
     denoiser = bundle.denoiser.to(device).eval()
     if compile:
-        compile_networks(denoiser, energy)
+        compile_networks(denoiser, energy, freeze=True)  # the weights never change while sampling
         compile_draws()  # the float64 proposal draw too (fused; same draws)
     generator = torch.Generator(device).manual_seed(seed)
     record_settings = {"denoiser": str(bundle.path), "energy": getattr(energy, "spec", None) if energy is not None

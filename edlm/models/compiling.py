@@ -23,7 +23,7 @@ support the context manager protocol``, benchmarks/gpu/multi_kernel_recompile.py
 process times the candidates once on its first call; the compiled graphs stay cached."""
 
 
-def compile_networks(*networks, mode: str | None = None, options: dict | None = None) -> None:
+def compile_networks(*networks, mode: str | None = None, options: dict | None = None, freeze: bool = False) -> None:
     """``nn.Module.compile`` each network in place, so parameters, state-dict keys and EMA swaps are
     unchanged and only the forward is compiled. Accepts modules, a `Denoiser` (its backbone is compiled:
     SUBS stays eager), an `AREnergy` (its AR model) and ``None`` (skipped). The first call of each
@@ -37,6 +37,16 @@ def compile_networks(*networks, mode: str | None = None, options: dict | None = 
             for minutes). Its inductor options are applied first.
         options: inductor options on top of ``mode``'s; default `INFERENCE_OPTIONS`, ``{}`` for inductor's
             defaults (training passes ``{}``: multi-kernel was measured on forwards only).
+        freeze: compile calls made without autograd with inductor's ``freezing``: the parameters are constants
+            of the compiled graph, and what depends on them alone is computed once, when it compiles (an
+            unconditioned DiT's or NCE's σ-map and all its adaLN modulations: 13 small GEMMs and their host
+            launches per forward; the DiT's padded output weight). `edlm sample --compile` freezes. On an H200
+            (speed_notes.md, session 7): an MDLM-small NCE call 0.17 ms (1 %) faster at B = 32 and 0.4 ms at
+            B = 64, the DiT's host dispatch 6.2 → 3.7 ms, and the host-bound shipped MDLM's T = 128 run 0.62 →
+            0.40 s; but peak memory rose by 0.9–1.0 GiB with DiT, AR and NCE frozen, the size of their bf16
+            weights (0.87 GiB), i.e. a second copy. Off by default, because a frozen graph **keeps the weights it
+            was compiled with**: changing them in place afterwards (an optimiser step, ``load_state_dict``, an
+            EMA swap) is not seen, or only in part. Calls with autograd on compile as without ``freeze``.
     """
     opts = {}
     if mode not in (None, "default"):
@@ -54,6 +64,26 @@ def compile_networks(*networks, mode: str | None = None, options: dict | None = 
             raise TypeError(f"cannot compile {type(net).__name__}: not a torch module and holds none.")
         if getattr(target, "_compiled_call_impl", None) is None:  # compiling twice would recompile
             target.compile(options=opts, dynamic=False)
+            if freeze:
+                target._compiled_call_impl = _Frozen(target._compiled_call_impl)
+
+
+class _Frozen:
+    """A compiled call run with inductor's ``freezing`` on. Dynamo reads that setting from inductor's global config
+    while it traces (to make the parameters graph constants), not from ``torch.compile``'s options, so it is set
+    around each call (a few µs) rather than for the whole process: other compiles keep their parameters as inputs."""
+
+    def __init__(self, call):
+        self.call = call
+
+    def __call__(self, *args, **kwargs):
+        from torch._inductor import config  # imported by the compiled call already
+
+        saved, config.freezing = config.freezing, True
+        try:
+            return self.call(*args, **kwargs)
+        finally:
+            config.freezing = saved
 
 
 def _target(net):

@@ -58,3 +58,64 @@ def test_options_reach_inductor_and_the_compiled_forward_matches_eager():
         torch.testing.assert_close(net(x), eager, rtol=1e-5, atol=1e-6)
     with pytest.raises(RuntimeError, match="no_such_inductor_option"):  # torch checks each option's name
         compile_networks(nn.Linear(4, 4), options={"no_such_inductor_option": 1})
+
+
+def _tiny(kind: str) -> nn.Module:
+    from edlm.energy.nce_energy import NCEEnergy
+    from edlm.models.dit import DiT
+
+    torch.manual_seed(0)
+    net = (NCEEnergy(61, 16, 32, 2, 4, 8, dropout=0.0) if kind == "nce" else DiT(61, 16, 32, 2, 4, 8, dropout=0.0))
+    with torch.no_grad():
+        for prm in net.parameters():
+            prm.copy_(torch.randn_like(prm) * 0.1)  # nonzero adaLN and head: the σ-map matters
+    return net.eval()
+
+
+def _call(kind: str, net: nn.Module) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 60, (3, 16), generator=g)
+    return net(x, torch.where(torch.rand(3, 16, generator=g) < 0.5, 60, x), torch.full((3,), 0.5)) if kind == "nce" \
+        else net(x)
+
+
+def _gemms(code: str) -> int:
+    """GEMM calls in inductor's CPU code: cuBLAS-style extern calls, or mkldnn / mkl linears after freezing."""
+    import re
+
+    return len(re.findall(r"extern_kernels\.(?:mm|addmm|bmm)\(|mkl\._mkl_linear\.default\(|mkldnn\._linear_pointwise\.default\(", code))
+
+
+@pytest.mark.parametrize("kind", ["nce", "dit"])
+def test_frozen_compile_folds_the_sigma_map_and_gives_the_eager_forward(kind):
+    from torch._inductor import config
+    from torch._inductor.utils import run_and_get_code
+
+    gemms = {}
+    for freeze in (False, True):
+        torch._dynamo.reset()
+        net = _tiny(kind)
+        with torch.no_grad():
+            eager = _call(kind, net)
+            compile_networks(net, freeze=freeze)
+            out, codes = run_and_get_code(lambda net=net: _call(kind, net))
+        torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-6)
+        gemms[freeze] = _gemms("\n".join(codes))
+        assert config.freezing is False  # set around the call only, never left on for other compiles
+    # frozen: the σ-map's two linears and every adaLN modulation (2 blocks, + the DiT's output layer) are constants
+    assert gemms[False] - gemms[True] == 2 + 2 + (kind == "dit")
+
+
+def test_frozen_compile_with_autograd_on_keeps_the_weights_live():
+    torch._dynamo.reset()
+    net, ref = _tiny("nce"), _tiny("nce")
+    compile_networks(net, freeze=True)
+    _call("nce", net).sum().backward()  # autograd on: no freezing, parameters stay graph inputs
+    _call("nce", ref).sum().backward()
+    for (name, a), b in zip(net.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():
+        net.head[-1].bias.add_(1.0)  # an in-place weight change is seen by the unfrozen graph
+        ref.head[-1].bias.add_(1.0)
+    with torch.enable_grad():
+        torch.testing.assert_close(_call("nce", net), _call("nce", ref), rtol=1e-5, atol=1e-6)

@@ -9,7 +9,7 @@ from edlm.data.tokenizers import char_tokenizer_from_text
 from edlm.diffusion.schedules import get_schedule
 from edlm.energy import AREnergy
 from edlm.errors import CheckpointError, ConfigError
-from edlm.models import ARTransformer, Denoiser, DiT, save_pretrained
+from edlm.models import ARTransformer, Denoiser, DiT, compiling, save_pretrained
 from edlm.pipeline import (
     EnergySpec,
     SampleRecord,
@@ -193,6 +193,22 @@ def test_edlm_ar_seeds(ckpts, bundle):
     assert torch.equal(_tokens(a), _tokens(b)) and not torch.equal(_tokens(a), _tokens(c))
     assert all(r.nfe_energy > 0 for r in a) and not (_tokens(a) == bundle.mask_id).any()
     assert a[0].settings["k"] == 4 and a[0].settings["energy"] == f"ar:{ckpts['ar']}"
+
+
+def test_compiled_sampling_is_frozen_and_draws_the_eager_tokens(ckpts):
+    from edlm.diffusion import categorical
+
+    eager_bundle = load_denoiser_bundle(ckpts["dit"])
+    eager = _run(eager_bundle, energy=load_energy(f"ar:{ckpts['ar']}", eager_bundle), k=4, seed=3)
+    fresh = load_denoiser_bundle(ckpts["dit"])  # compiled in place: not the module-wide bundle
+    energy = load_energy(f"ar:{ckpts['ar']}", fresh)
+    try:
+        compiled = _run(fresh, energy=energy, k=4, seed=3, compile=True)
+    finally:
+        categorical.compile_draws(False)  # process-wide: back to the eager draw for the other tests
+    assert torch.equal(_tokens(compiled), _tokens(eager))
+    assert isinstance(fresh.denoiser.backbone._compiled_call_impl, compiling._Frozen)  # weights as constants
+    assert isinstance(energy.ar_model._compiled_call_impl, compiling._Frozen)
 
 
 def test_k1_with_an_energy_is_mdlm(ckpts, bundle):
