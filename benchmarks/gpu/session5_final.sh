@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue #7, the last device call of sessions 5 and 6 (H200): the full speed run with the code of the day (session 5: the rotary table computed
-# once per model; session 6: inductor multi-kernel in compile_networks), with the card's clocks, power, temperature and throttle reasons logged every 2 s during it
+# Issue #7, the last device call of sessions 5, 6 and 7 (H200): the full speed run with the code of the day (session 5: the rotary table computed
+# once per model; session 6: inductor multi-kernel in compile_networks; session 7: frozen compile), with the card's clocks, power, temperature and throttle reasons logged every 2 s during it
 # (the probe calls of this session ran 10-20 % slower than session 4's on the same kind of card). Results under $OUT.
 set -uo pipefail
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1

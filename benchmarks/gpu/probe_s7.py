@@ -1,0 +1,124 @@
+"""Session-7 probe (issue #7) on the GPU: inductor's freezing for the sampling networks (``compile_networks(...,
+freeze=True)``): the parameters become graph constants, so an unconditioned network's σ-map and adaLN modulations
+(and the DiT's padded output weight) are computed once at compile time instead of in every forward.
+
+  PYTHONPATH=. python3 benchmarks/gpu/probe_s7.py --out $OUT/probe [--smoke]
+
+For the MDLM-small NCE (B = 32, 64), DiT and AR (B = 32) and the shipped NCE's shape (6 × 256, L = 128, B = 256,
+host-bound), random weights, bf16: each variant compiled on its own (``torch._dynamo.reset()`` between), then
+ms per synchronised call, back to back, per call again and the host's dispatch time (``probe_s5.call_timings``),
+the compile time, the GPU memory the compiled network holds, and the largest output difference to the first
+variant. Variants: ``multi`` (``compile_networks``' defaults), ``frozen`` (``freeze=True``), ``frozen_cpp``
+(and inductor's C++ wrapper; NCE only), ``multi_again`` (the defaults once more: the run-to-run spread).
+Kernel profiles of the NCE at B = 32, ``multi`` and ``frozen``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import probe_s4  # noqa: E402
+from probe_s3 import RES, kernel_profile  # noqa: E402
+from probe_s4 import build, network_calls, setup  # noqa: E402
+from probe_s5 import call_timings  # noqa: E402
+
+from edlm.energy.nce_energy import NCEEnergy  # noqa: E402
+from edlm.models.compiling import INFERENCE_OPTIONS, compile_networks  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+VARIANTS = {  # name: (freeze, extra inductor options, models it runs on)
+    "multi": (False, {}, ("nce", "dit", "ar", "shipped_nce")),
+    "frozen": (True, {}, ("nce", "dit", "ar", "shipped_nce")),
+    "frozen_cpp": (True, {"cpp_wrapper": True}, ("nce", "shipped_nce")),
+    "multi_again": (False, {}, ("nce", "dit", "ar", "shipped_nce")),
+}
+
+
+def shipped_nce(dev, g):
+    """A random-weight NCE of edlm/assets/wikipedia_en's shape (tiny on CPU) and its call at B = 256."""
+    vocab, length, hidden, blocks, heads = (4096, 128, 256, 6, 4) if CUDA else (512, 32, 32, 2, 2)
+    torch.manual_seed(0)
+    net = NCEEnergy(vocab, length, hidden, blocks, heads, 128, dropout=0.0)
+    with torch.no_grad():
+        for prm in net.parameters():
+            prm.copy_(torch.randn_like(prm) * 0.02)
+    net = net.to(dev, torch.bfloat16 if CUDA else torch.float32).eval()
+    x = torch.randint(0, vocab - 1, (256, length), device=dev, generator=g)
+    xt = torch.where(torch.rand(256, length, device=dev, generator=g) < 0.5, vocab - 1, x)
+    t = torch.full((256,), 0.5, device=dev)
+    return net, lambda m: m(x, xt, t)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU: check that the probe runs")
+    args = ap.parse_args()
+    if args.smoke:
+        probe_s4.B, probe_s4.L, probe_s4.C = 2, 32, 3000
+        probe_s4.MASK = probe_s4.C - 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev, g, section_if = setup("Z")
+    b = probe_s4.B
+    runs = [("nce", b), ("nce", 2 * b), ("dit", b), ("ar", b), ("shipped_nce", 256)]
+
+    @section_if("Z_freezing")
+    def _():
+        r = RES.setdefault("Z_freezing", {})
+        for name, batch in runs:
+            ref = None
+            for variant, (freeze, extra, models) in VARIANTS.items():
+                if name not in models:
+                    continue
+                key = f"{name}_B{batch}_{variant}"
+                saved_b = probe_s4.B
+                try:
+                    probe_s4.B = batch
+                    torch._dynamo.reset()
+                    if name == "shipped_nce":
+                        net, call = shipped_nce(dev, torch.Generator(device=dev).manual_seed(1))
+                    else:
+                        net = build(name, dev)
+                        call = network_calls(dev, torch.Generator(device=dev).manual_seed(1))[name]
+                    if CUDA:  # the previous variant's network freed first (call 1 read this before it was)
+                        gc.collect()
+                        torch.cuda.synchronize()
+                        held = torch.cuda.memory_allocated()
+                    with torch.no_grad():
+                        compile_networks(net, options={**INFERENCE_OPTIONS, **extra}, freeze=freeze)
+                        t0 = time.time()
+                        res = call(net).float().nan_to_num(0.0, posinf=0.0, neginf=0.0)  # AR: [MASK] is −∞
+                        r[key + "_compile_s"] = time.time() - t0
+                        if CUDA:
+                            r[key + "_extra_mem_mib"] = (torch.cuda.memory_allocated() - held) / 2**20
+                        ref = res if ref is None else ref
+                        r[key + "_max_diff"] = float((res - ref).abs().max())
+
+                        def fn(net=net, call=call):
+                            return call(net)
+
+                        r.update(call_timings(key, fn))
+                        if CUDA and name == "nce" and batch == b and variant in ("multi", "frozen"):
+                            r[key + "_profile"] = kernel_profile(fn, top=12)
+                except Exception as exc:  # noqa: BLE001
+                    r[key + "_error"] = f"{type(exc).__name__}: {exc}"[:400]
+                finally:
+                    probe_s4.B = saved_b
+                    net = call = fn = None  # noqa: F841  (so that the next variant's memory reading starts clean)
+                print(key, {k: v for k, v in r.items() if k.startswith(key) and not k.endswith("profile")}, flush=True)
+                (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))  # kept if the call times out
+
+    (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
