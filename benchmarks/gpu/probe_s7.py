@@ -2,7 +2,7 @@
 freeze=True)``): the parameters become graph constants, so an unconditioned network's σ-map and adaLN modulations
 (and the DiT's padded output weight) are computed once at compile time instead of in every forward.
 
-  PYTHONPATH=. python3 benchmarks/gpu/probe_s7.py --out $OUT/probe [--smoke]
+  PYTHONPATH=. python3 benchmarks/gpu/probe_s7.py --out $OUT/probe [--runs nce:32,dit:32] [--variants multi,frozen] [--smoke]
 
 For the MDLM-small NCE (B = 32, 64), DiT and AR (B = 32) and the shipped NCE's shape (6 × 256, L = 128, B = 256,
 host-bound), random weights, bf16: each variant compiled on its own (``torch._dynamo.reset()`` between), then
@@ -10,7 +10,8 @@ ms per synchronised call, back to back, per call again and the host's dispatch t
 the compile time, the GPU memory the compiled network holds, and the largest output difference to the first
 variant. Variants: ``multi`` (``compile_networks``' defaults), ``frozen`` (``freeze=True``), ``frozen_cpp``
 (and inductor's C++ wrapper; NCE only), ``multi_again`` (the defaults once more: the run-to-run spread).
-Kernel profiles of the NCE at B = 32, ``multi`` and ``frozen``.
+Kernel profiles of the NCE at B = 32, ``multi`` and ``frozen``. ``--runs`` / ``--variants`` pick a subset (e.g. one
+NCE size under several cuBLAS environment settings, one process each).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU: check that the probe runs")
+    ap.add_argument("--runs", default=None, help="model:batch pairs, e.g. nce:32,dit:32 (default: all five)")
+    ap.add_argument("--variants", default=None, help=f"a subset of {','.join(VARIANTS)}")
     args = ap.parse_args()
     if args.smoke:
         probe_s4.B, probe_s4.L, probe_s4.C = 2, 32, 3000
@@ -70,13 +73,16 @@ def main():
     dev, g, section_if = setup("Z")
     b = probe_s4.B
     runs = [("nce", b), ("nce", 2 * b), ("dit", b), ("ar", b), ("shipped_nce", 256)]
+    if args.runs:
+        runs = [(name, int(batch)) for name, batch in (item.split(":") for item in args.runs.split(","))]
+    variants = {k: VARIANTS[k] for k in (args.variants.split(",") if args.variants else VARIANTS)}
 
     @section_if("Z_freezing")
     def _():
         r = RES.setdefault("Z_freezing", {})
         for name, batch in runs:
             ref = None
-            for variant, (freeze, extra, models) in VARIANTS.items():
+            for variant, (freeze, extra, models) in variants.items():
                 if name not in models:
                     continue
                 key = f"{name}_B{batch}_{variant}"
