@@ -9,7 +9,9 @@ host-bound), random weights, bf16: each variant compiled on its own (``torch._dy
 ms per synchronised call, back to back, per call again and the host's dispatch time (``probe_s5.call_timings``),
 the compile time, the GPU memory the compiled network holds, and the largest output difference to the first
 variant. Variants: ``multi`` (``compile_networks``' defaults), ``frozen`` (``freeze=True``), ``frozen_cpp``
-(and inductor's C++ wrapper; NCE only), ``multi_again`` (the defaults once more: the run-to-run spread).
+(and inductor's C++ wrapper; NCE only), ``multi_again`` (the defaults once more: the run-to-run spread); not in the
+default set, for NCE only: ``frozen_tma`` (every GEMM autotuned against inductor's persistent TMA Triton templates)
+and ``frozen_tma_gelu_in_template`` (the same with the MLP's GELU fused into a template's epilogue, not cuBLASLt's).
 Kernel profiles of the NCE at B = 32, ``multi`` and ``frozen``. ``--runs`` / ``--variants`` pick a subset (e.g. one
 NCE size under several cuBLAS environment settings, one process each).
 """
@@ -33,14 +35,21 @@ from probe_s5 import call_timings  # noqa: E402
 
 from edlm.energy.nce_energy import NCEEnergy  # noqa: E402
 from edlm.models.compiling import INFERENCE_OPTIONS, compile_networks  # noqa: E402
+from edlm.models.dit import DiTBlock  # noqa: E402
 
 CUDA = torch.cuda.is_available()
-VARIANTS = {  # name: (freeze, extra inductor options, models it runs on)
+TMA = {"max_autotune_gemm": True, "max_autotune_gemm_backends": "ATEN,TRITON", "triton.enable_persistent_tma_matmul": True}
+VARIANTS = {  # name: (freeze, extra inductor options, models it runs on[, DiTBlock class switches])
     "multi": (False, {}, ("nce", "dit", "ar", "shipped_nce")),
     "frozen": (True, {}, ("nce", "dit", "ar", "shipped_nce")),
     "frozen_cpp": (True, {"cpp_wrapper": True}, ("nce", "shipped_nce")),
     "multi_again": (False, {}, ("nce", "dit", "ar", "shipped_nce")),
+    # not run yet (session 8): every GEMM autotuned against inductor's persistent TMA Triton templates, with the MLP's
+    # GELU in cuBLASLt's epilogue (fuse_gelu) or left to inductor to fuse into a template's epilogue
+    "frozen_tma": (True, TMA, ("nce",)),
+    "frozen_tma_gelu_in_template": (True, TMA, ("nce",), {"fuse_gelu": False}),
 }
+DEFAULT_VARIANTS = ("multi", "frozen", "frozen_cpp", "multi_again")  # call 1 of session 7
 
 
 def shipped_nce(dev, g):
@@ -75,20 +84,24 @@ def main():
     runs = [("nce", b), ("nce", 2 * b), ("dit", b), ("ar", b), ("shipped_nce", 256)]
     if args.runs:
         runs = [(name, int(batch)) for name, batch in (item.split(":") for item in args.runs.split(","))]
-    variants = {k: VARIANTS[k] for k in (args.variants.split(",") if args.variants else VARIANTS)}
+    variants = {k: VARIANTS[k] for k in (args.variants.split(",") if args.variants else DEFAULT_VARIANTS)}
 
     @section_if("Z_freezing")
     def _():
         r = RES.setdefault("Z_freezing", {})
         for name, batch in runs:
             ref = None
-            for variant, (freeze, extra, models) in variants.items():
+            for variant, (freeze, extra, models, *switches) in variants.items():
                 if name not in models:
                     continue
+                switches = switches[0] if switches else {}
+                saved_switches = {k: getattr(DiTBlock, k) for k in switches}
                 key = f"{name}_B{batch}_{variant}"
                 saved_b = probe_s4.B
                 try:
                     probe_s4.B = batch
+                    for k, v in switches.items():
+                        setattr(DiTBlock, k, v)
                     torch._dynamo.reset()
                     if name == "shipped_nce":
                         net, call = shipped_nce(dev, torch.Generator(device=dev).manual_seed(1))
@@ -119,6 +132,8 @@ def main():
                     r[key + "_error"] = f"{type(exc).__name__}: {exc}"[:400]
                 finally:
                     probe_s4.B = saved_b
+                    for k, v in saved_switches.items():
+                        setattr(DiTBlock, k, v)
                     net = call = fn = None  # noqa: F841  (so that the next variant's memory reading starts clean)
                 print(key, {k: v for k, v in r.items() if k.startswith(key) and not k.endswith("profile")}, flush=True)
                 (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))  # kept if the call times out
