@@ -39,8 +39,8 @@ def compile_networks(*networks, mode: str | None = None, options: dict | None = 
             defaults (training passes ``{}``: multi-kernel was measured on forwards only).
         freeze: compile calls made without autograd with inductor's ``freezing``: the parameters are constants
             of the compiled graph, and what depends on them alone is computed once, when it compiles (an
-            unconditioned DiT's or NCE's σ-map and all its adaLN modulations: 13 small GEMMs and their host
-            launches per forward; the DiT's padded output weight). `edlm sample --compile` freezes. On an H200
+            unconditioned DiT's or NCE's σ-map and all its adaLN modulations: 14 small GEMMs per NCE forward, 15 per
+            DiT forward, and their host launches). `edlm sample --compile` freezes. On an H200
             (speed_notes.md, session 7): an MDLM-small NCE call 0.17 ms (1 %) faster at B = 32 and 0.4 ms at
             B = 64, the DiT's host dispatch 6.2 → 3.7 ms, and the host-bound shipped MDLM's T = 128 run 0.62 →
             0.40 s; but peak memory rose by 0.9–1.0 GiB with DiT, AR and NCE frozen, the size of their bf16
