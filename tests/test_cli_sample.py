@@ -93,6 +93,7 @@ def _fails_cleanly(capsys, argv, out, fragment):
     (["--k", "2"], "only apply with an energy"),
     (["--energy", "gpt2"], "bad energy spec"),
     (["--device", "tpu"], "device"),
+    (["--no-freeze"], "--no-freeze only applies with --compile"),
 ])
 def test_bad_settings(capsys, tmp_path, ckpts, extra, fragment):
     out = tmp_path / "out.jsonl"

@@ -211,6 +211,19 @@ def test_compiled_sampling_is_frozen_and_draws_the_eager_tokens(ckpts):
     assert isinstance(energy.ar_model._compiled_call_impl, compiling._Frozen)
 
 
+def test_sampling_compiles_frozen_unless_told_not_to(bundle, monkeypatch):
+    import edlm.pipeline
+
+    seen = []
+    monkeypatch.setattr(edlm.pipeline, "compile_networks", lambda *nets, **kw: seen.append(kw))
+    monkeypatch.setattr(edlm.pipeline, "compile_draws", lambda: None)
+    _run(bundle, compile=True)
+    _run(bundle, compile=True, freeze=False)
+    assert seen == [{"freeze": True}, {"freeze": False}]
+    with pytest.raises(ValueError, match="only applies with compile=True"):
+        _run(bundle, freeze=False)
+
+
 def test_k1_with_an_energy_is_mdlm(ckpts, bundle):
     energy = load_energy(f"ar:{ckpts['ar']}", bundle)
     edlm = _run(bundle, energy=energy, k=1, seed=7)
