@@ -5,7 +5,7 @@ Freezing makes the weights constants of the compiled graph and folds what depend
 network's σ-map and adaLN modulations). Inductor's FX graph cache keys large frozen constants by shape and dtype
 only, so a network of the same shape with other weights could hit a cached graph; this script checks that the
 cached graph then runs with the new weights. It compiles the shipped NCE's shape (fast to compile) with random
-weights of seed 0, 1, 0 in this process (``torch._dynamo.reset()`` between) and seed 1 in a second process on the
+weights of seed 0, 1, 0 in this process (``probe_s7.shipped_nce``, B = 64; tiny on CPU) (``torch._dynamo.reset()`` between) and seed 1 in a second process on the
 same on-disk cache, and prints one JSON line per compile: the largest difference to the eager forward, the sums of
 both (a graph run with the other seed's weights would give that seed's sum) and inductor's cache counters.
 
@@ -23,8 +23,10 @@ import tempfile
 import torch
 from torch._dynamo.utils import counters
 
-from edlm.energy.nce_energy import NCEEnergy
 from edlm.models.compiling import compile_networks
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from probe_s7 import shipped_nce  # noqa: E402  (the shipped NCE's shape, random weights, half-masked inputs)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -32,20 +34,11 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 def attempt(tag: str, seed: int) -> dict:
     torch._dynamo.reset()
     counters.clear()
-    torch.manual_seed(seed)
-    net = NCEEnergy(4096, 128, 256, 6, 4, 128, dropout=0.0)
+    net, call = shipped_nce(DEV, torch.Generator(device=DEV).manual_seed(0), batch=64, seed=seed, scale=0.05)
     with torch.no_grad():
-        for prm in net.parameters():
-            prm.copy_(torch.randn_like(prm) * 0.05)
-    net = net.to(DEV, torch.bfloat16 if DEV == "cuda" else None).eval()
-    g = torch.Generator(device=DEV).manual_seed(0)
-    x = torch.randint(0, 4095, (64, 128), device=DEV, generator=g)
-    xt = torch.where(torch.rand(64, 128, device=DEV, generator=g) < 0.5, 4095, x)
-    t = torch.full((64,), 0.5, device=DEV)
-    with torch.no_grad():
-        eager = net(x, xt, t).float()
+        eager = call(net).float()
         compile_networks(net, freeze=True)
-        out = net(x, xt, t).float()
+        out = call(net).float()
     res = {"tag": tag, "seed": seed, "max_diff_to_eager": float((out - eager).abs().max()),
            "eager_sum": float(eager.sum()), "compiled_sum": float(out.sum()), "inductor": {k: v for k, v in counters["inductor"].items() if "cache" in k}}
     print(json.dumps(res), flush=True)

@@ -140,18 +140,29 @@ def setup(sections: str):
     return dev, torch.Generator(device=dev).manual_seed(0), section_if
 
 
-def main():
+def parse_probe_args(sections: str | None, configure=None):
+    """The probes' common command line: ``--out`` (created), ``--smoke`` (tiny CPU shapes, set here as this module's
+    B, L, C, MASK, which the probes read), ``--sections`` with ``sections`` as its default (None: no such option);
+    ``configure(parser)`` adds a probe's own options. Returns (args, out directory)."""
+    global B, L, C, MASK
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--sections", default="K,M,P")
+    if sections is not None:
+        ap.add_argument("--sections", default=sections)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU: check that every section runs")
+    if configure is not None:
+        configure(ap)
     args = ap.parse_args()
-    global B, L, C, MASK
     if args.smoke:
         B, L, C = 2, 32, 3000
         MASK = C - 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    return args, out
+
+
+def main():
+    args, out = parse_probe_args("K,M,P")
     dev, g, section_if = setup(args.sections)
 
     @section_if("K_draw")

@@ -19,7 +19,6 @@ ms per call, back to back, host dispatch, largest output difference to the sessi
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import re
@@ -103,16 +102,7 @@ def rotary_forms() -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--sections", default="Q,C,V")
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU: check that every section runs")
-    args = ap.parse_args()
-    if args.smoke:
-        probe_s4.B, probe_s4.L, probe_s4.C = 2, 32, 3000
-        probe_s4.MASK = probe_s4.C - 1
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = probe_s4.parse_probe_args("Q,C,V")
     dev, g, section_if = setup(args.sections)
     dt = torch.bfloat16 if CUDA else torch.float32
     import torch._inductor.config as ic

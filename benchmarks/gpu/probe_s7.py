@@ -18,7 +18,6 @@ NCE size under several cuBLAS environment settings, one process each).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import sys
@@ -52,33 +51,29 @@ VARIANTS = {  # name: (freeze, extra inductor options, models it runs on[, DiTBl
 DEFAULT_VARIANTS = ("multi", "frozen", "frozen_cpp", "multi_again")  # call 1 of session 7
 
 
-def shipped_nce(dev, g):
-    """A random-weight NCE of edlm/assets/wikipedia_en's shape (tiny on CPU) and its call at B = 256."""
+def shipped_nce(dev, g, batch: int = 256, seed: int = 0, scale: float = 0.02):
+    """A NCE of edlm/assets/wikipedia_en's shape (tiny on CPU) with random weights (``torch.manual_seed(seed)``, std
+    ``scale``), bf16 on a GPU, and its call on ``batch`` half-masked sequences drawn from ``g`` at t = 0.5."""
     vocab, length, hidden, blocks, heads = (4096, 128, 256, 6, 4) if CUDA else (512, 32, 32, 2, 2)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = NCEEnergy(vocab, length, hidden, blocks, heads, 128, dropout=0.0)
     with torch.no_grad():
         for prm in net.parameters():
-            prm.copy_(torch.randn_like(prm) * 0.02)
+            prm.copy_(torch.randn_like(prm) * scale)
     net = net.to(dev, torch.bfloat16 if CUDA else torch.float32).eval()
-    x = torch.randint(0, vocab - 1, (256, length), device=dev, generator=g)
-    xt = torch.where(torch.rand(256, length, device=dev, generator=g) < 0.5, vocab - 1, x)
-    t = torch.full((256,), 0.5, device=dev)
+    x = torch.randint(0, vocab - 1, (batch, length), device=dev, generator=g)
+    xt = torch.where(torch.rand(batch, length, device=dev, generator=g) < 0.5, vocab - 1, x)
+    t = torch.full((batch,), 0.5, device=dev)
     return net, lambda m: m(x, xt, t)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU: check that the probe runs")
+def own_args(ap) -> None:
     ap.add_argument("--runs", default=None, help="model:batch pairs, e.g. nce:32,dit:32 (default: all five)")
     ap.add_argument("--variants", default=None, help=f"a subset of {','.join(VARIANTS)}")
-    args = ap.parse_args()
-    if args.smoke:
-        probe_s4.B, probe_s4.L, probe_s4.C = 2, 32, 3000
-        probe_s4.MASK = probe_s4.C - 1
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def main():
+    args, out = probe_s4.parse_probe_args(None, own_args)
     dev, g, section_if = setup("Z")
     b = probe_s4.B
     runs = [("nce", b), ("nce", 2 * b), ("dit", b), ("ar", b), ("shipped_nce", 256)]

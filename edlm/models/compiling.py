@@ -74,16 +74,17 @@ class _Frozen:
     around each call (a few µs) rather than for the whole process: other compiles keep their parameters as inputs."""
 
     def __init__(self, call):
-        self.call = call
+        # here, not at module level: importing edlm.models must not import inductor
+        from torch._inductor import config
+
+        self.call, self.config = call, config
 
     def __call__(self, *args, **kwargs):
-        from torch._inductor import config  # imported by the compiled call already
-
-        saved, config.freezing = config.freezing, True
+        saved, self.config.freezing = self.config.freezing, True
         try:
             return self.call(*args, **kwargs)
         finally:
-            config.freezing = saved
+            self.config.freezing = saved
 
 
 def _target(net):
