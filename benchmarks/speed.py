@@ -747,6 +747,24 @@ class Bench:
                                             "skipped": f"estimated {estimate:.0f} s > budget left {left:.0f} s"})
                 self.save()
 
+    def long_only(self) -> None:
+        """``--long-only``: the runs a full run leaves out when its budget is spent, and nothing else: MDLM at
+        ``long_steps``, then EDLM-AR at each of ``edlm_long_steps`` × ``ks`` × ``windows``, cheapest first (cost taken
+        as T · (1 + k · window width): a denoiser call per step and k energy proposals per step in the window). Each
+        is timed once (no plain re-run) with no budget gate, and saved as it ends, so a run cut short by a time
+        limit keeps the rows it finished."""
+        cfg = self.cfg
+        k = max(cfg.ks)
+        log(f"long runs only, B={cfg.e2e_batch}, L={cfg.length}")
+        self.e2e("warm-up MDLM", 4, record=False)
+        self.e2e("warm-up EDLM-AR", 2, "ar", k=k, window=(0.0, 1.0), ebs=cfg.energy_batch_size.get(k), record=False)
+        self.e2e(f"MDLM T={cfg.long_steps}", cfg.long_steps, plain=False)
+        plan = sorted((T * (1 + k * (window[1] - window[0])), T, k, tuple(window))
+                      for T in cfg.edlm_long_steps for k in cfg.ks for window in cfg.windows)
+        for _, T, k, window in plan:
+            self.e2e(f"EDLM-AR k={k} [{window[0]:g},{window[1]:g}] T={T}", T, "ar", k=k, window=window,
+                     ebs=cfg.energy_batch_size.get(k), plain=False)
+
     # ------------------------------------------------------------------ 5. diagnosis of the forward
     def diagnose(self) -> None:
         """Where a denoiser forward's time goes: kernel categories (profiler), host dispatch at B = 1,
@@ -922,6 +940,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-diagnose", action="store_true", help="skip the profiler / torch.compile section")
     parser.add_argument("--quick", action="store_true",
                         help="B=32 only, MDLM T=128, EDLM k=8 [0,1]; no pieces, diagnosis or long run")
+    parser.add_argument("--long-only", action="store_true",
+                        help="only the long end-to-end runs (MDLM at 1024 steps, EDLM-AR at 128 and 1024), each "
+                             "timed once, no budget gate: what a full run's budget leaves out")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the networks in place (as `edlm sample --compile`) before measuring")
     parser.add_argument("--compile-mode", default=None,
@@ -988,6 +1009,9 @@ def main(argv: list[str] | None = None) -> int:
 
         compile_draws()
     bench.ceilings()
+    if args.long_only:
+        bench.long_only()
+        return finish(bench)
     bench.forward_rows()
     if not args.quick:
         bench.pieces()
@@ -997,6 +1021,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         bench.long_run()
         bench.edlm_long_runs()
+    return finish(bench)
+
+
+def finish(bench: Bench) -> int:
+    """Saves the results, prints the report; 1 if anything failed."""
     bench.save()
     print("\n" + render_markdown(bench.results), flush=True)
     log("done")

@@ -50,3 +50,23 @@ def test_the_mfu_target_needs_every_call_size_of_32k_tokens_or_more():
     assert streamed.endswith("| no (B = 32) |")  # 59.8 % back to back
     synced, streamed = nce_lines({32: 0.61, 64: 0.62})
     assert synced.endswith("| yes |") and streamed.endswith("| yes |")
+
+
+def test_speed_script_long_only_runs_just_the_long_rows(tmp_path):
+    """--long-only: MDLM at long_steps and every EDLM-AR (k, window) at edlm_long_steps, cheapest first, timed once;
+    no forward rows and none of the short runs."""
+    out = tmp_path / "long"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--tiny", "--long-only", "--out",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = json.loads((out / "speed.json").read_text())
+    cfg = res["meta"]["config"]
+    assert res["errors"] == [] and res["forward"] == []
+    names = [r["name"] for r in res["e2e"]]
+    T = cfg["edlm_long_steps"][0]
+    assert names == [f"MDLM T={cfg['long_steps']}", f"EDLM-AR k=2 [0.8,1] T={T}", f"EDLM-AR k=8 [0.8,1] T={T}",
+                     f"EDLM-AR k=2 [0,1] T={T}", f"EDLM-AR k=8 [0,1] T={T}"]
+    for r in res["e2e"]:
+        assert r["seconds"] > 0 and r["seconds_plain"] is None and r["nfe_denoiser"] >= 1 and r["alone_s"] > 0
+    assert all(r["nfe_energy_chunks"] > 0 for r in res["e2e"][1:])
+    assert "## End-to-end `generate`" in (out / "speed.md").read_text()
