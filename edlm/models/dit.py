@@ -39,6 +39,7 @@ __all__ = [
     "Rotary",
     "apply_rotary",
     "attention",
+    "late_bias_linear",
     "DiTBlock",
     "FinalLayer",
     "DiT",
@@ -108,6 +109,24 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 _gelu_epilogue = addmm_gelu  # what DiTBlock._mlp calls (benchmarks/gpu/probe_s4.py swaps it to compare)
+
+
+def _late_bias_here(h: Tensor) -> bool:
+    """Whether `late_bias_linear` splits off the bias: ``DiTBlock.late_bias`` on, while torch.compile traces a CUDA
+    half-precision forward without autograd (in eager mode and for training nothing changes)."""
+    return (DiTBlock.late_bias and h.is_cuda and not torch.is_grad_enabled()
+            and h.dtype in (torch.bfloat16, torch.float16) and torch.compiler.is_compiling())
+
+
+def late_bias_linear(h: Tensor, linear: nn.Linear) -> Tensor:
+    """``linear(h)``, or, where `_late_bias_here`, a GEMM without bias followed by the bias add, which inductor fuses
+    into the next pointwise kernel (for the MLP's down projection: the block's residual add and the next block's
+    LayerNorm, which pass over the activations anyway), so cuBLAS runs its plain GEMM instead of the one with a
+    bias epilogue (benchmarks/results/speed_notes.md, session 8). One rounding more: the GEMM's output is rounded
+    to half precision before the bias is added."""
+    if linear.bias is not None and _late_bias_here(h):
+        return F.linear(h, linear.weight) + linear.bias
+    return linear(h)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -308,6 +327,7 @@ class DiTBlock(nn.Module):
     fuse_gelu = True  # class-wide switch (benchmarks/gpu/probe_s3.py, section H, measures both)
     fuse_residual = False  # class-wide switch, off: measured no gain (speed_notes.md, session 4)
     fuse_norm = False  # class-wide switch, off: measured no gain on an H200 (probe_s5.py F / G, speed_notes.md session 5)
+    late_bias = False  # class-wide switch: the MLP's down projection through `late_bias_linear`
 
     def _fuse_norm_here(self, x: Tensor) -> bool:
         """Whether the attention residual, norm2 and its modulation go through ``add_norm_modulate``: on CUDA, half
@@ -337,7 +357,7 @@ class DiTBlock(nn.Module):
         if (self.fuse_gelu and h.is_cuda and not torch.is_grad_enabled() and up.bias is not None
                 and h.dtype in (torch.bfloat16, torch.float16) and up.weight.dtype == h.dtype):  # not under autocast
             a = _gelu_epilogue(up.bias, h.reshape(-1, h.shape[-1]), up.weight.t())
-            return down(a.view(*h.shape[:-1], -1))
+            return late_bias_linear(a.view(*h.shape[:-1], -1), down)
         return self.mlp(h)
 
 

@@ -1,5 +1,6 @@
 """compile_networks: which inductor options reach torch.compile, and that they are live."""
 
+import operator
 import os
 
 import pytest
@@ -119,3 +120,44 @@ def test_frozen_compile_with_autograd_on_keeps_the_weights_live():
         ref.head[-1].bias.add_(1.0)
     with torch.enable_grad():
         torch.testing.assert_close(_call("nce", net), _call("nce", ref), rtol=1e-5, atol=1e-6)
+
+
+def _traced_linears(fn, *args):
+    """(bias given?, adds) of the FX graph torch.compile traces for ``fn(*args)`` (a recording backend, no inductor)."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(fn, backend=backend, dynamic=False)(*args)
+    nodes = [n for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
+    linears = [len(n.args) > 2 and n.args[2] is not None or n.kwargs.get("bias") is not None
+               for n in nodes if n.target is torch._C._nn.linear]
+    adds = sum(n.target in (operator.add, torch.add) for n in nodes)
+    return linears, adds
+
+
+def test_late_bias_linear_moves_the_bias_out_of_the_gemm_only_where_asked(monkeypatch):
+    """DiTBlock.late_bias (off: no gain measured, speed_notes.md session 8): while compiling a CUDA half-precision
+    no-grad forward, the MLP's down projection becomes a GEMM without bias plus an add that inductor can fuse into
+    the residual kernel. Elsewhere (CPU, autograd, eager, the switch off) it is the layer itself."""
+    from edlm.models import dit
+
+    torch.manual_seed(0)
+    lin, h = nn.Linear(8, 4), torch.randn(3, 8)
+
+    def fn(h):
+        return dit.late_bias_linear(h, lin)
+
+    monkeypatch.setattr(dit.DiTBlock, "late_bias", True)
+    with torch.no_grad():
+        assert torch.equal(fn(h), lin(h))  # eager: not compiling
+        assert _traced_linears(fn, h) == ([True], 0)  # compiling, but on CPU
+        monkeypatch.setattr(dit, "_late_bias_here", lambda h: True)  # as on a GPU in half precision
+        assert _traced_linears(fn, h) == ([False], 1)
+        torch.testing.assert_close(torch.compile(fn, backend="eager")(h), lin(h))
+    monkeypatch.undo()
+    with torch.no_grad():
+        assert not dit.DiTBlock.late_bias and _traced_linears(fn, h) == ([True], 0)
