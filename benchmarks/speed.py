@@ -187,6 +187,11 @@ def default_energy_chunk(cfg: BenchConfig) -> int:
     return max(1, min(n, limit // per_seq)) if limit else n
 
 
+def run_name(method: str, k: int, window, steps: int) -> str:
+    """An EDLM row's name in speed.json / speed.md, e.g. "EDLM-AR k=8 [0,1] T=32"."""
+    return f"{method} k={k} [{window[0]:g},{window[1]:g}] T={steps}"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -680,9 +685,7 @@ class Bench:
     def end_to_end(self) -> None:
         cfg = self.cfg
         log(f"end-to-end generate, B={cfg.e2e_batch}, L={cfg.length}")
-        self.e2e("warm-up MDLM", 4, record=False)
-        self.e2e("warm-up EDLM-AR", 2, "ar", k=max(cfg.ks), window=(0.0, 1.0),
-                 ebs=cfg.energy_batch_size.get(max(cfg.ks)), record=False)
+        self._warm_up()
         if cfg.extra_runs:  # the default-chunk run's chunk shape, likewise
             self.e2e("warm-up EDLM-AR, default chunks", 2, "ar", k=max(cfg.ks), window=(0.0, 1.0), ebs=None,
                      record=False)
@@ -700,17 +703,17 @@ class Bench:
         self.edlm_rows = {}
         for k in cfg.ks:
             for window in cfg.windows:
-                row = self.e2e(f"EDLM-AR k={k} [{window[0]:g},{window[1]:g}] T={cfg.edlm_steps}", cfg.edlm_steps, "ar",
+                row = self.e2e(run_name("EDLM-AR", k, window, cfg.edlm_steps), cfg.edlm_steps, "ar",
                                k=k, window=window, ebs=cfg.energy_batch_size.get(k))
                 if row is not None:
                     self.edlm_rows[(k, tuple(window))] = row
         k = max(cfg.ks)
         if cfg.extra_runs:
-            self.e2e(f"EDLM-AR k={k} [0,1] T={cfg.edlm_steps}, default chunks", cfg.edlm_steps, "ar", k=k,
-                     window=(0.0, 1.0), ebs=None)
+            self.e2e(run_name("EDLM-AR", k, (0.0, 1.0), cfg.edlm_steps) + ", default chunks", cfg.edlm_steps, "ar",
+                     k=k, window=(0.0, 1.0), ebs=None)
         if self.nce is not None:
             for k, window in cfg.nce_runs:
-                self.e2e(f"EDLM-NCE k={k} [{window[0]:g},{window[1]:g}] T={cfg.edlm_steps}", cfg.edlm_steps,
+                self.e2e(run_name("EDLM-NCE", k, window, cfg.edlm_steps), cfg.edlm_steps,
                          "nce", k=k, window=window, ebs=cfg.energy_batch_size.get(k))
         self.last_mdlm = last
 
@@ -737,7 +740,7 @@ class Bench:
                        for (k, window), row in getattr(self, "edlm_rows", {}).items() for T in cfg.edlm_long_steps),
                       key=lambda p: p[0])
         for estimate, T, k, window in plan:
-            name = f"EDLM-AR k={k} [{window[0]:g},{window[1]:g}] T={T}"
+            name = run_name("EDLM-AR", k, window, T)
             left = self.remaining()
             if 1.3 * estimate < left:
                 log(f"{name}: estimated {estimate:.0f} s, {left:.0f} s left in the budget")
@@ -754,16 +757,22 @@ class Bench:
         is timed once (no plain re-run) with no budget gate, and saved as it ends, so a run cut short by a time
         limit keeps the rows it finished."""
         cfg = self.cfg
-        k = max(cfg.ks)
         log(f"long runs only, B={cfg.e2e_batch}, L={cfg.length}")
-        self.e2e("warm-up MDLM", 4, record=False)
-        self.e2e("warm-up EDLM-AR", 2, "ar", k=k, window=(0.0, 1.0), ebs=cfg.energy_batch_size.get(k), record=False)
+        self._warm_up()
         self.e2e(f"MDLM T={cfg.long_steps}", cfg.long_steps, plain=False)
         plan = sorted((T * (1 + k * (window[1] - window[0])), T, k, tuple(window))
                       for T in cfg.edlm_long_steps for k in cfg.ks for window in cfg.windows)
         for _, T, k, window in plan:
-            self.e2e(f"EDLM-AR k={k} [{window[0]:g},{window[1]:g}] T={T}", T, "ar", k=k, window=window,
-                     ebs=cfg.energy_batch_size.get(k), plain=False)
+            self.e2e(run_name("EDLM-AR", k, window, T), T, "ar", k=k, window=window, ebs=cfg.energy_batch_size.get(k),
+                     plain=False)
+
+    def _warm_up(self) -> None:
+        """Untimed short MDLM and EDLM-AR (largest k, its chunk size) runs first: the compiled networks and draws
+        compile their loop shapes here, not inside a timed run."""
+        k = max(self.cfg.ks)
+        self.e2e("warm-up MDLM", 4, record=False)
+        self.e2e("warm-up EDLM-AR", 2, "ar", k=k, window=(0.0, 1.0), ebs=self.cfg.energy_batch_size.get(k),
+                 record=False)
 
     # ------------------------------------------------------------------ 5. diagnosis of the forward
     def diagnose(self) -> None:
