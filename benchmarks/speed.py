@@ -375,14 +375,18 @@ class Bench:
             "attention": "flash_attn" if importlib.util.find_spec("flash_attn") else "torch SDPA",
         }
 
-    def compile_models(self, mode: str | None = None, options: dict | None = None, freeze: bool = True) -> None:
+    def compile_models(self, mode: str | None = None, options: dict | None = None, freeze: bool = True,
+                       cuda_graphs: bool = True) -> None:
         """``nn.Module.compile`` in place, as `edlm.pipeline.compile_networks` does for `edlm sample --compile`
         (``freeze``: inductor's freezing, the weights as graph constants; nothing here changes them after compiling).
-        Static shapes: each batch size of the forward rows compiles once, so allow more than torch's 8."""
+        Static shapes: each batch size of the forward rows compiles once, so allow more than torch's 8.
+        ``cuda_graphs``: calls with small outputs (the energies' scores, the AR's with ``score=True``) replay a CUDA
+        graph, as in `edlm sample --compile`; logits do not."""
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, 64)
-        compile_networks(self.denoiser, self.ar, self.nce, mode=mode, options=options, freeze=freeze)
+        compile_networks(self.denoiser, self.ar, self.nce, mode=mode, options=options, freeze=freeze,
+                         cuda_graphs=cuda_graphs)
         log("networks compiled in place (first calls of each shape compile; the warm-up repeats absorb it)")
 
     # ------------------------------------------------------------------ 1. ceilings
@@ -961,6 +965,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-freeze", action="store_true",
                         help="compile without inductor's freezing (as before session 7; `edlm sample --compile` "
                              "freezes: weights as graph constants, an unconditioned network's σ-map folded)")
+    parser.add_argument("--no-cuda-graphs", action="store_true",
+                        help="compile without replaying the small-output calls (energies) from CUDA graphs "
+                             "(as before session 9; `edlm sample --compile` replays them)")
     parser.add_argument("--compile-draws", action="store_true",
                         help="also torch.compile the float64 proposal draw (edlm.diffusion.categorical.compile_draws)")
     parser.add_argument("--no-pad-vocab", action="store_true",
@@ -1000,7 +1007,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": args.date, "config": {k: v for k, v in asdict(cfg).items()},
         "compiled": args.compile, "compile_mode": args.compile_mode, "compiled_draws": args.compile_draws,
         "inductor_options": inductor_options if args.compile else None,
-        "frozen": (not args.no_freeze) if args.compile else None, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
+        "frozen": (not args.no_freeze) if args.compile else None,
+        "cuda_graphs": (not args.no_cuda_graphs) if args.compile else None, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
         "draw": "one-level (flat)" if args.flat_draw else f"two-level, blocks of {categorical.BLOCK} ids when K·BLOCK < C",
         "fuse_residual": DiTBlock.fuse_residual, "fuse_gelu": DiTBlock.fuse_gelu, "fuse_norm": DiTBlock.fuse_norm,
         "source_sha256": source_hashes(),
@@ -1012,7 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.shipped and not args.tiny:
         bench.load_shipped(args.shipped)
     if args.compile:
-        bench.compile_models(args.compile_mode, inductor_options, freeze=not args.no_freeze)
+        bench.compile_models(args.compile_mode, inductor_options, freeze=not args.no_freeze,
+                             cuda_graphs=not args.no_cuda_graphs)
     if args.compile_draws:
         from edlm.diffusion.categorical import compile_draws
 

@@ -47,13 +47,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         stride=args.stride)
     if args.no_freeze and not args.compile:
         raise ValueError("--no-freeze only applies with --compile.")
+    if args.no_cuda_graphs and not args.compile:
+        raise ValueError("--no-cuda-graphs only applies with --compile.")
     pipeline.check_output_path(args.out)
     device = pipeline.resolve_device(args.device)
     bundle = pipeline.load_denoiser_bundle(args.denoiser, tokenizer=args.tokenizer, map_location=device)
     settings.resolve_length(bundle)  # a too-long length fails before the energy loads
     energy = pipeline.load_energy(args.energy, bundle, device)
     records = pipeline.sample(bundle, energy=energy, device=device, progress=not args.no_progress,
-                              compile=args.compile, freeze=not args.no_freeze, **asdict(settings))
+                              compile=args.compile, freeze=not args.no_freeze,
+                              cuda_graphs=not args.no_cuda_graphs, **asdict(settings))
     print(pipeline.format_records(records, show_text=not args.no_print))
     path = pipeline.write_jsonl(records, args.out)  # atomic: all records or no file
     print(f"# wrote {len(records)} samples to {path}")
@@ -158,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-freeze", action="store_true",
                    help="with --compile: keep the weights as graph inputs (no second copy of them; calls a little "
                         "slower, e.g. 1 %% for an MDLM-small NCE, more for small host-bound models)")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="with --compile on a GPU: launch each energy call kernel by kernel instead of replaying "
+                        "a CUDA graph of it")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="likelihood bounds/estimates and generative perplexity")

@@ -379,7 +379,7 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
            energy=None, k: int = 1, window: tuple[float, float] = (0.0, 1.0), temperature: float = 1.0,
            seed: int = 0, top_p: float = 1.0, noise_removal: bool = True, cache: bool = True,
            device: str | torch.device = "cpu", progress: bool = True, stride: int | None = None,
-           compile: bool = False, freeze: bool = True) -> list[SampleRecord]:
+           compile: bool = False, freeze: bool = True, cuda_graphs: bool = True) -> list[SampleRecord]:
     """Generate ``num_samples`` sequences, ``batch_size`` at a time, with MDLM or EDLM (SPEC 1.6, 2.5).
 
     One ``torch.Generator(device).manual_seed(seed)`` drives the whole run, so the same settings (batch size
@@ -387,7 +387,8 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
     ``stride`` new tokens per block; ``length=None`` means L. ``k``, ``window`` and ``temperature`` need an
     energy: without one they would be ignored, so they are refused. ``compile`` torch.compiles the denoiser
     and energy networks in place first (`edlm.models.compile_networks`; with ``freeze`` the compiled graphs keep
-    these weights as constants and hold a second copy of them: faster calls, more memory), and the float64 proposal draw
+    these weights as constants and hold a second copy of them: faster calls, more memory; with ``cuda_graphs`` each
+    energy call on a GPU replays a CUDA graph, its outputs being small), and the float64 proposal draw
     (`edlm.diffusion.categorical.compile_draws`, process-wide): worth it on a GPU for long runs; the samples
     are the same up to floating-point rounding.
     """
@@ -400,6 +401,8 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
                          f"window={settings.window}, temperature={temperature} and no energy.")
     if not freeze and not compile:
         raise ValueError("freeze=False (--no-freeze) only applies with compile=True (--compile).")
+    if not cuda_graphs and not compile:
+        raise ValueError("cuda_graphs=False (--no-cuda-graphs) only applies with compile=True (--compile).")
     block = min(length, bundle.length)
     energy_len = _energy_length(energy)
     if energy_len is not None and energy_len < block:
@@ -407,7 +410,7 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
     device = torch.device(device)
     denoiser = bundle.denoiser.to(device).eval()
     if compile:
-        compile_networks(denoiser, energy, freeze=freeze)  # the weights never change while sampling
+        compile_networks(denoiser, energy, freeze=freeze, cuda_graphs=cuda_graphs)  # the weights never change while sampling
         compile_draws()  # the float64 proposal draw too (fused; same draws)
     generator = torch.Generator(device).manual_seed(seed)
     record_settings = {"denoiser": str(bundle.path), "energy": getattr(energy, "spec", None) if energy is not None

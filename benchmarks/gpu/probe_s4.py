@@ -119,7 +119,8 @@ def network_calls(dev, g) -> dict:
     x = torch.randint(0, C - 1, (B, L), device=dev, generator=g)
     xt = torch.where(torch.rand(B, L, device=dev, generator=g) < 0.5, MASK, x)
     sigma, t = torch.zeros(B, device=dev), torch.full((B,), 0.5, device=dev)
-    return {"dit": lambda m: m(x, sigma), "nce": lambda m: m(x, xt, t), "ar": lambda m: m(x)}
+    return {"dit": lambda m: m(x, sigma), "nce": lambda m: m(x, xt, t), "ar": lambda m: m(x),
+            "ar_score": lambda m: m(x, score=True)}  # the AR energy's call: (B, L) log-probabilities
 
 
 def setup(sections: str):

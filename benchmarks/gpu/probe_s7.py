@@ -40,7 +40,7 @@ CUDA = torch.cuda.is_available()
 TMA = {"max_autotune_gemm": True, "max_autotune_gemm_backends": "ATEN,TRITON", "triton.enable_persistent_tma_matmul": True}
 VARIANTS = {  # name: (freeze, extra inductor options, models it runs on[, DiTBlock class switches])
     "multi": (False, {}, ("nce", "dit", "ar", "shipped_nce")),
-    "frozen": (True, {}, ("nce", "dit", "ar", "shipped_nce")),
+    "frozen": (True, {}, ("nce", "dit", "ar", "ar_score", "shipped_nce")),
     "frozen_cpp": (True, {"cpp_wrapper": True}, ("nce", "shipped_nce")),
     "multi_again": (False, {}, ("nce", "dit", "ar", "shipped_nce")),
     # not run yet (session 8): every GEMM autotuned against inductor's persistent TMA Triton templates, with the MLP's
@@ -49,9 +49,13 @@ VARIANTS = {  # name: (freeze, extra inductor options, models it runs on[, DiTBl
     "frozen_tma_gelu_in_template": (True, TMA, ("nce",), {"fuse_gelu": False}),
     # session 8: the MLP's down projection as a GEMM without bias, its bias added in the residual kernel
     "frozen_late_bias": (True, {}, ("nce", "dit", "ar", "shipped_nce"), {"late_bias": True}),
+    # session 9: frozen, each no-grad call with small outputs replayed from a CUDA graph (compile_networks(...,
+    # cuda_graphs=True)); the DiT's and the AR's logits are too large, so only the energies
+    "frozen_graphs": (True, {}, ("nce", "ar_score", "shipped_nce")),
 }
+GRAPHED = ("frozen_graphs",)  # variants compiled with cuda_graphs=True
 DEFAULT_VARIANTS = ("multi", "frozen", "frozen_cpp", "multi_again")  # call 1 of session 7
-PROFILED = ("multi", "frozen", "frozen_tma", "frozen_tma_gelu_in_template", "frozen_late_bias")  # at NCE B = 32
+PROFILED = ("multi", "frozen", "frozen_tma", "frozen_tma_gelu_in_template", "frozen_late_bias", "frozen_graphs")  # at NCE B = 32
 
 
 def shipped_nce(dev, g, batch: int = 256, seed: int = 0, scale: float = 0.02):
@@ -104,14 +108,15 @@ def main():
                     if name == "shipped_nce":
                         net, call = shipped_nce(dev, torch.Generator(device=dev).manual_seed(1))
                     else:
-                        net = build(name, dev)
+                        net = build("ar" if name == "ar_score" else name, dev)
                         call = network_calls(dev, torch.Generator(device=dev).manual_seed(1))[name]
                     if CUDA:  # the previous variant's network freed first (call 1 read this before it was)
                         gc.collect()
                         torch.cuda.synchronize()
                         held = torch.cuda.memory_allocated()
                     with torch.no_grad():
-                        compile_networks(net, options={**INFERENCE_OPTIONS, **extra}, freeze=freeze)
+                        compile_networks(net, options={**INFERENCE_OPTIONS, **extra}, freeze=freeze,
+                                         cuda_graphs=variant in GRAPHED)
                         t0 = time.time()
                         res = call(net).float().nan_to_num(0.0, posinf=0.0, neginf=0.0)  # AR: [MASK] is −∞
                         r[key + "_compile_s"] = time.time() - t0

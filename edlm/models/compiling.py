@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 
+import torch
 from torch import nn
+from torch.utils import _pytree
 
-__all__ = ["INFERENCE_OPTIONS", "compile_networks", "is_compiled"]
+__all__ = ["GRAPH_OUTPUT_BYTES", "INFERENCE_OPTIONS", "compile_networks", "is_compiled"]
 
 
 INFERENCE_OPTIONS = {"triton.multi_kernel": 1}
@@ -23,7 +26,14 @@ support the context manager protocol``, benchmarks/gpu/multi_kernel_recompile.py
 process times the candidates once on its first call; the compiled graphs stay cached."""
 
 
-def compile_networks(*networks, mode: str | None = None, options: dict | None = None, freeze: bool = False) -> None:
+GRAPH_OUTPUT_BYTES = 64 * 2**20
+"""With ``compile_networks(..., cuda_graphs=True)``, calls whose outputs add up to at most this many bytes replay a
+CUDA graph (the output is copied out of the graph's buffer on every call): an energy's (N,) or (N, L) scores. A
+denoiser's (B, L, V + 1) logits are larger (3.3 GB at B = 32, L = 1024, V = 50 257 in bf16), so its calls run as before."""
+
+
+def compile_networks(*networks, mode: str | None = None, options: dict | None = None, freeze: bool = False,
+                     cuda_graphs: bool = False) -> None:
     """``nn.Module.compile`` each network in place, so parameters, state-dict keys and EMA swaps are
     unchanged and only the forward is compiled. Accepts modules, a `Denoiser` (its backbone is compiled:
     SUBS stays eager), an `AREnergy` (its AR model) and ``None`` (skipped). The first call of each
@@ -47,6 +57,14 @@ def compile_networks(*networks, mode: str | None = None, options: dict | None = 
             weights (0.87 GiB), i.e. a second copy. Off by default, because a frozen graph **keeps the weights it
             was compiled with**: changing them in place afterwards (an optimiser step, ``load_state_dict``, an
             EMA swap) is not seen, or only in part. Calls with autograd on compile as without ``freeze``.
+        cuda_graphs: replay each no-grad CUDA call of a new input signature (shapes, strides, dtypes, the other
+            arguments) from a CUDA graph captured on its first call, if its outputs are small
+            (`GRAPH_OUTPUT_BYTES`: energies, not logits). The host then launches one graph instead of ~170 kernels,
+            so the GPU does not wait for it after a synchronisation (the sampler syncs after every energy call). The
+            graph reads its inputs from buffers of its own (each call copies them in) and its outputs are copied
+            out, so callers see ordinary tensors. Like ``freeze`` it bakes in where the weights live: in-place
+            changes are seen, a parameter replaced by another tensor is not. Each signature keeps a memory pool
+            of one forward's activations. Other calls (autograd on, CPU, large outputs) run as before.
     """
     opts = {}
     if mode not in (None, "default"):
@@ -66,6 +84,8 @@ def compile_networks(*networks, mode: str | None = None, options: dict | None = 
             target.compile(options=opts, dynamic=False)
             if freeze:
                 target._compiled_call_impl = _Frozen(target._compiled_call_impl)
+            if cuda_graphs:
+                target._compiled_call_impl = _Graphed(target._compiled_call_impl)
 
 
 class _Frozen:
@@ -85,6 +105,108 @@ class _Frozen:
             return self.call(*args, **kwargs)
         finally:
             self.config.freezing = saved
+
+
+class _Graphed:
+    """A compiled call replayed from one CUDA graph per input signature (``compile_networks(cuda_graphs=True)``).
+
+    The first call of a signature runs plainly (it compiles, and multi-kernel times its candidates, outside any
+    capture); if its outputs are small, ``warmup`` more calls run on a side stream, as capture wants, and then the call
+    is captured reading from copies of the inputs. Later calls copy
+    their inputs into those copies, replay, and return clones of the graph's outputs. A signature whose outputs are
+    larger than ``max_output_bytes``, or whose capture fails (with a warning), keeps calling ``call``."""
+
+    warmup = 2
+
+    def __init__(self, call, max_output_bytes: int = GRAPH_OUTPUT_BYTES):
+        self.call, self.max_output_bytes = call, max_output_bytes
+        self.graphs: dict = {}  # signature -> _Capture, or None: not graphed
+
+    def __call__(self, *args, **kwargs):
+        key = _signature(args, kwargs)
+        if key is None:
+            return self.call(*args, **kwargs)
+        if key not in self.graphs:
+            out, self.graphs[key] = self._record(args, kwargs)
+            return out
+        graph = self.graphs[key]
+        return self.call(*args, **kwargs) if graph is None else graph.run(args, kwargs)
+
+    def _record(self, args, kwargs):
+        out = self.call(*args, **kwargs)
+        leaves = _pytree.tree_leaves(out)
+        if not all(isinstance(t, torch.Tensor) and _on_gpu(t) for t in leaves) or \
+                sum(t.numel() * t.element_size() for t in leaves) > self.max_output_bytes:
+            return out, None
+        try:
+            self._warm(args, kwargs)
+            return out, self.capture(self.call, args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - an op that cannot be captured: this signature runs ungraphed
+            warnings.warn(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); calls of this signature run "
+                          "without a graph.", RuntimeWarning, stacklevel=3)
+            return out, None
+
+    def _warm(self, args, kwargs) -> None:
+        """``warmup`` calls on a side stream (lazy per-stream set-up happens there, not in the capture)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.call(*args, **kwargs)
+        torch.cuda.current_stream().wait_stream(side)
+
+
+class _Capture:
+    """One captured call: copies of its input tensors, the graph, and the graph's output tensors."""
+
+    def __init__(self, call, args, kwargs):
+        flat, spec = _pytree.tree_flatten((args, kwargs))
+        self.inputs = [t.clone() for t in flat if isinstance(t, torch.Tensor)]
+        it = iter(self.inputs)
+        s_args, s_kwargs = _pytree.tree_unflatten([next(it) if isinstance(t, torch.Tensor) else t for t in flat], spec)
+        self.outputs = self._capture(call, s_args, s_kwargs)
+
+    def _capture(self, call, args, kwargs):
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            return call(*args, **kwargs)
+
+    def _replay(self) -> None:
+        self.graph.replay()
+
+    def run(self, args, kwargs):
+        tensors = [t for t in _pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        for dst, src in zip(self.inputs, tensors):
+            dst.copy_(src)
+        self._replay()
+        return _pytree.tree_map(lambda t: t.clone(), self.outputs)  # the next replay overwrites self.outputs
+
+
+_Graphed.capture = _Capture
+
+
+def _on_gpu(t: torch.Tensor) -> bool:
+    return t.is_cuda
+
+
+def _signature(args, kwargs):
+    """What a captured graph depends on, or None when the call must not be graphed: autograd on, a tensor off the
+    GPU or needing grad, no tensor at all, or an argument that is neither a tensor nor a plain constant."""
+    if torch.is_grad_enabled():
+        return None
+    flat, spec = _pytree.tree_flatten((args, kwargs))
+    key, any_tensor = [], False
+    for t in flat:
+        if isinstance(t, torch.Tensor):
+            if not _on_gpu(t) or t.requires_grad:
+                return None
+            any_tensor = True
+            key.append((tuple(t.shape), t.stride(), t.dtype, t.device))
+        elif t is None or isinstance(t, (bool, int, float, str)):
+            key.append(t)
+        else:
+            return None
+    return (str(spec), *key) if any_tensor else None
 
 
 def _target(net):

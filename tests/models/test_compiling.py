@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from edlm.models import compiling
 from edlm.models.compiling import INFERENCE_OPTIONS, compile_networks, is_compiled
 
 
@@ -161,3 +162,92 @@ def test_late_bias_linear_moves_the_bias_out_of_the_gemm_only_where_asked(monkey
     monkeypatch.undo()
     with torch.no_grad():
         assert not dit.DiTBlock.late_bias and _traced_linears(fn, h) == ([True], 0)
+
+
+class _ReplayedCapture(compiling._Capture):
+    """A CUDA graph's contract on the CPU: the captured function reads the capture's input buffers and writes
+    into the same output buffers on every replay."""
+
+    captures = 0
+
+    def _capture(self, call, args, kwargs):
+        type(self).captures += 1
+        self._call = lambda: call(*args, **kwargs)
+        return self._call()
+
+    def _replay(self):
+        for buf, new in zip(_pytree_leaves(self.outputs), _pytree_leaves(self._call())):
+            buf.copy_(new)
+
+
+def _pytree_leaves(tree):
+    from torch.utils import _pytree
+
+    return _pytree.tree_leaves(tree)
+
+
+@pytest.fixture
+def graphed(monkeypatch):
+    """`_Graphed` with its capture replayed on the CPU (every tensor counted as on the GPU, no side stream)."""
+    monkeypatch.setattr(compiling, "_on_gpu", lambda t: True)
+    monkeypatch.setattr(compiling._Graphed, "capture", _ReplayedCapture)
+    monkeypatch.setattr(compiling._Graphed, "_warm", lambda self, args, kwargs: None)
+    _ReplayedCapture.captures = 0
+    return compiling._Graphed
+
+
+def test_graphed_call_copies_inputs_in_and_outputs_out(graphed):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 1)).eval()
+    calls = []
+
+    def call(x, scale=1.0):
+        calls.append(x)
+        return net(x).squeeze(-1) * scale
+
+    g = graphed(call)
+    xs = [torch.randn(4, 6) for _ in range(3)]
+    with torch.no_grad():
+        outs = [g(x, scale=2.0) for x in xs]  # first: a plain call, then captured; later: replays
+        assert _ReplayedCapture.captures == 1 and len(g.graphs) == 1
+        assert all(c is not x for c, x in zip(calls[1:], xs[1:]))  # the graph reads its own input buffers
+        for x, out in zip(xs, outs):  # each output is its own input's (a replay's inputs were copied in) ...
+            torch.testing.assert_close(out, net(x).squeeze(-1) * 2.0)
+        assert outs[1].data_ptr() != outs[2].data_ptr()  # ... and not the graph's buffer, overwritten by the next
+        g(torch.randn(4, 6), scale=3.0)  # another constant: another signature
+        g(torch.randn(2, 6), scale=2.0)  # another shape
+        assert _ReplayedCapture.captures == 3
+    with torch.enable_grad():
+        x = torch.randn(4, 6)
+        out = g(x, scale=2.0)  # autograd on: the plain call, with a graph to differentiate
+        assert out.requires_grad and calls[-1] is x and _ReplayedCapture.captures == 3
+
+
+def test_graphed_call_leaves_large_outputs_and_failed_captures_ungraphed(graphed, monkeypatch):
+    g = graphed(lambda x: x * 2, max_output_bytes=4 * 10)
+    with torch.no_grad():
+        small, large = torch.ones(10), torch.ones(11)  # 40 bytes of float32 may be graphed, 44 may not
+        for _ in range(2):
+            torch.testing.assert_close(g(large), large * 2)
+            torch.testing.assert_close(g(small), small * 2)
+        assert _ReplayedCapture.captures == 1 and sum(v is None for v in g.graphs.values()) == 1
+
+        def broken(self, call, args, kwargs):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+        monkeypatch.setattr(_ReplayedCapture, "_capture", broken)
+        g = graphed(lambda x: x + 1)
+        with pytest.warns(RuntimeWarning, match="capture failed"):
+            torch.testing.assert_close(g(small), small + 1)
+        torch.testing.assert_close(g(small), small + 1)  # later calls: plain, no second attempt
+        assert list(g.graphs.values()) == [None]
+
+
+def test_cuda_graphs_leave_cpu_calls_as_they_are():
+    torch._dynamo.reset()
+    net, ref = _tiny("nce"), _tiny("nce")
+    compile_networks(net, cuda_graphs=True)
+    assert isinstance(net._compiled_call_impl, compiling._Graphed)
+    with torch.no_grad():
+        torch.testing.assert_close(_call("nce", net), _call("nce", ref), rtol=1e-5, atol=1e-6)
+    assert net._compiled_call_impl.graphs == {}  # CPU tensors: never a signature, never captured
