@@ -42,15 +42,49 @@ _CHUNK_BYTES = 1 << 30
 # ids per block of the two-level inversion (about √50 258, a multiple of the GPU's vector width)
 BLOCK = 256
 _compiled_draw = None  # torch.compile(_draw_fused), made by `compile_draws`
+_cumsum_op = None  # edlm::cumsum_last, registered by `compile_draws`
+_few_rows_cache: dict = {}
+
+
+def _cumsum(x: Tensor, opaque: bool = False) -> Tensor:
+    """Cumulative sum over the last dim; ``opaque``: through ``edlm::cumsum_last``, which inductor runs as the
+    ATen kernel instead of generating a scan (see `_few_rows`)."""
+    return _cumsum_op(x) if opaque else torch.cumsum(x, dim=-1)
+
+
+def _few_rows(device: torch.device) -> int:
+    """Chunks with fewer rows than this run the compiled draw with opaque scans. Inductor may split a scan with
+    fewer than 2 · 32 · (SM count) rows across thread blocks (``Reduction.num_splits``), and in torch 2.11 its
+    split-scan code generation fails for our float64 scans with dynamic shapes (``InductorError: TypeError: list
+    indices must be integers or slices, not NoneType``: an H200, B = 1, k = 8, a 50k vocabulary; session 9 in
+    benchmarks/results/speed_notes.md). Such chunks are small, so the ATen scan costs little there. 0 on CPU."""
+    if device.type != "cuda":
+        return 0
+    key = device.index if device.index is not None else torch.cuda.current_device()
+    if key not in _few_rows_cache:
+        _few_rows_cache[key] = 64 * torch.cuda.get_device_properties(key).multi_processor_count
+    return _few_rows_cache[key]
 
 
 def compile_draws(enable: bool = True) -> None:
     """Run the float64 draw through ``torch.compile``: the row gather, the float64 cast, the [MASK]
     column and exp are fused into the loads of the block sums (or of the cumulative sum), so no (n, C)
     float64 tensor is written. Same arithmetic and the same draws as the eager path
-    (tests/diffusion/test_categorical.py); speeds in benchmarks/results/speed_notes.md."""
-    global _compiled_draw
+    (tests/diffusion/test_categorical.py); speeds in benchmarks/results/speed_notes.md.
+
+    Calling it again keeps the compiled draw it made: a new ``torch.compile`` wrapper would compile the draw again
+    (dynamo guards on the wrapper), which each ``edlm.pipeline.sample(compile=True)`` call did before session 9."""
+    global _compiled_draw, _cumsum_op
+    if enable and _compiled_draw is not None:
+        return
+    if enable and _cumsum_op is None:
+        _cumsum_op = torch.library.custom_op("edlm::cumsum_last", mutates_args=())(_cumsum_last)
+        _cumsum_op.register_fake(torch.empty_like)
     _compiled_draw = torch.compile(_draw_fused, dynamic=True) if enable else None
+
+
+def _cumsum_last(x: Tensor) -> Tensor:
+    return torch.cumsum(x, dim=-1)
 
 
 def _blocked(C: int, K: int) -> bool:
@@ -58,14 +92,14 @@ def _blocked(C: int, K: int) -> bool:
     return K * BLOCK < C
 
 
-def _invert(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+def _invert(lp: Tensor, u: Tensor, opaque: bool = False) -> tuple[Tensor, Tensor]:
     """One-level inversion for float64 log-probabilities (n, C), normalised or not, and uniforms (n, K):
     a float64 cumulative sum over the C classes and a binary search.
 
     Returns the class ids (n, K) and the rows' float64 log-normalisers logsumexp (n,), NaN when a row
     held NaN or +inf or had no finite entry (the caller checks)."""
     top = lp.amax(dim=-1, keepdim=True)  # (n, 1)
-    cdf = torch.cumsum(torch.exp(lp - top), dim=-1)  # (n, C), float64; NaN for +inf or an all −∞ row
+    cdf = _cumsum(torch.exp(lp - top), opaque)  # (n, C), float64; NaN for +inf or an all −∞ row
     total = cdf[:, -1:]  # (n, 1)
     r = u * total  # (n, K), in [0, total)
     r = torch.minimum(r, torch.nextafter(total, torch.zeros_like(total)))  # guard rounding at the top
@@ -73,13 +107,13 @@ def _invert(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     return idx.clamp_max(lp.shape[-1] - 1), (top + torch.log(total)).squeeze(-1)
 
 
-def _pick_blocks(sums: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _pick_blocks(sums: Tensor, u: Tensor, opaque: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Stage 1 of the two-level inversion: float64 block masses ``sums`` (n, nb), uniforms ``u`` (n, K) ->
     the block of each draw (n, K), the draw's offset into that block's mass (n, K), the row totals (n, 1).
 
     r = u · total is located among the cumulative block masses: the first block whose cumulative mass
     exceeds r (which has mass > 0), and r minus the mass of the blocks before it."""
-    cum = torch.cumsum(sums, dim=-1)  # (n, nb)
+    cum = _cumsum(sums, opaque)  # (n, nb)
     total = cum[:, -1:]  # (n, 1); NaN for a row with NaN / +inf / no mass
     r = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # (n, K), in [0, total)
     blk = torch.searchsorted(cum, r.contiguous(), right=True).clamp_max(sums.shape[-1] - 1)  # (n, K)
@@ -87,12 +121,12 @@ def _pick_blocks(sums: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return blk, (r - below).clamp_min(0.0), total
 
 
-def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor) -> Tensor:
+def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor, opaque: bool = False) -> Tensor:
     """Stage 2: the unnormalised float64 masses ``vals`` (n, K, BLOCK) of each draw's block -> class ids (n, K).
 
     r is clamped just below the block's own sum, so rounding between the block sums of stage 1 and this
     cumulative sum can only move a draw to a class of the same block that has mass > 0."""
-    cdf = torch.cumsum(vals, dim=-1)  # (n, K, BLOCK)
+    cdf = _cumsum(vals, opaque)  # (n, K, BLOCK)
     last = cdf[..., -1]
     r = torch.minimum(r, torch.nextafter(last, torch.zeros_like(last)))
     j = torch.searchsorted(cdf, r[..., None].contiguous(), right=True).squeeze(-1)  # (n, K)
@@ -131,23 +165,25 @@ def _draw_rows(rows: Tensor, u: Tensor, exclude: int = -1) -> tuple[Tensor, Tens
     return _invert_blocked(lp, u) if blocked else _invert(lp, u)
 
 
-def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int) -> tuple[Tensor, Tensor]:
+def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
+                opaque: bool = False) -> tuple[Tensor, Tensor]:
     """``_draw_rows`` of ``source[index]`` written for torch.compile: gather, cast and [MASK] column as
     one expression that the compiler fuses into the loads of the reductions; in the two-level case the
-    masses of the picked blocks are recomputed from ``source`` (no (n, C) float64 tensor at all)."""
+    masses of the picked blocks are recomputed from ``source`` (no (n, C) float64 tensor at all).
+    ``opaque``: the cumulative sums as ATen kernels (`_few_rows`); the same arithmetic otherwise."""
     rows = source if index is None else source[index]
     C = rows.shape[-1]
     lp = rows.double()
     if exclude >= 0:
         lp = torch.where(torch.arange(C, device=lp.device) == exclude, float("-inf"), lp)
     if not _blocked(C, u.shape[-1]):
-        return _invert(lp, u)
+        return _invert(lp, u, opaque)
     n, K = u.shape
     top = lp.amax(dim=-1, keepdim=True)  # (n, 1)
     pad = -C % BLOCK
     e = F.pad(torch.exp(lp - top), (0, pad))  # (n, nb·BLOCK), zeros past the last class; fused, not written
     sums = e.reshape(n, -1, BLOCK).sum(-1)  # (n, nb)
-    blk, r, total = _pick_blocks(sums, u)
+    blk, r, total = _pick_blocks(sums, u, opaque)
     cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=rows.device)  # (n, K, BLOCK)
     inside = cols < C
     cc = cols.clamp_max(C - 1)
@@ -155,7 +191,7 @@ def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int) -
     if exclude >= 0:
         z = torch.where(cc == exclude, float("-inf"), z)
     vals = torch.where(inside, torch.exp(z - top[..., None]), 0.0)  # the same masses as in `sums`
-    return _pick_in_block(vals, blk, r), (top + torch.log(total)).squeeze(-1)
+    return _pick_in_block(vals, blk, r, opaque), (top + torch.log(total)).squeeze(-1)
 
 
 def _chunk_rows(C: int, K: int, fused: bool) -> int:
@@ -182,12 +218,13 @@ def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: i
     """
     n, C = (source.shape[0] if index is None else index.shape[0]), source.shape[-1]
     step = _chunk_rows(C, u.shape[-1], _compiled_draw is not None)
+    few = _few_rows(source.device) if _compiled_draw is not None else 0
     parts = []
     for i in range(0, n, step):
         part = None if index is None else index[i: i + step]
         if _compiled_draw is not None:
             src = source[i: i + step] if index is None else source
-            parts.append(_compiled_draw(src, part, u[i: i + step].double(), exclude))
+            parts.append(_compiled_draw(src, part, u[i: i + step].double(), exclude, min(step, n - i) < few))
         else:
             rows = source[i: i + step] if index is None else source.index_select(0, part)
             parts.append(_draw_rows(rows, u[i: i + step].double(), exclude))

@@ -201,3 +201,55 @@ def test_compiled_two_level_draw_gives_the_same_ids_as_the_eager_draw():
     assert torch.equal(fused.ids, eager.ids)
     torch.testing.assert_close(fused.lse, eager.lse, atol=1e-12, rtol=0)
     assert torch.equal(eager.ids, _flat_draw(logits[index], u, 12)[0])
+
+
+@pytest.mark.parametrize("C, K", [(1_000, 4), (5_000, 8)])  # one-level and two-level inversion
+def test_compiled_draw_with_opaque_scans_gives_the_eager_ids(monkeypatch, C, K):
+    """Chunks of fewer rows than `_few_rows` (a GPU's 64 · SMs: inductor would split their float64 scans, and its
+    split-scan code fails in torch 2.11) run the compiled draw with the cumulative sums as ATen kernels. On the CPU
+    `_few_rows` is 0, so it is raised here to make every chunk take that path: the same draws as the eager path."""
+    from torch._inductor.utils import run_and_get_code
+
+    from edlm.diffusion import categorical
+
+    g = torch.Generator().manual_seed(11)
+    logits = _hard_rows(g, n=40, C=C)
+    index = torch.randint(0, 40, (24,), generator=g)
+    u = uniform64((24, K), g, "cpu")
+    eager = categorical.draw_rows(logits, u, index=index, exclude=12)
+    assert categorical._blocked(C, K) == (C > 1_000) and categorical._few_rows(logits.device) == 0
+    monkeypatch.setattr(categorical, "_few_rows", lambda device: 10_000)
+    try:
+        torch._dynamo.reset()
+        categorical.compile_draws()
+        fused, codes = run_and_get_code(lambda: categorical.draw_rows(logits, u, index=index, exclude=12))
+    finally:
+        categorical.compile_draws(False)
+    code = "\n".join(codes)
+    assert code.count("torch.ops.edlm.cumsum_last.default(") == (2 if C > 1_000 else 1)  # the scans, not generated
+    assert torch.equal(fused.ids, eager.ids)
+    torch.testing.assert_close(fused.lse, eager.lse, atol=1e-12, rtol=0)
+
+
+def test_compile_draws_twice_keeps_one_compiled_draw():
+    """A second compile_draws() (every pipeline.sample(compile=True) calls it) reuses the compiled draw: a new
+    torch.compile wrapper would compile it again on its next call."""
+    from torch._dynamo.utils import counters
+
+    from edlm.diffusion import categorical
+
+    g = torch.Generator().manual_seed(2)
+    logits, u = torch.randn(8, 300, generator=g), uniform64((8, 2), g, "cpu")
+    try:
+        torch._dynamo.reset()
+        categorical.compile_draws()
+        first = categorical._compiled_draw
+        categorical.draw_rows(logits, u)
+        graphs = counters["stats"]["unique_graphs"]
+        categorical.compile_draws()
+        assert categorical._compiled_draw is first
+        categorical.draw_rows(logits, u)
+        assert counters["stats"]["unique_graphs"] == graphs
+    finally:
+        categorical.compile_draws(False)
+    assert categorical._compiled_draw is None
