@@ -184,7 +184,8 @@ class TimestepEmbedder(nn.Module):
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        self._make_tables(self.mlp[0].weight.device)  # follows the device, stays float32
+        if self._freqs.device != self.mlp[0].weight.device:  # follows the device, stays float32; the same tensors
+            self._make_tables(self.mlp[0].weight.device)  # otherwise, so a compiled forward's guards still hold
         return self
 
     def _features(self, sigma: Tensor, freqs: Tensor) -> Tensor:
@@ -240,7 +241,8 @@ class Rotary(nn.Module):
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        self._table = self._make_table(self.inv_freq.device)  # follows the device, stays float32
+        if self._table is not None and self._table[0].device != self.inv_freq.device:  # follows the device, stays
+            self._table = self._make_table(self.inv_freq.device)  # float32; kept when the device is the same
         return self
 
     def forward(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -174,7 +174,9 @@ def test_sigma_map_at_zero_is_its_forward_of_zeros_and_its_tables_stay_float32()
     assert torch.equal(emb._freqs, freqs)
     torch.testing.assert_close(emb(sigma), expect, rtol=0, atol=0)
     assert torch.equal(emb.at_zero(2), emb(torch.zeros(2)))  # what an unconditioned network feeds
+    tables = emb._freqs, emb._zero_features
     half = emb.to(torch.bfloat16)
+    assert half._freqs is tables[0] and half._zero_features is tables[1]  # same device: the same tensors
     assert half.mlp[0].weight.dtype == torch.bfloat16
     assert half._freqs.dtype == half._zero_features.dtype == torch.float32  # never cast: positions stay exact
     assert half.at_zero(3).dtype == torch.bfloat16 and half.at_zero(3).shape == (3, 8)

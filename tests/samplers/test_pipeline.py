@@ -207,8 +207,10 @@ def test_compiled_sampling_is_frozen_and_draws_the_eager_tokens(ckpts):
     finally:
         categorical.compile_draws(False)  # process-wide: back to the eager draw for the other tests
     assert torch.equal(_tokens(compiled), _tokens(eager))
-    assert isinstance(fresh.denoiser.backbone._compiled_call_impl, compiling._Frozen)  # weights as constants
-    assert isinstance(energy.ar_model._compiled_call_impl, compiling._Frozen)
+    for net in (fresh.denoiser.backbone, energy.ar_model):  # weights as constants, replayed from CUDA graphs on a GPU
+        graphed = net._compiled_call_impl
+        assert isinstance(graphed, compiling._Graphed) and isinstance(graphed.call, compiling._Frozen)
+        assert graphed.graphs == {}  # CPU tensors: nothing captured
 
 
 def test_sampling_compiles_frozen_unless_told_not_to(bundle, monkeypatch):
@@ -219,9 +221,13 @@ def test_sampling_compiles_frozen_unless_told_not_to(bundle, monkeypatch):
     monkeypatch.setattr(edlm.pipeline, "compile_draws", lambda: None)
     _run(bundle, compile=True)
     _run(bundle, compile=True, freeze=False)
-    assert seen == [{"freeze": True}, {"freeze": False}]
+    _run(bundle, compile=True, cuda_graphs=False)
+    assert seen == [{"freeze": True, "cuda_graphs": True}, {"freeze": False, "cuda_graphs": True},
+                    {"freeze": True, "cuda_graphs": False}]
     with pytest.raises(ValueError, match="only applies with compile=True"):
         _run(bundle, freeze=False)
+    with pytest.raises(ValueError, match="only applies with compile=True"):
+        _run(bundle, cuda_graphs=False)
 
 
 def test_k1_with_an_energy_is_mdlm(ckpts, bundle):
@@ -292,3 +298,23 @@ def test_write_jsonl_is_atomic(tmp_path, failure):
     assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
     with pytest.raises(ValueError, match="is a directory"):
         write_jsonl([], tmp_path)
+
+
+def test_compiled_sampling_again_compiles_nothing_new(ckpts):
+    """A second pipeline.sample(compile=True) on the same bundle reuses every compiled graph. Before session 9 each
+    call recompiled the denoiser: its `.to(device)` remade the σ-map's and rotary tables as new tensors, which a
+    compiled (frozen) forward guards on, and compile_draws() made a new wrapper."""
+    from torch._dynamo.utils import counters
+
+    from edlm.diffusion import categorical
+
+    fresh = load_denoiser_bundle(ckpts["dit"])
+    energy = load_energy(f"ar:{ckpts['ar']}", fresh)
+    try:
+        first = _run(fresh, energy=energy, k=2, seed=1, compile=True)
+        graphs = counters["stats"]["unique_graphs"]
+        again = _run(fresh, energy=energy, k=2, seed=1, compile=True)
+        assert counters["stats"]["unique_graphs"] == graphs
+    finally:
+        categorical.compile_draws(False)
+    assert torch.equal(_tokens(again), _tokens(first))
