@@ -49,6 +49,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError("--no-freeze only applies with --compile.")
     if args.no_cuda_graphs and not args.compile:
         raise ValueError("--no-cuda-graphs only applies with --compile.")
+    dtype = pipeline.resolve_dtype(args.dtype)
     pipeline.check_output_path(args.out)
     device = pipeline.resolve_device(args.device)
     bundle = pipeline.load_denoiser_bundle(args.denoiser, tokenizer=args.tokenizer, map_location=device)
@@ -56,7 +57,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     energy = pipeline.load_energy(args.energy, bundle, device)
     records = pipeline.sample(bundle, energy=energy, device=device, progress=not args.no_progress,
                               compile=args.compile, freeze=not args.no_freeze,
-                              cuda_graphs=not args.no_cuda_graphs, **asdict(settings))
+                              cuda_graphs=not args.no_cuda_graphs, dtype=dtype, **asdict(settings))
     print(pipeline.format_records(records, show_text=not args.no_print))
     path = pipeline.write_jsonl(records, args.out)  # atomic: all records or no file
     print(f"# wrote {len(records)} samples to {path}")
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-freeze", action="store_true",
                    help="with --compile: keep the weights as graph inputs (no second copy of them; calls a little "
                         "slower, e.g. 1 %% for an MDLM-small NCE, more for small host-bound models)")
+    p.add_argument("--dtype", default="checkpoint",
+                   help="the networks' dtype while sampling: checkpoint (as saved, e.g. float32), float32 or bfloat16 "
+                        "(what benchmarks/speed.py measures on a GPU; samples differ by the networks' rounding)")
     p.add_argument("--no-cuda-graphs", action="store_true",
                    help="with --compile on a GPU: launch each energy call kernel by kernel instead of replaying "
                         "a CUDA graph of it")

@@ -295,6 +295,25 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
+DTYPES = {"checkpoint": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """``checkpoint`` / None -> None (the networks keep the dtype they were saved in); ``float32``; ``bfloat16``."""
+    if name is None or isinstance(name, torch.dtype) and name in DTYPES.values():
+        return name
+    if isinstance(name, str) and name.strip().lower() in DTYPES:
+        return DTYPES[name.strip().lower()]
+    raise ValueError(f"unsupported dtype {name!r}; use one of {', '.join(DTYPES)}.")
+
+
+def _cast(energy, dtype: torch.dtype) -> None:
+    """Cast an energy's network in place: an ``NCEEnergy`` itself, an ``AREnergy``'s AR model."""
+    net = getattr(energy, "ar_model", energy)
+    if isinstance(net, torch.nn.Module):
+        net.to(dtype=dtype)
+
+
 def _positive_int(name: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -379,7 +398,8 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
            energy=None, k: int = 1, window: tuple[float, float] = (0.0, 1.0), temperature: float = 1.0,
            seed: int = 0, top_p: float = 1.0, noise_removal: bool = True, cache: bool = True,
            device: str | torch.device = "cpu", progress: bool = True, stride: int | None = None,
-           compile: bool = False, freeze: bool = True, cuda_graphs: bool = True) -> list[SampleRecord]:
+           compile: bool = False, freeze: bool = True, cuda_graphs: bool = True,
+           dtype: str | torch.dtype | None = None) -> list[SampleRecord]:
     """Generate ``num_samples`` sequences, ``batch_size`` at a time, with MDLM or EDLM (SPEC 1.6, 2.5).
 
     One ``torch.Generator(device).manual_seed(seed)`` drives the whole run, so the same settings (batch size
@@ -390,8 +410,11 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
     these weights as constants and hold a second copy of them: faster calls, more memory; with ``cuda_graphs`` each
     energy call on a GPU replays a CUDA graph, its outputs being small), and the float64 proposal draw
     (`edlm.diffusion.categorical.compile_draws`, process-wide): worth it on a GPU for long runs; the samples
-    are the same up to floating-point rounding.
+    are the same up to floating-point rounding. ``dtype`` (``bfloat16``, ``float32``; None: as saved) casts the
+    denoiser and the energy network in place first; bf16 is what `benchmarks/speed.py` measures on a GPU, and its
+    samples differ from float32's by the networks' rounding (the draws stay float64).
     """
+    dtype = resolve_dtype(dtype)
     settings = SampleSettings(num_samples=num_samples, batch_size=batch_size, length=length, steps=steps, k=k,
                               window=window, temperature=temperature, seed=seed, top_p=top_p,
                               noise_removal=noise_removal, cache=cache, stride=stride)
@@ -409,12 +432,16 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
         raise ValueError(f"the energy reads at most {energy_len} tokens but is asked to score blocks of {block}.")
     device = torch.device(device)
     denoiser = bundle.denoiser.to(device).eval()
+    if dtype is not None:
+        denoiser.to(dtype=dtype)
+        _cast(energy, dtype)
     if compile:
         compile_networks(denoiser, energy, freeze=freeze, cuda_graphs=cuda_graphs)  # the weights never change while sampling
         compile_draws()  # the float64 proposal draw too (fused; same draws)
     generator = torch.Generator(device).manual_seed(seed)
     record_settings = {"denoiser": str(bundle.path), "energy": getattr(energy, "spec", None) if energy is not None
-                       else "none", **dataclasses.asdict(settings), "length": length, "device": str(device)}
+                       else "none", **dataclasses.asdict(settings), "length": length, "device": str(device),
+                       "dtype": str(next(denoiser.parameters()).dtype).removeprefix("torch.")}
     record_settings["window"] = list(settings.window)
     kwargs = dict(energy=energy, k=k, window=settings.window, temperature=temperature, cache=cache,
                   generator=generator, noise_removal=noise_removal, top_p=top_p, device=device, progress=progress)

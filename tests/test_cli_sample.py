@@ -94,6 +94,8 @@ def _fails_cleanly(capsys, argv, out, fragment):
     (["--energy", "gpt2"], "bad energy spec"),
     (["--device", "tpu"], "device"),
     (["--no-freeze"], "--no-freeze only applies with --compile"),
+    (["--no-cuda-graphs"], "--no-cuda-graphs only applies with --compile"),
+    (["--dtype", "int8"], "unsupported dtype 'int8'"),
 ])
 def test_bad_settings(capsys, tmp_path, ckpts, extra, fragment):
     out = tmp_path / "out.jsonl"
@@ -138,3 +140,26 @@ def test_compile_gives_the_same_samples(capsys, tmp_path, ckpts):
         categorical.compile_draws(False)  # process-wide: do not leak into other tests
     assert [r["tokens"] for r in _read(compiled)] == [r["tokens"] for r in _read(eager)]
     assert _read(compiled)[0]["nfe_energy"] == _read(eager)[0]["nfe_energy"] > 0
+
+
+def test_dtype_casts_denoiser_and_energy_and_is_recorded(capsys, tmp_path, ckpts, monkeypatch):
+    # --dtype bfloat16: both networks sample in bf16 (what speed.py measures on a GPU); the draws stay float64
+    seen = []
+    real = pipeline.generate
+
+    def spy(denoiser, *args, energy=None, **kwargs):
+        seen.append((next(denoiser.parameters()).dtype, next(energy.ar_model.parameters()).dtype))
+        return real(denoiser, *args, energy=energy, **kwargs)
+
+    monkeypatch.setattr(pipeline, "generate", spy)
+    out32, out16 = tmp_path / "f32.jsonl", tmp_path / "bf16.jsonl"
+    extra = ("--energy", f"ar:{ckpts / 'ar'}", "--k", "3")
+    assert main(_argv(ckpts, out32, *extra)) == 0
+    assert main(_argv(ckpts, out16, *extra, "--dtype", "bfloat16")) == 0
+    assert seen[0] == (torch.float32, torch.float32) and seen[-1] == (torch.bfloat16, torch.bfloat16)
+    rows32, rows16 = _read(out32), _read(out16)
+    assert [r["settings"]["dtype"] for r in (rows32[0], rows16[0])] == ["float32", "bfloat16"]
+    vocab = len(char_tokenizer_from_text(TEXT))
+    mask = char_tokenizer_from_text(TEXT).mask_token_id
+    for row in rows16:
+        assert len(row["tokens"]) == L and all(0 <= t < vocab and t != mask for t in row["tokens"])

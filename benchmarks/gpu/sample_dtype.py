@@ -1,0 +1,35 @@
+"""Issue #7, session 9: ``edlm.pipeline.sample`` (``edlm sample --compile [--dtype bfloat16]``) on a GPU with the
+shipped models (edlm/assets/wikipedia_en), networks as saved (float32) against cast to bf16: EDLM-NCE and EDLM-AR,
+k = 8 over [0, 1], T = 32, 256 samples in one batch, compiled (frozen, energies from CUDA graphs, compiled draws).
+Each setting loads its own models (they are cast and compiled in place) and runs twice; the first run compiles.
+
+  PYTHONPATH=. python3 benchmarks/gpu/sample_dtype.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from edlm import pipeline
+
+A = "edlm/assets/wikipedia_en"
+
+
+def main() -> None:
+    for spec in (f"nce:{A}/nce", f"ar:{A}/ar"):
+        for dtype in ("checkpoint", "bfloat16"):
+            bundle = pipeline.load_denoiser_bundle(f"{A}/mdlm", map_location="cuda")
+            energy = pipeline.load_energy(spec, bundle, "cuda")
+            for run in range(2):
+                t0 = time.perf_counter()
+                records = pipeline.sample(bundle, energy=energy, num_samples=256, batch_size=256, length=None,
+                                          steps=32, k=8, seed=run, device="cuda", progress=False, compile=True,
+                                          dtype=dtype)
+                print(json.dumps({"energy": spec, "dtype": records[0].settings["dtype"], "run": run,
+                                  "seconds": round(time.perf_counter() - t0, 3),
+                                  "text": records[0].text[:60]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
