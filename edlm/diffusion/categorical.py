@@ -70,13 +70,8 @@ def compile_draws(enable: bool = True) -> None:
     """Run the float64 draw through ``torch.compile``: the row gather, the float64 cast, the [MASK]
     column and exp are fused into the loads of the block sums (or of the cumulative sum), so no (n, C)
     float64 tensor is written. Same arithmetic and the same draws as the eager path
-    (tests/diffusion/test_categorical.py); speeds in benchmarks/results/speed_notes.md.
-
-    Calling it again keeps the compiled draw it made: a new ``torch.compile`` wrapper would compile the draw again
-    (dynamo guards on the wrapper), which each ``edlm.pipeline.sample(compile=True)`` call did before session 9."""
+    (tests/diffusion/test_categorical.py); speeds in benchmarks/results/speed_notes.md."""
     global _compiled_draw, _cumsum_op
-    if enable and _compiled_draw is not None:
-        return
     if enable and _cumsum_op is None:
         _cumsum_op = torch.library.custom_op("edlm::cumsum_last", mutates_args=())(_cumsum_last)
         _cumsum_op.register_fake(torch.empty_like)

@@ -230,26 +230,3 @@ def test_compiled_draw_with_opaque_scans_gives_the_eager_ids(monkeypatch, C, K):
     assert torch.equal(fused.ids, eager.ids)
     torch.testing.assert_close(fused.lse, eager.lse, atol=1e-12, rtol=0)
 
-
-def test_compile_draws_twice_keeps_one_compiled_draw():
-    """A second compile_draws() (every pipeline.sample(compile=True) calls it) reuses the compiled draw: a new
-    torch.compile wrapper would compile it again on its next call."""
-    from torch._dynamo.utils import counters
-
-    from edlm.diffusion import categorical
-
-    g = torch.Generator().manual_seed(2)
-    logits, u = torch.randn(8, 300, generator=g), uniform64((8, 2), g, "cpu")
-    try:
-        torch._dynamo.reset()
-        categorical.compile_draws()
-        first = categorical._compiled_draw
-        categorical.draw_rows(logits, u)
-        graphs = counters["stats"]["unique_graphs"]
-        categorical.compile_draws()
-        assert categorical._compiled_draw is first
-        categorical.draw_rows(logits, u)
-        assert counters["stats"]["unique_graphs"] == graphs
-    finally:
-        categorical.compile_draws(False)
-    assert categorical._compiled_draw is None
