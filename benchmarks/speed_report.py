@@ -93,7 +93,8 @@ def render_markdown(res: dict) -> str:
         f"{res.get('models', {}).get('attention')}",
         f"- config: {m.get('config')}",
         f"- draw: {m.get('draw', 'one-level (flat)')}; compiled draw: {m.get('compiled_draws')}; networks compiled: "
-        f"{m.get('compiled')} (inductor options {m.get('inductor_options')}, frozen {m.get('frozen')}); DiTBlock fuse_gelu={m.get('fuse_gelu')}, "
+        f"{m.get('compiled')} (inductor options {m.get('inductor_options')}, frozen {m.get('frozen')}, energies from CUDA "
+        f"graphs {m.get('cuda_graphs')}); DiTBlock fuse_gelu={m.get('fuse_gelu')}, "
         f"fuse_residual={m.get('fuse_residual')}, fuse_norm={m.get('fuse_norm')}",
     ]
     lines += [f"- {note}" for note in m.get("notes", [])]
