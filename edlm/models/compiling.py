@@ -206,7 +206,8 @@ def _signature(args, kwargs):
             key.append(t)
         else:
             return None
-    return (str(spec), *key) if any_tensor else None
+    # inference mode too: buffers made under it cannot be written outside it
+    return (str(spec), torch.is_inference_mode_enabled(), *key) if any_tensor else None
 
 
 def _target(net):

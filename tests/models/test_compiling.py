@@ -217,10 +217,13 @@ def test_graphed_call_copies_inputs_in_and_outputs_out(graphed):
         g(torch.randn(4, 6), scale=3.0)  # another constant: another signature
         g(torch.randn(2, 6), scale=2.0)  # another shape
         assert _ReplayedCapture.captures == 3
+    with torch.inference_mode():  # buffers made here could not be written outside inference mode: their own graph
+        torch.testing.assert_close(g(xs[0], scale=2.0), outs[0])
+        assert _ReplayedCapture.captures == 4
     with torch.enable_grad():
         x = torch.randn(4, 6)
         out = g(x, scale=2.0)  # autograd on: the plain call, with a graph to differentiate
-        assert out.requires_grad and calls[-1] is x and _ReplayedCapture.captures == 3
+        assert out.requires_grad and calls[-1] is x and _ReplayedCapture.captures == 4
 
 
 def test_graphed_call_leaves_large_outputs_and_failed_captures_ungraphed(graphed, monkeypatch):
