@@ -111,10 +111,10 @@ class _Graphed:
     """A compiled call replayed from one CUDA graph per input signature (``compile_networks(cuda_graphs=True)``).
 
     The first call of a signature runs plainly (it compiles, and multi-kernel times its candidates, outside any
-    capture); if its outputs are small, ``warmup`` more calls run on a side stream, as capture wants, and then the call
-    is captured reading from copies of the inputs. Later calls copy
-    their inputs into those copies, replay, and return clones of the graph's outputs. A signature whose outputs are
-    larger than ``max_output_bytes``, or whose capture fails (with a warning), keeps calling ``call``."""
+    capture). If its outputs are small, ``warmup`` more calls run on a side stream, as capture wants, and the call is
+    captured reading from copies of the inputs. Later calls copy their inputs into those copies, replay, and return
+    clones of the graph's outputs. A signature whose outputs are larger than ``max_output_bytes``, or whose capture
+    fails (with a warning), keeps calling ``call``. Measured in benchmarks/results/speed_notes.md, session 9 (row 22)."""
 
     warmup = 2
 
