@@ -43,7 +43,7 @@ from edlm.models.checkpoints import (
     read_checkpoint_config,
     resolve_checkpoint_dir,
 )
-from edlm.models.compiling import compile_networks
+from edlm.models.compiling import _target, compile_networks
 from edlm.models.dit import Denoiser
 from edlm.samplers.loop import generate
 from edlm.samplers.semi_ar import generate_semi_ar
@@ -308,8 +308,8 @@ def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def _cast(energy, dtype: torch.dtype) -> None:
-    """Cast an energy's network in place: an ``NCEEnergy`` itself, an ``AREnergy``'s AR model."""
-    net = getattr(energy, "ar_model", energy)
+    """Cast an energy's network in place (the module `compile_networks` compiles: an ``AREnergy``'s AR model)."""
+    net = _target(energy)
     if isinstance(net, torch.nn.Module):
         net.to(dtype=dtype)
 

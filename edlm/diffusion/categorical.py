@@ -9,6 +9,7 @@ p > 0 is reachable; probabilities are honoured to float64 rounding (~1e-16).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import NamedTuple
 
 import torch
@@ -43,7 +44,6 @@ _CHUNK_BYTES = 1 << 30
 BLOCK = 256
 _compiled_draw = None  # torch.compile(_draw_fused), made by `compile_draws`
 _cumsum_op = None  # edlm::cumsum_last, registered by `compile_draws`
-_few_rows_cache: dict = {}
 
 
 def _cumsum(x: Tensor, opaque: bool = False) -> Tensor:
@@ -60,10 +60,12 @@ def _few_rows(device: torch.device) -> int:
     benchmarks/results/speed_notes.md). Such chunks are small, so the ATen scan costs little there. 0 on CPU."""
     if device.type != "cuda":
         return 0
-    key = device.index if device.index is not None else torch.cuda.current_device()
-    if key not in _few_rows_cache:
-        _few_rows_cache[key] = 64 * torch.cuda.get_device_properties(key).multi_processor_count
-    return _few_rows_cache[key]
+    return _gpu_few_rows(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@cache
+def _gpu_few_rows(index: int) -> int:
+    return 64 * torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def compile_draws(enable: bool = True) -> None:
