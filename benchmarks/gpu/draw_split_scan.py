@@ -14,28 +14,19 @@ its time per call against the eager draw's.
 from __future__ import annotations
 
 import json
-import statistics
-import time
+import sys
 from functools import partial
+from pathlib import Path
 
 import torch
 
-from edlm.diffusion import categorical
-from edlm.diffusion.categorical import draw_rows, uniform64
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_s3 import timed  # noqa: E402
+
+from edlm.diffusion import categorical  # noqa: E402
+from edlm.diffusion.categorical import draw_rows, uniform64  # noqa: E402
 
 C = 50259  # MDLM-small's 50 258 ids and [MASK]
-
-
-def timed(fn, repeats=20):
-    fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
 
 
 def main() -> None:
@@ -50,7 +41,7 @@ def main() -> None:
         categorical.compile_draws(False)
         draw = partial(draw_rows, rows, u, index=index, exclude=C - 1)
         eager = draw()
-        row = {"rows": n, "K": K, "eager_ms": timed(draw)}
+        row = {"rows": n, "K": K, "eager_ms": timed(draw, 1, 20)}
         for rule, value in (("old", 0), ("new", None)):
             saved = categorical._few_rows
             if value is not None:
@@ -60,7 +51,7 @@ def main() -> None:
                 categorical.compile_draws()
                 got = draw()
                 row[f"{rule}_ids_differing"] = int((got.ids != eager.ids).sum())
-                row[f"{rule}_ms"] = timed(draw)
+                row[f"{rule}_ms"] = timed(draw, 1, 20)
             except Exception as exc:  # noqa: BLE001
                 row[f"{rule}_error"] = f"{type(exc).__name__}: {exc}"[:200]
             finally:

@@ -58,11 +58,9 @@ def models(name, dev, dt):
     return den, {"EDLM-NCE": nce, "EDLM-AR": AREnergy(ar, den.mask_id)}, batches
 
 
-def use_graphs(energy, on: bool) -> None:
+def use_graphs(energy, graphed: _Graphed, on: bool) -> None:
     """Point the energy's network at its graphed wrapper (on) or at the wrapper's inner compiled call (off)."""
-    target = _target(energy)
-    graphed = target._edlm_graphed
-    target._compiled_call_impl = graphed if on else graphed.call
+    _target(energy)._compiled_call_impl = graphed if on else graphed.call
 
 
 def main() -> None:
@@ -76,16 +74,14 @@ def main() -> None:
         torch._dynamo.reset()
         den, energies, batches = models(set_name, dev, dt)
         compile_networks(den, *energies.values(), freeze=True, cuda_graphs=True)
-        for energy in energies.values():
-            target = _target(energy)
-            target._edlm_graphed = target._compiled_call_impl
-            assert isinstance(target._edlm_graphed, _Graphed) or dev.type != "cuda"
+        graphed = {name: _target(energy)._compiled_call_impl for name, energy in energies.items()}
+        assert all(isinstance(g, _Graphed) for g in graphed.values())
         V, L, mask = den.vocab_size - 1, den.length, den.mask_id
         for batch in batches:
             for name, energy in energies.items():
                 first = None
                 for run, graphs in enumerate((False, True, False, True, False, True)):
-                    use_graphs(energy, graphs)
+                    use_graphs(energy, graphed[name], graphs)
                     gen = torch.Generator(device=dev).manual_seed(1234)
                     t0 = time.perf_counter()
                     out = generate(den, L, batch, V, mask, 32, energy=energy, k=8, generator=gen, device=dev)
