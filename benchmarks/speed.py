@@ -63,7 +63,7 @@ from edlm.eval.speed import (  # noqa: E402
     reset_peak_memory,
     transformer_flops,
 )
-from edlm.models import compile_networks, from_pretrained, load_denoiser, read_checkpoint_config  # noqa: E402
+from edlm.models import compile_networks, cublaslt, from_pretrained, load_denoiser, read_checkpoint_config  # noqa: E402
 from edlm.models.ar import ARTransformer  # noqa: E402
 from edlm.models.compiling import INFERENCE_OPTIONS  # noqa: E402
 from edlm.models.dit import Denoiser, DiT, DiTBlock, FinalLayer  # noqa: E402
@@ -312,6 +312,7 @@ class Bench:
     # ------------------------------------------------------------------ bookkeeping
     def save(self) -> None:
         self.results["meta"]["elapsed_s"] = round(time.perf_counter() - T0, 1)
+        self.results["meta"]["tuned_gemm_picks"] = cublaslt.picks()
         (self.out_dir / "speed.json").write_text(json.dumps(self.results, indent=2))
         (self.out_dir / "speed.md").write_text(render_markdown(self.results))
 
@@ -979,6 +980,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="DiTBlock.fuse_residual: the attention residual in the output GEMM (off by default)")
     parser.add_argument("--fuse-norm", action="store_true",
                         help="DiTBlock.fuse_norm: attention residual, norm2 and modulation in one Triton kernel (off)")
+    parser.add_argument("--no-tuned-gemms", action="store_true",
+                        help="the blocks' GEMMs as torch calls them (as before session 10), not through "
+                             "edlm.models.cublaslt's tuner (DiTBlock.tuned_gemms)")
     parser.add_argument("--shipped", default=None, metavar="DIR",
                         help="a shipped model set (e.g. edlm/assets/wikipedia_en): its shapes and weights")
     parser.add_argument("--date", default=datetime.date.today().isoformat())
@@ -991,6 +995,8 @@ def main(argv: list[str] | None = None) -> int:
         DiTBlock.fuse_residual = True
     if args.fuse_norm:
         DiTBlock.fuse_norm = True
+    if args.no_tuned_gemms:
+        DiTBlock.tuned_gemms = False
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = (tiny_config() if args.tiny else shipped_config(args.shipped, args.quick) if args.shipped
@@ -1011,7 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
         "cuda_graphs": (not args.no_cuda_graphs) if args.compile else None, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
         "draw": "one-level (flat)" if args.flat_draw else f"two-level, blocks of {categorical.BLOCK} ids when K·BLOCK < C",
         "fuse_residual": DiTBlock.fuse_residual, "fuse_gelu": DiTBlock.fuse_gelu, "fuse_norm": DiTBlock.fuse_norm,
-        "source_sha256": source_hashes(),
+        "tuned_gemms": DiTBlock.tuned_gemms, "source_sha256": source_hashes(),
     }
     torch.manual_seed(0)
     bench = Bench(cfg, device, out_dir, meta)

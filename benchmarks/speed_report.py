@@ -95,8 +95,14 @@ def render_markdown(res: dict) -> str:
         f"- draw: {m.get('draw', 'one-level (flat)')}; compiled draw: {m.get('compiled_draws')}; networks compiled: "
         f"{m.get('compiled')} (inductor options {m.get('inductor_options')}, frozen {m.get('frozen')}, energies from CUDA "
         f"graphs {m.get('cuda_graphs')}); DiTBlock fuse_gelu={m.get('fuse_gelu')}, "
-        f"fuse_residual={m.get('fuse_residual')}, fuse_norm={m.get('fuse_norm')}",
+        f"fuse_residual={m.get('fuse_residual')}, fuse_norm={m.get('fuse_norm')}, "
+        f"tuned_gemms={m.get('tuned_gemms')}",
     ]
+    picks = [p for p in m.get("tuned_gemm_picks") or [] if p["algo"] >= 0]
+    if picks:
+        lines.append("- cuBLASLt candidates picked over torch's GEMM: " + "; ".join(
+            f"{p['m']}×{p['n']}×{p['k']} {p['epilogue']} #{p['algo']} {p['ms']:.4f} ms (torch {p['torch_ms']:.4f})"
+            for p in picks))
     lines += [f"- {note}" for note in m.get("notes", [])]
     if c:
         lines.append(f"- measured ceilings: matmul **{c['matmul_peak_tflops']:.0f} TFLOP/s** ({c['matmul']}); "

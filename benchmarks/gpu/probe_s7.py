@@ -33,6 +33,7 @@ from probe_s4 import build, network_calls, setup  # noqa: E402
 from probe_s5 import call_timings  # noqa: E402
 
 from edlm.energy.nce_energy import NCEEnergy  # noqa: E402
+from edlm.models import compiling, cublaslt  # noqa: E402
 from edlm.models.compiling import INFERENCE_OPTIONS, compile_networks  # noqa: E402
 from edlm.models.dit import DiTBlock  # noqa: E402
 
@@ -52,10 +53,21 @@ VARIANTS = {  # name: (freeze, extra inductor options, models it runs on[, DiTBl
     # session 9: frozen, each no-grad call with small outputs replayed from a CUDA graph (compile_networks(...,
     # cuda_graphs=True)); the DiT's and the AR's logits are too large, so only the energies
     "frozen_graphs": (True, {}, ("nce", "ar_score", "shipped_nce")),
+    # session 10: the blocks' GEMMs through edlm.models.cublaslt's tuner (DiTBlock.tuned_gemms, on by default since
+    # then, so every variant above runs tuned unless it says otherwise) against torch's own GEMM calls
+    "frozen_graphs_untuned": (True, {}, ("nce", "ar_score", "shipped_nce"), {"tuned_gemms": False}),
+    "frozen_untuned": (True, {}, ("nce", "dit", "ar", "ar_score", "shipped_nce"), {"tuned_gemms": False}),
+    # session 10: multi-kernel's first-call pick forced to the persistent version of every reduction that has one
+    # (inductor sorts each multi-kernel's versions looped first, so ``multi_kernel = 3`` picks index 1)
+    "frozen_graphs_persistent": (True, {"triton.multi_kernel": 3}, ("nce", "ar_score", "shipped_nce")),
+    "frozen_persistent": (True, {"triton.multi_kernel": 3}, ("nce", "dit", "ar", "ar_score", "shipped_nce")),
+    # session 10: multi-kernel's pick as inductor makes it (compiling.PERSISTENT_PREFERENCE = 1, before session 10)
+    "frozen_graphs_fair": (True, {}, ("nce", "ar_score", "shipped_nce"), {"PERSISTENT_PREFERENCE": 1.0}),
 }
-GRAPHED = ("frozen_graphs",)  # variants compiled with cuda_graphs=True
+GRAPHED = ("frozen_graphs", "frozen_graphs_untuned", "frozen_graphs_persistent", "frozen_graphs_fair")  # compiled with cuda_graphs=True
 DEFAULT_VARIANTS = ("multi", "frozen", "frozen_cpp", "multi_again")  # call 1 of session 7
-PROFILED = ("multi", "frozen", "frozen_tma", "frozen_tma_gelu_in_template", "frozen_late_bias", "frozen_graphs")  # at NCE B = 32
+PROFILED = ("multi", "frozen", "frozen_tma", "frozen_tma_gelu_in_template", "frozen_late_bias", "frozen_graphs",
+            "frozen_graphs_untuned", "frozen_graphs_persistent", "frozen_graphs_fair")  # at NCE B = 32
 
 
 def shipped_nce(dev, g, batch: int = 256, seed: int = 0, scale: float = 0.02):
@@ -96,7 +108,10 @@ def main():
             for variant, (freeze, extra, models, *switches) in variants.items():
                 if name not in models:
                     continue
-                switches = switches[0] if switches else {}
+                switches = dict(switches[0]) if switches else {}
+                preference = switches.pop("PERSISTENT_PREFERENCE", compiling.PERSISTENT_PREFERENCE)
+                saved_preference, compiling.PERSISTENT_PREFERENCE = compiling.PERSISTENT_PREFERENCE, preference
+                picks_before = len(compiling.MULTI_KERNEL_PICKS)
                 saved_switches = {k: getattr(DiTBlock, k) for k in switches}
                 key = f"{name}_B{batch}_{variant}"
                 saved_b = probe_s4.B
@@ -134,6 +149,8 @@ def main():
                 except Exception as exc:  # noqa: BLE001
                     r[key + "_error"] = f"{type(exc).__name__}: {exc}"[:400]
                 finally:
+                    r[key + "_multi_kernel_picks"] = compiling.MULTI_KERNEL_PICKS[picks_before:]
+                    compiling.PERSISTENT_PREFERENCE = saved_preference
                     probe_s4.B = saved_b
                     for k, v in saved_switches.items():
                         setattr(DiTBlock, k, v)
@@ -141,6 +158,7 @@ def main():
                 print(key, {k: v for k, v in r.items() if k.startswith(key) and not k.endswith("profile")}, flush=True)
                 (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))  # kept if the call times out
 
+    RES["tuned_gemm_picks"] = cublaslt.picks()
     (out / "probe.json").write_text(json.dumps(RES, indent=1, default=str))
 
 

@@ -5,12 +5,13 @@ Each setting loads its own models (they are cast and compiled in place) and runs
 the first run compiles; the second shows the compiled speed; the third shows what a new seed's draw shapes cost
 (session 9 ran seeds 0 and 1 only, so its second runs mixed the two, speed_notes.md row 24).
 
-  PYTHONPATH=. python3 benchmarks/gpu/sample_dtype.py
+  PYTHONPATH=. python3 benchmarks/gpu/sample_dtype.py [nce,ar]   (which energies; both by default)
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from edlm import pipeline
@@ -19,7 +20,8 @@ A = "edlm/assets/wikipedia_en"
 
 
 def main() -> None:
-    for spec in (f"nce:{A}/nce", f"ar:{A}/ar"):
+    names = sys.argv[1].split(",") if len(sys.argv) > 1 else ["nce", "ar"]
+    for spec in (f"{name}:{A}/{name}" for name in names):
         for dtype in ("checkpoint", "bfloat16"):
             bundle = pipeline.load_denoiser_bundle(f"{A}/mdlm", map_location="cuda")
             energy = pipeline.load_energy(spec, bundle, "cuda")

@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edlm.diffusion.schedules import NoiseSchedule
-from edlm.models.ops import add_norm_modulate, addmm_gelu, fused_norm_ready, rotary_cos_sin, rotary_inv_freq
+from edlm.models.ops import (
+    add_norm_modulate,
+    addmm_gelu,
+    fused_norm_ready,
+    rotary_cos_sin,
+    rotary_inv_freq,
+    tuned_linear,
+)
 
 __all__ = [
     "LayerNorm",
@@ -118,6 +125,24 @@ def _late_bias_here(h: Tensor) -> bool:
             and h.dtype in (torch.bfloat16, torch.float16) and torch.compiler.is_compiling())
 
 
+def _tuned_here(h: Tensor, weight: Tensor) -> bool:
+    """Whether a block's GEMM goes through ``tuned_linear``: ``DiTBlock.tuned_gemms`` on, a CUDA half-precision
+    forward without autograd, the weight in the activations' dtype (not under autocast)."""
+    return (DiTBlock.tuned_gemms and h.is_cuda and not torch.is_grad_enabled()
+            and h.dtype in (torch.bfloat16, torch.float16) and weight.dtype == h.dtype)
+
+
+def block_linear(h: Tensor, linear: nn.Linear, epilogue: str | None = None) -> Tensor:
+    """``linear(h)`` for h (..., k); where `_tuned_here`, through ``tuned_linear``: the fastest of torch's GEMM and
+    cuBLASLt's other candidates with the same output (benchmarks/results/speed_notes.md, session 10). ``epilogue``
+    "gelu_bias" is for `DiTBlock._mlp` alone, which checks `_tuned_here` first."""
+    if epilogue is None and not _tuned_here(h, linear.weight):
+        return linear(h)
+    epilogue = epilogue or ("none" if linear.bias is None else "bias")
+    out = tuned_linear(h.reshape(-1, h.shape[-1]), linear.weight, linear.bias, epilogue)
+    return out.view(*h.shape[:-1], out.shape[-1])
+
+
 def late_bias_linear(h: Tensor, linear: nn.Linear) -> Tensor:
     """``linear(h)``, or, where `_late_bias_here`, a GEMM without bias followed by the bias add, which inductor fuses
     into the next pointwise kernel (for the MLP's down projection: the block's residual add and the next block's
@@ -126,7 +151,7 @@ def late_bias_linear(h: Tensor, linear: nn.Linear) -> Tensor:
     to half precision before the bias is added."""
     if linear.bias is not None and _late_bias_here(h):
         return F.linear(h, linear.weight) + linear.bias
-    return linear(h)
+    return block_linear(h, linear)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -309,13 +334,14 @@ class DiTBlock(nn.Module):
             h = self.norm1(x)
 
         # attention
-        qkv = self.attn_qkv(h).view(B, L, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, Dh)
+        qkv = block_linear(h, self.attn_qkv).view(B, L, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, Dh)
         q, k, v = qkv.unbind(dim=2)  # (B, L, H, Dh) each
         cos, sin = rotary
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # v is not rotated
         h = attention(q, k, v, causal=self.causal).reshape(B, L, D)  # (B, L, H, Dh) -> (B, L, D)
         if self._fuse_norm_here(x):  # one pass: x + gate · attn_out(h), norm2, modulate
-            x, h = add_norm_modulate(x, self.attn_out(h), gate_msa, self.norm2.weight, shift_mlp, scale_mlp)
+            x, h = add_norm_modulate(x, block_linear(h, self.attn_out), gate_msa, self.norm2.weight, shift_mlp,
+                                     scale_mlp)
         else:
             x = self._attn_residual(x, h, gate_msa)  # x + gate · attn_out(h)
             h = self.norm2(x)
@@ -330,6 +356,7 @@ class DiTBlock(nn.Module):
     fuse_residual = False  # class-wide switch, off: measured no gain (speed_notes.md, session 4)
     fuse_norm = False  # class-wide switch, off: measured no gain on an H200 (probe_s5.py F / G, speed_notes.md session 5)
     late_bias = False  # class-wide switch: the MLP's down projection through `late_bias_linear`
+    tuned_gemms = True  # class-wide switch: GEMMs through `block_linear` (speed.py --no-tuned-gemms turns it off)
 
     def _fuse_norm_here(self, x: Tensor) -> bool:
         """Whether the attention residual, norm2 and its modulation go through ``add_norm_modulate``: on CUDA, half
@@ -347,7 +374,7 @@ class DiTBlock(nn.Module):
             if gate is None:
                 return torch.addmm(x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1]), w).view_as(x)
             return torch.baddbmm(x, h, w[None] * gate)  # gate (B, 1, D_out) scales columns: (B, D_in, D_out)
-        h = self.dropout1(self.attn_out(h))
+        h = self.dropout1(block_linear(h, self.attn_out))
         return x + (h if gate is None else gate * h)
 
     def _mlp(self, h: Tensor) -> Tensor:
@@ -358,6 +385,8 @@ class DiTBlock(nn.Module):
         up, _, down = self.mlp
         if (self.fuse_gelu and h.is_cuda and not torch.is_grad_enabled() and up.bias is not None
                 and h.dtype in (torch.bfloat16, torch.float16) and up.weight.dtype == h.dtype):  # not under autocast
+            if _tuned_here(h, up.weight) and _gelu_epilogue is addmm_gelu:  # probe_s4 swaps _gelu_epilogue
+                return late_bias_linear(block_linear(h, up, "gelu_bias"), down)
             a = _gelu_epilogue(up.bias, h.reshape(-1, h.shape[-1]), up.weight.t())
             return late_bias_linear(a.view(*h.shape[:-1], -1), down)
         return self.mlp(h)

@@ -19,7 +19,7 @@ import importlib.util
 import torch
 from torch import Tensor
 
-__all__ = ["addmm_gelu", "rotary_cos_sin", "rotary_inv_freq", "add_norm_modulate", "add_norm_modulate_reference",
+__all__ = ["addmm_gelu", "tuned_linear", "rotary_cos_sin", "rotary_inv_freq", "add_norm_modulate", "add_norm_modulate_reference",
            "fused_norm_ready", "HAS_TRITON"]
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None  # looked up once, at import (nothing is imported)
@@ -44,6 +44,24 @@ def addmm_gelu(bias: Tensor, a: Tensor, w_t: Tensor) -> Tensor:
 @addmm_gelu.register_fake
 def _(bias: Tensor, a: Tensor, w_t: Tensor) -> Tensor:
     return a.new_empty(a.shape[0], w_t.shape[1])
+
+
+@torch.library.custom_op("edlm::tuned_linear", mutates_args=())
+def tuned_linear(x: Tensor, w: Tensor, bias: Tensor | None, epilogue: str) -> Tensor:
+    """``epilogue(x · wᵀ + bias)`` for x (m, k), w (n, k), bias (n,) or None; epilogue "none", "bias" or
+    "gelu_bias" (tanh-GELU). On CUDA it runs the fastest of torch's own call and cuBLASLt's other candidates that
+    give the same output bit for bit, picked on the first call of each shape (`edlm.models.cublaslt.Tuner`); on CPU
+    it is torch's call. Opaque to torch.compile, as ``addmm_gelu``."""
+    from edlm.models import cublaslt
+
+    if x.is_cuda:
+        return cublaslt.TUNER(x.contiguous(), w.contiguous(), bias, epilogue)
+    return cublaslt.reference(x, w, bias, epilogue)
+
+
+@tuned_linear.register_fake
+def _(x: Tensor, w: Tensor, bias: Tensor | None, epilogue: str) -> Tensor:
+    return x.new_empty(x.shape[0], w.shape[0])
 
 
 @torch.library.custom_op("edlm::rotary_cos_sin", mutates_args=())
