@@ -176,18 +176,40 @@ class Gemm:
         if (bias is None) != (p.epilogue == "none"):
             raise ValueError(f"epilogue {p.epilogue!r} {'takes no' if bias is not None else 'needs a'} bias")
         y = torch.empty(p.m, p.n, dtype=p.dtype, device=x.device) if out is None else out
-        if bias is not None:
-            self._bias_pointer(bias.data_ptr())
-        one, zero = ctypes.c_float(1.0), ctypes.c_float(0.0)
-        a, b, d = self.layouts
-        ws = _workspace(self.device)
-        stream = ctypes.c_void_p(torch.cuda.current_stream(x.device).cuda_stream)
-        _check(_lib().cublasLtMatmul(self.handle, self.desc, ctypes.byref(one), ctypes.c_void_p(w.data_ptr()), a,
-                                     ctypes.c_void_p(x.data_ptr()), b, ctypes.byref(zero),
-                                     ctypes.c_void_p(y.data_ptr()), d, ctypes.c_void_p(y.data_ptr()), d,
-                                     ctypes.byref(self.algos[algo].algo), ctypes.c_void_p(ws.data_ptr()),
-                                     ctypes.c_size_t(WORKSPACE_BYTES), stream), "matmul")
+        self.launch(x, w, bias, algo, y)
         return y
+
+    def launch(self, x: Tensor, w: Tensor, bias: Tensor | None, algo: int, y: Tensor) -> None:
+        """`__call__` without its checks (`Tuner` checked the shapes when it built this GEMM): y = epilogue(x·wᵀ +
+        bias) on the current stream. The host's share of a network call matters (the DiT's forward is not replayed
+        from a CUDA graph), so the ctypes arguments are made once, in `_bind`."""
+        if self._args is None:
+            self._bind()
+        lib, args = _lib(), self._args
+        if bias is not None:
+            self._bias.value = bias.data_ptr()
+            lib.cublasLtMatmulDescSetAttribute(self.desc, _DESC_BIAS_POINTER, self._bias_ref, 8)
+        y_ptr = y.data_ptr()
+        status = lib.cublasLtMatmul(args[0], args[1], args[2], w.data_ptr(), args[3], x.data_ptr(), args[4], args[5],
+                                    y_ptr, args[6], y_ptr, args[6], self._algo_refs[algo], args[7], WORKSPACE_BYTES,
+                                    self._stream(self.device))
+        if status != 0:
+            _check(status, "matmul")
+
+    _args = None
+
+    def _bind(self) -> None:
+        lib = _lib()
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what inductor's code calls; else the public way
+        self._stream = raw or (lambda device: torch.cuda.current_stream(device).cuda_stream)
+        lib.cublasLtMatmul.argtypes = [ctypes.c_void_p] * 14 + [ctypes.c_size_t, ctypes.c_void_p]
+        lib.cublasLtMatmulDescSetAttribute.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+        self._one, self._zero, self._bias = ctypes.c_float(1.0), ctypes.c_float(0.0), ctypes.c_void_p(0)
+        self._bias_ref = ctypes.addressof(self._bias)
+        self._algo_refs = [ctypes.addressof(h.algo) for h in self.algos]
+        a, b, d = self.layouts
+        self._args = (self.handle.value, self.desc.value, ctypes.addressof(self._one), a.value, b.value,
+                      ctypes.addressof(self._zero), d.value, _workspace(self.device).data_ptr())
 
 
 # ----------------------------------------------------------------------------- tuned GEMMs
@@ -234,7 +256,9 @@ class Tuner:
             choice = self.choices[key] = self.tune(x, w, bias, epilogue)
         if choice.algo < 0:
             return reference(x, w, bias, epilogue)
-        return choice.gemm(x, w, bias, algo=choice.algo)
+        y = torch.empty(x.shape[0], w.shape[0], dtype=x.dtype, device=x.device)
+        choice.gemm.launch(x, w, bias, choice.algo, y)
+        return y
 
     def _ms(self, fn) -> float:
         fn()

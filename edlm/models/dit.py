@@ -383,10 +383,10 @@ class DiTBlock(nn.Module):
         ``nn.GELU(approximate="tanh")``), saving one pass over the (B, L, 4D) activations. Only for half
         weights and activations: autocast does not cover ``_addmm_activation``, and it has no backward."""
         up, _, down = self.mlp
+        if self.fuse_gelu and up.bias is not None and _tuned_here(h, up.weight) and _gelu_epilogue is addmm_gelu:
+            return late_bias_linear(block_linear(h, up, "gelu_bias"), down)  # (probe_s4 swaps _gelu_epilogue)
         if (self.fuse_gelu and h.is_cuda and not torch.is_grad_enabled() and up.bias is not None
                 and h.dtype in (torch.bfloat16, torch.float16) and up.weight.dtype == h.dtype):  # not under autocast
-            if _tuned_here(h, up.weight) and _gelu_epilogue is addmm_gelu:  # probe_s4 swaps _gelu_epilogue
-                return late_bias_linear(block_linear(h, up, "gelu_bias"), down)
             a = _gelu_epilogue(up.bias, h.reshape(-1, h.shape[-1]), up.weight.t())
             return late_bias_linear(a.view(*h.shape[:-1], -1), down)
         return self.mlp(h)
