@@ -11,6 +11,7 @@ torch's CUDA build loaded, found in ``/proc/self/maps``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 from dataclasses import dataclass
@@ -238,7 +239,7 @@ class Tuner:
     networks' outputs do not change. A candidate must beat torch's call by ``margin`` (timing noise is ~1 %).
 
     Like PyTorch's TunableOp (which on CUDA offers only cuBLASLt's first candidate in torch 2.11), but per problem
-    and in this process. Measured on an H200 (speed_notes.md, session 10): the block's QKV GEMM at 32 768 rows
+    and in this process. One cuBLASLt workspace per device: GEMMs of two streams must not run at the same time. Measured on an H200 (speed_notes.md, session 10): the block's QKV GEMM at 32 768 rows
     0.164 → 0.150 ms, the attention output 0.061 → 0.057 ms, the MLP's GELU GEMM 0.258 → 0.252 ms."""
 
     margin = 0.01
@@ -248,12 +249,15 @@ class Tuner:
         self.choices: dict[tuple, Choice] = {}
 
     def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None, epilogue: str) -> Tensor:
+        if w.dtype != x.dtype or (bias is not None and (bias.dtype != x.dtype or bias.stride(0) != 1)):
+            return reference(x, w, bias, epilogue)  # cuBLASLt is told one dtype for all of them
         key = (x.device.index, x.shape[0], w.shape[0], x.shape[1], epilogue, x.dtype)
         choice = self.choices.get(key)
         if choice is None:
             if torch.cuda.is_current_stream_capturing():  # no timing inside a capture: torch's call is always right
                 return reference(x, w, bias, epilogue)
-            choice = self.choices[key] = self.tune(x, w, bias, epilogue)
+            with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():  # events on x's device
+                choice = self.choices[key] = self.tune(x, w, bias, epilogue)
         if choice.algo < 0:
             return reference(x, w, bias, epilogue)
         y = torch.empty(x.shape[0], w.shape[0], dtype=x.dtype, device=x.device)

@@ -95,6 +95,18 @@ def test_tuner_tunes_once_per_problem_and_not_while_capturing(monkeypatch):
     assert tuned == [(4, 8), (6, 8)] and len(tuner.choices) == 2
 
 
+def test_tuner_leaves_mixed_dtypes_to_torch(monkeypatch):
+    """cuBLASLt is told one dtype for x, w and the bias; a bias of another dtype or a strided one goes to torch."""
+    tuner = cublaslt.Tuner()
+    monkeypatch.setattr(tuner, "tune", lambda *a: pytest.fail("tuned a GEMM it should have left to torch"))
+    x, w = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(3, 8, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError):  # torch's own call refuses a float32 bias with bf16 operands, as before
+        tuner(x, w, torch.randn(3), "bias")
+    strided = torch.randn(3, 2, dtype=torch.bfloat16)[:, 0]
+    torch.testing.assert_close(tuner(x, w, strided, "bias"), F.linear(x, w, strided))
+    assert tuner.choices == {}
+
+
 def _block(seed=0):
     torch.manual_seed(seed)
     block = dit_module.DiTBlock(32, 4, 16, dropout=0.0).eval()
