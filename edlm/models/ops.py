@@ -1,4 +1,5 @@
-"""The custom ops the networks call: ``addmm_gelu`` (GEMM + bias + GELU in cuBLASLt's epilogue), ``rotary_cos_sin``
+"""The custom ops the networks call: ``addmm_gelu`` (GEMM + bias + GELU in cuBLASLt's epilogue), ``tuned_linear`` (a
+block's GEMM through cuBLASLt's fastest candidate with torch's exact output, `edlm.models.cublaslt`), ``rotary_cos_sin``
 (the rotary table, opaque to torch.compile) and ``add_norm_modulate`` (a block's residual add, LayerNorm and adaLN
 modulation in one pass over the activations).
 
@@ -19,8 +20,8 @@ import importlib.util
 import torch
 from torch import Tensor
 
-__all__ = ["addmm_gelu", "tuned_linear", "rotary_cos_sin", "rotary_inv_freq", "add_norm_modulate", "add_norm_modulate_reference",
-           "fused_norm_ready", "HAS_TRITON"]
+__all__ = ["addmm_gelu", "tuned_linear", "rotary_cos_sin", "rotary_inv_freq", "add_norm_modulate",
+           "add_norm_modulate_reference", "fused_norm_ready", "HAS_TRITON"]
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None  # looked up once, at import (nothing is imported)
 
