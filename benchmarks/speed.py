@@ -692,12 +692,12 @@ class Bench:
         log(f"end-to-end generate, B={cfg.e2e_batch}, L={cfg.length}")
         self._warm_up()
         if cfg.extra_runs:  # the default-chunk run's chunk shape, likewise
-            self.e2e("warm-up EDLM-AR, default chunks", 2, "ar", k=max(cfg.ks), window=(0.0, 1.0), ebs=None,
-                     record=False)
+            self.e2e("warm-up EDLM-AR, default chunks", self._warm_steps(), "ar", k=max(cfg.ks), window=(0.0, 1.0),
+                     ebs=None, record=False)
         if self.nce is not None:  # a compiled NCE energy compiles its chunk shape here, not inside the timed run
             for k, _ in cfg.nce_runs:
-                self.e2e("warm-up EDLM-NCE", 2, "nce", k=k, window=(0.0, 1.0), ebs=cfg.energy_batch_size.get(k),
-                         record=False)
+                self.e2e("warm-up EDLM-NCE", self._warm_steps(), "nce", k=k, window=(0.0, 1.0),
+                         ebs=cfg.energy_batch_size.get(k), record=False)
         first = cfg.mdlm_steps[0]
         self.e2e(f"MDLM T={first}", first)
         if cfg.extra_runs:
@@ -776,8 +776,15 @@ class Bench:
         compile their loop shapes here, not inside a timed run."""
         k = max(self.cfg.ks)
         self.e2e("warm-up MDLM", 4, record=False)
-        self.e2e("warm-up EDLM-AR", 2, "ar", k=k, window=(0.0, 1.0), ebs=self.cfg.energy_batch_size.get(k),
-                 record=False)
+        self.e2e("warm-up EDLM-AR", self._warm_steps(), "ar", k=k, window=(0.0, 1.0),
+                 ebs=self.cfg.energy_batch_size.get(k), record=False)
+
+    def _warm_steps(self) -> int:
+        """Steps of an EDLM warm-up: enough that its last IS steps draw from few masked rows (at T = 8 over [0, 1],
+        about B·L/8), so the compiled draw's few-rows variant (`categorical._few_rows`) compiles here. With 2 steps
+        (up to session 10) the first timed EDLM run of session 10's quick run took 11.0 s against 5.98 s plain, which
+        fits such a compile inside it (speed_notes.md, session 10; not yet re-measured with 8)."""
+        return min(8, self.cfg.edlm_steps)
 
     # ------------------------------------------------------------------ 5. diagnosis of the forward
     def diagnose(self) -> None:
