@@ -48,6 +48,7 @@ def probe(m: int, n: int, k: int, epilogue: str, count: int, g) -> dict:
     w = (torch.randn(n, k, device="cuda", dtype=dt, generator=g) / k ** 0.5).contiguous()
     b = torch.randn(n, device="cuda", dtype=dt, generator=g) if epilogue != "none" else None
     flop = 2 * m * n * k
+
     def ref_fn():  # what torch runs
         return cublaslt.reference(x, w, b, epilogue)
 

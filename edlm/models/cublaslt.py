@@ -5,8 +5,8 @@ model of the plain GEMM, so for a GEMM with an epilogue (tanh-GELU + bias: the M
 candidate may be faster on the card. This module asks for up to ``count`` candidates and runs any one of them on the
 current stream, so that ``benchmarks/gpu/lt_algos.py`` can time each (speed_notes.md, session 10).
 
-GPU only; nothing here runs on import. ``available()`` says whether the library could be found (it is the one that
-torch's CUDA build loaded, found in ``/proc/self/maps``).
+GPU only; nothing here runs on import. The library is the one that torch's CUDA build loaded, found in
+``/proc/self/maps``.
 """
 
 from __future__ import annotations
@@ -65,14 +65,6 @@ def _lib():
     return ctypes.CDLL(path)
 
 
-def available() -> bool:
-    try:
-        _lib()
-    except (RuntimeError, OSError):
-        return False
-    return True
-
-
 def _check(status: int, what: str) -> None:
     if status != 0:
         raise RuntimeError(f"cuBLASLt {what} failed with status {status}.")
@@ -124,7 +116,8 @@ class Gemm:
         _check(lib.cublasLtMatmulDescCreate(ctypes.byref(self.desc), _COMPUTE_32F, _R_32F), "desc create")
         _set(lib.cublasLtMatmulDescSetAttribute, self.desc, _DESC_TRANSA, ctypes.c_int32(_OP_T))
         _set(lib.cublasLtMatmulDescSetAttribute, self.desc, _DESC_TRANSB, ctypes.c_int32(_OP_N))
-        _set(lib.cublasLtMatmulDescSetAttribute, self.desc, _DESC_EPILOGUE, ctypes.c_uint32(EPILOGUES[problem.epilogue]))
+        _set(lib.cublasLtMatmulDescSetAttribute, self.desc, _DESC_EPILOGUE,
+             ctypes.c_uint32(EPILOGUES[problem.epilogue]))
         if problem.epilogue != "none":
             _set(lib.cublasLtMatmulDescSetAttribute, self.desc, _DESC_BIAS_DATA_TYPE, ctypes.c_int32(t))
         self.layouts = []
@@ -239,8 +232,9 @@ class Tuner:
     networks' outputs do not change. A candidate must beat torch's call by ``margin`` (timing noise is ~1 %).
 
     Like PyTorch's TunableOp (which on CUDA offers only cuBLASLt's first candidate in torch 2.11), but per problem
-    and in this process. One cuBLASLt workspace per device: GEMMs of two streams must not run at the same time. Measured on an H200 (speed_notes.md, session 10): the block's QKV GEMM at 32 768 rows
-    0.164 → 0.150 ms, the attention output 0.061 → 0.057 ms, the MLP's GELU GEMM 0.258 → 0.252 ms."""
+    and in this process. One cuBLASLt workspace per device: GEMMs of two streams must not run at the same time.
+    Measured on an H200 (speed_notes.md, session 10): the block's QKV GEMM at 32 768 rows 0.164 → 0.150 ms, the
+    attention output 0.061 → 0.057 ms, the MLP's GELU GEMM 0.258 → 0.252 ms."""
 
     margin = 0.01
     calls, rounds = 10, 3

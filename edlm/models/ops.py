@@ -20,6 +20,8 @@ import importlib.util
 import torch
 from torch import Tensor
 
+from edlm.models import cublaslt  # ctypes only: nothing is loaded until the first CUDA call
+
 __all__ = ["addmm_gelu", "tuned_linear", "rotary_cos_sin", "rotary_inv_freq", "add_norm_modulate",
            "add_norm_modulate_reference", "fused_norm_ready", "HAS_TRITON"]
 
@@ -53,8 +55,6 @@ def tuned_linear(x: Tensor, w: Tensor, bias: Tensor | None, epilogue: str) -> Te
     "gelu_bias" (tanh-GELU). On CUDA it runs the fastest of torch's own call and cuBLASLt's other candidates that
     give the same output bit for bit, picked on the first call of each shape (`edlm.models.cublaslt.Tuner`); on CPU
     it is torch's call. Opaque to torch.compile, as ``addmm_gelu``."""
-    from edlm.models import cublaslt
-
     if x.is_cuda:
         return cublaslt.TUNER(x.contiguous(), w.contiguous(), bias, epilogue)
     return cublaslt.reference(x, w, bias, epilogue)
