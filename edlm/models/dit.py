@@ -118,18 +118,23 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 _gelu_epilogue = addmm_gelu  # what DiTBlock._mlp calls (benchmarks/gpu/probe_s4.py swaps it to compare)
 
 
+def _half_cuda_inference(h: Tensor, weight: Tensor | None = None) -> bool:
+    """A CUDA half-precision forward without autograd (and, with ``weight``, the weight in h's dtype: not under
+    autocast), where the blocks' fused and tuned paths apply."""
+    return (h.is_cuda and not torch.is_grad_enabled() and h.dtype in (torch.bfloat16, torch.float16)
+            and (weight is None or weight.dtype == h.dtype))
+
+
 def _late_bias_here(h: Tensor) -> bool:
     """Whether `late_bias_linear` splits off the bias: ``DiTBlock.late_bias`` on, while torch.compile traces a CUDA
     half-precision forward without autograd (in eager mode and for training nothing changes)."""
-    return (DiTBlock.late_bias and h.is_cuda and not torch.is_grad_enabled()
-            and h.dtype in (torch.bfloat16, torch.float16) and torch.compiler.is_compiling())
+    return DiTBlock.late_bias and _half_cuda_inference(h) and torch.compiler.is_compiling()
 
 
 def _tuned_here(h: Tensor, weight: Tensor) -> bool:
     """Whether a block's GEMM goes through ``tuned_linear``: ``DiTBlock.tuned_gemms`` on, a CUDA half-precision
     forward without autograd, the weight in the activations' dtype (not under autocast)."""
-    return (DiTBlock.tuned_gemms and h.is_cuda and not torch.is_grad_enabled()
-            and h.dtype in (torch.bfloat16, torch.float16) and weight.dtype == h.dtype)
+    return DiTBlock.tuned_gemms and _half_cuda_inference(h, weight)
 
 
 def block_linear(h: Tensor, linear: nn.Linear, epilogue: str | None = None) -> Tensor:
@@ -362,8 +367,8 @@ class DiTBlock(nn.Module):
         """Whether the attention residual, norm2 and its modulation go through ``add_norm_modulate``: on CUDA, half
         precision, no autograd (the kernel has no backward) and no dropout on the branch. Whether the kernel can run
         (triton, op registered) is ``add_norm_modulate``'s own check; without it the op is the same eager formula."""
-        return (self.fuse_norm and not self.fuse_residual and x.is_cuda and not torch.is_grad_enabled()
-                and x.dtype in (torch.bfloat16, torch.float16) and not (self.training and self.dropout1.p > 0))
+        return (self.fuse_norm and not self.fuse_residual and _half_cuda_inference(x)
+                and not (self.training and self.dropout1.p > 0))
 
     def _attn_residual(self, x: Tensor, h: Tensor, gate: Tensor | None) -> Tensor:
         """x + gate · attn_out(h) (dropout on the branch when training). With ``fuse_residual`` the gate scales
@@ -385,8 +390,7 @@ class DiTBlock(nn.Module):
         up, _, down = self.mlp
         if self.fuse_gelu and up.bias is not None and _tuned_here(h, up.weight) and _gelu_epilogue is addmm_gelu:
             return late_bias_linear(block_linear(h, up, "gelu_bias"), down)  # (probe_s4 swaps _gelu_epilogue)
-        if (self.fuse_gelu and h.is_cuda and not torch.is_grad_enabled() and up.bias is not None
-                and h.dtype in (torch.bfloat16, torch.float16) and up.weight.dtype == h.dtype):  # not under autocast
+        if self.fuse_gelu and up.bias is not None and _half_cuda_inference(h, up.weight):  # not under autocast
             a = _gelu_epilogue(up.bias, h.reshape(-1, h.shape[-1]), up.weight.t())
             return late_bias_linear(a.view(*h.shape[:-1], -1), down)
         return self.mlp(h)
