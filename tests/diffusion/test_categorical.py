@@ -230,3 +230,120 @@ def test_compiled_draw_with_opaque_scans_gives_the_eager_ids(monkeypatch, C, K):
     assert torch.equal(fused.ids, eager.ids)
     torch.testing.assert_close(fused.lse, eager.lse, atol=1e-12, rtol=0)
 
+
+
+# --------------------------------------------------------------------------- the fast draw (K >= 2, GPU by default)
+@pytest.fixture
+def fast_on_cpu(monkeypatch):
+    """Run `_draw_fast` on the CPU too (by default it runs on CUDA devices only)."""
+    from edlm.diffusion import categorical
+
+    monkeypatch.setattr(categorical, "FAST_DEVICE_TYPES", ("cuda", "cpu"))
+    return categorical
+
+
+def _exact_block_masses(rows, exclude):
+    from edlm.diffusion.categorical import BLOCK
+
+    lp = rows.double()
+    if exclude >= 0:
+        lp[:, exclude] = float("-inf")
+    m = torch.exp(lp - lp.amax(-1, keepdim=True))
+    m = torch.nn.functional.pad(m, (0, -m.shape[1] % BLOCK))
+    return m.reshape(m.shape[0], -1, BLOCK).sum(-1), torch.logsumexp(lp, -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_fast_draw_block_bounds_are_upper_bounds_close_to_the_masses(dtype):
+    """U_b ≥ the exact float64 block mass S_b for every block (what makes the accept / redraw exact), and not by much
+    more than the stated bound (the redraw rate); lse as logsumexp. Rows chosen to stress the float32 masses:
+    values far from 0 (x − m_b rounds), spreads around the e^-40 floor, −∞ stretches, one-class blocks."""
+    from edlm.diffusion import categorical
+
+    g = torch.Generator().manual_seed(21)
+    C = 5_000
+    base = torch.randn(12, C, generator=g, dtype=torch.float64)
+    rows = torch.cat([
+        3 * base[:3],
+        (1000 if dtype != torch.float16 else 60) + 3 * base[3:5],  # large values: x − m_b is not exact in fp32
+        -45 * base[5:7].abs(),  # masses on both sides of the e^-40 floor
+        torch.where(base[7:9] > 0.5, float("-inf"), 8 * base[7:9]),  # −∞ stretches
+        _hard_rows(g, n=5, C=C).double(),
+    ]).to(dtype)
+    U, top, lse = categorical._block_bounds(rows, exclude=7)
+    S, ref_lse = _exact_block_masses(rows, 7)
+    assert torch.equal(U == 0, S == 0)  # no mass, no bound
+    assert (U >= S).all(), (S - U).max()
+    excess = (U - S)[S > 0] / S[S > 0]
+    assert excess.max() < 2 ** -20 + 40 * 2 ** -21 + 1e-6, excess.max()  # the bound's own size, plus the e^-40 floor
+    torch.testing.assert_close(lse, ref_lse, atol=2e-6, rtol=0)  # float32 masses: ~1e-7 in log space
+
+
+def test_fast_draw_matches_the_probabilities(fast_on_cpu):
+    """Frequencies of fast draws (C = 4096, K = 8) against p, as for the two-level inversion; with the bounds loosened
+    so that ~1/3 of the draws are rejected and redrawn, the frequencies still match p (the redraw is exact)."""
+    categorical = fast_on_cpu
+    g = torch.Generator().manual_seed(7)
+    C, n, K = 4096, 4000, 8
+    logits = 2 * torch.randn(C, generator=g, dtype=torch.float64)
+    p = torch.softmax(logits, 0)
+    order = torch.argsort(p)  # bins of about equal mass over the sorted classes
+    edges = torch.searchsorted(torch.cumsum(p[order], 0), torch.linspace(0, 1, 65)[1:-1].double())
+    bin_of = torch.empty(C, dtype=torch.long)
+    bin_of[order] = torch.bucketize(torch.arange(C), edges, right=True)
+    expected = torch.zeros(64, dtype=torch.float64).index_add_(0, bin_of, p) * n * K
+    used = expected > 0
+    for rel in (categorical._REL, 0.5):
+        before = dict(categorical.FALLBACK)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(categorical, "_REL", rel)
+            ids = categorical.draw_rows(logits.float().expand(n, C), uniform64((n, K), g, "cpu")).checked().ids
+        redrawn = categorical.FALLBACK["draws"] - before["draws"]
+        assert (redrawn > 0.2 * n * K) if rel == 0.5 else (redrawn < 10)
+        observed = torch.bincount(bin_of[ids.reshape(-1)], minlength=64).double()
+        assert observed[~used].sum() == 0
+        assert chisquare(observed[used].numpy(), expected[used].numpy()).pvalue > 1e-4, rel
+
+
+def test_fast_draw_on_hard_rows(fast_on_cpu):
+    """The hard rows of the two-level test through the fast draw: only classes with mass, never the excluded one,
+    the extreme uniforms land on classes with mass, NaN rows reported. The ids are mostly the one-level inversion's:
+    r = u · ΣU instead of u · ΣS moves each draw by ~1e-6 of the row's mass, which crosses a class boundary for a
+    few % of the draws from these flat 50k-class rows (the same distribution, not the same ids)."""
+    categorical = fast_on_cpu
+    g = torch.Generator().manual_seed(6)
+    logits = _hard_rows(g)
+    u = uniform64((logits.shape[0], 8), g, "cpu")
+    u[5:, 0], u[5:, 1] = 0.0, 1 - 2**-53
+    exclude = logits.shape[1] - 1
+    assert categorical._fast(logits.shape[1], 8, logits.device)
+    ids, lse = categorical.draw_rows(logits, u, exclude=exclude)
+    picked = logits.gather(1, ids)
+    assert torch.isfinite(picked.float()).all() and not (ids == exclude).any()
+    assert set(ids[1].tolist()) == {777} and set(ids[2].tolist()) <= {categorical.BLOCK - 1, categorical.BLOCK}
+    assert (ids[0] >= logits.shape[1] - 5).all()
+    ref_ids, ref_lse = _flat_draw(logits, u, exclude)
+    assert (ids == ref_ids).float().mean() > 0.9
+    torch.testing.assert_close(lse, ref_lse, atol=2e-6, rtol=0)
+    bad = logits[:8].clone()
+    bad[5, 0] = float("nan")
+    bad[6, 3] = float("inf")
+    lse_bad = categorical.draw_rows(bad, u[:8]).lse
+    assert torch.isnan(lse_bad[5:7]).all() and not torch.isnan(lse_bad[[4, 7]]).any()
+
+
+def test_compiled_fast_draw_gives_the_same_ids_as_the_eager_fast_draw(fast_on_cpu):
+    categorical = fast_on_cpu
+    g = torch.Generator().manual_seed(8)
+    logits = _hard_rows(g, n=40, C=5_000)
+    index = torch.randint(0, 40, (64,), generator=g)
+    index[:5] = torch.arange(5)
+    u = uniform64((64, 8), g, "cpu")
+    eager = categorical.draw_rows(logits, u, index=index, exclude=12)
+    try:
+        categorical.compile_draws()
+        fused = categorical.draw_rows(logits, u, index=index, exclude=12)
+    finally:
+        categorical.compile_draws(False)
+    assert torch.equal(fused.ids, eager.ids)
+    torch.testing.assert_close(fused.lse, eager.lse, atol=1e-7, rtol=0)  # float32 sums, another order
