@@ -8,7 +8,7 @@ from torch import Tensor
 from edlm.diffusion.categorical import draw_rows
 from edlm.errors import NumericalError
 
-__all__ = ["subs_log_probs", "log_likelihood_of", "SubsLogProbs"]
+__all__ = ["subs_log_probs", "log_likelihood_of", "SubsLogProbs", "raise_on_faults"]
 
 
 def _check(logits: Tensor, x_t: Tensor, mask_id: int) -> None:
@@ -63,6 +63,13 @@ def log_likelihood_of(logits: Tensor, x_0: Tensor, mask_id: int) -> Tensor:
     return logits.gather(-1, x_0[..., None]).squeeze(-1) - lse
 
 
+def raise_on_faults(faults: Tensor | None) -> None:
+    """Raise ``NumericalError`` for NaN / +inf denoiser logits: at once for None, else if ``faults`` is set (one
+    host sync)."""
+    if faults is None or bool(faults):
+        raise NumericalError("denoiser logits contain NaN or +inf; refusing to turn them into samples.")
+
+
 class SubsLogProbs:
     """log x_θ(· | x_t) under SUBS (SPEC 1.3), normalised only where it is read.
 
@@ -76,7 +83,7 @@ class SubsLogProbs:
     ``subs_log_probs(logits, x_t, mask_id)`` at those rows (the same float32 log-softmax).
 
     It supports the tensor operations the samplers and ``AREnergy`` use: ``lp[where]`` with a (B, L)
-    bool mask → (n, V+1) rows; ``lp[seqs]`` with a (N,) index → the same object over those sequences
+    bool mask or its ``nonzero`` indices (b, i) → (n, V+1) rows; ``lp[seqs]`` with a (N,) index → the same object over those sequences
     (no copy); ``lp.gather(-1, index)``; ``lp.dense()`` → the full tensor; and ``lp.sample``. Rows it
     reads are checked: NaN or +inf logits there raise ``NumericalError`` (rows that are never read cannot
     affect a sample and are not checked). Never writes into ``logits``.
@@ -85,13 +92,16 @@ class SubsLogProbs:
         logits: raw network output (B, L, V+1), any float dtype.
         x_t: noisy tokens (B, L).
         mask_id: the ``[MASK]`` id.
+        faults: optional 0-dim bool tensor on the logits' device. Given, a NaN / +inf row sets it instead of
+            raising at once, so reading rows needs no host sync; the owner (``generate``) checks it with
+            ``raise_on_faults`` where it syncs anyway, and before it returns.
     """
 
-    def __init__(self, logits: Tensor, x_t: Tensor, mask_id: int, _seqs: Tensor | None = None,
-                 _lse: Tensor | None = None):
+    def __init__(self, logits: Tensor, x_t: Tensor, mask_id: int, faults: Tensor | None = None,
+                 _seqs: Tensor | None = None, _lse: Tensor | None = None):
         if _seqs is None:
             _check(logits, x_t, mask_id)
-        self.logits, self.x_t, self.mask_id = logits, x_t, mask_id
+        self.logits, self.x_t, self.mask_id, self.faults = logits, x_t, mask_id, faults
         self._seqs = _seqs  # (N,) rows of `logits` this view reads, or None for all of them
         # row log-normalisers (B, L) of the underlying logits, filled as rows are normalised (NaN = not yet)
         self._lse = _lse if _lse is not None else torch.full(logits.shape[:2], float("nan"), device=logits.device)
@@ -112,9 +122,11 @@ class SubsLogProbs:
     def __getitem__(self, key):
         if isinstance(key, Tensor) and key.dtype == torch.bool and key.shape == self.x_t.shape:
             return self.rows(key)
+        if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, Tensor) and k.dim() == 1 for k in key):
+            return self.rows(key)
         if isinstance(key, Tensor) and key.dtype == torch.long and key.dim() == 1:
             seqs = key if self._seqs is None else self._seqs[key]
-            return SubsLogProbs(self.logits, self.x_t[key], self.mask_id, _seqs=seqs, _lse=self._lse)
+            return SubsLogProbs(self.logits, self.x_t[key], self.mask_id, self.faults, _seqs=seqs, _lse=self._lse)
         raise TypeError("SubsLogProbs supports lp[(B, L) bool mask] and lp[(N,) long index]; use "
                         "lp.dense() for anything else.")
 
@@ -133,9 +145,12 @@ class SubsLogProbs:
         return lp
 
     def _record(self, flat: Tensor, lse: Tensor) -> None:
-        """Keep the log-normalisers ``lse`` of the logits rows ``flat`` for ``gather``, refusing NaN / +inf."""
-        if not torch.isfinite(lse).all():
-            raise NumericalError("denoiser logits contain NaN or +inf; refusing to turn them into samples.")
+        """Keep the log-normalisers ``lse`` of the logits rows ``flat`` for ``gather``, refusing NaN / +inf (at once,
+        or through ``faults``)."""
+        if self.faults is not None:
+            self.faults.logical_or_(~torch.isfinite(lse).all())
+        elif not torch.isfinite(lse).all():
+            raise_on_faults(None)
         self._lse.view(-1)[flat] = lse.float()
 
     def sample(self, where: Tensor, u: Tensor, masked: bool = False) -> Tensor:
@@ -156,9 +171,9 @@ class SubsLogProbs:
             ids = torch.where(x != self.mask_id, x, ids)  # SPEC 1.3(b)
         return ids.reshape(u.shape)
 
-    def rows(self, where: Tensor) -> Tensor:
-        """float32 log x_θ at the positions ``where`` (B, L) bool, in row-major order: (n, V+1)."""
-        b, i = where.nonzero(as_tuple=True)
+    def rows(self, where) -> Tensor:
+        """float32 log x_θ at the positions ``where`` ((B, L) bool, in row-major order, or its (b, i)): (n, V+1)."""
+        b, i = where.nonzero(as_tuple=True) if isinstance(where, Tensor) else where
         lp = self._normalise(self._flat(b, i))
         x = self.x_t[b, i]
         carry = x != self.mask_id  # SPEC 1.3(b): one-hot(x_tⁱ) at unmasked positions

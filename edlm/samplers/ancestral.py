@@ -79,9 +79,13 @@ class AncestralSampler:
 
     def reveal(self, x_t: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
         """Which masked positions are revealed on t → s: Bernoulli((α_s − α_t)/(1 − α_t)). (B, L) bool."""
+        return self.reveal_masked(x_t == self.mask_id, t, s, generator)
+
+    def reveal_masked(self, masked: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``reveal`` from the masked positions (B, L) bool instead of x_t (the same uniforms, the same result)."""
         p = unmask_probability(self.schedule.alpha(t), self.schedule.alpha(s))  # SPEC 1.4
-        u = uniform64(tuple(x_t.shape), generator, x_t.device)  # stream part 1
-        return (u < p) & (x_t == self.mask_id)
+        u = uniform64(tuple(masked.shape), generator, masked.device)  # stream part 1
+        return (u < p) & masked
 
     def token_uniforms(self, x_t: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
         """Stream part 2: (B, L, k) float64 uniforms (drawn as (B, k, L))."""
@@ -108,20 +112,34 @@ class AncestralSampler:
         return out
 
     # ------------------------------------------------------------------ the plain step
-    def step(self, log_p_x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor,
-             generator: torch.Generator | None = None) -> StepOutput:
-        """One reverse step t → s (SPEC 1.4), sampling tokens only where they are revealed."""
-        reveal = self.reveal(x_t, t, s, generator)  # (B, L)
-        token_u = self.token_uniforms(x_t, 1, generator)[..., 0]  # (B, L)
-        at = reveal.nonzero(as_tuple=True)  # (b, i) of the revealed positions: the step's one host sync
+    def decide(self, masked: Tensor, t: Tensor, s: Tensor,
+               generator: torch.Generator | None = None) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """The random part of a plain step t → s, which does not read x_θ: the revealed positions (b, i) among
+        ``masked`` (B, L) and their token uniforms (n,) (stream parts 1–2). Its ``nonzero`` is the step's one
+        host sync, so ``generate`` runs it on a side CUDA stream, where it does not wait for the denoiser."""
+        reveal = self.reveal_masked(masked, t, s, generator)  # (B, L)
+        B, L = masked.shape
+        token_u = uniform64((B, 1, L), generator, masked.device)[:, 0]  # (B, L): token_uniforms with k = 1
+        at = reveal.nonzero(as_tuple=True)  # (b, i) of the revealed positions
+        return at, token_u[at]
+
+    def apply(self, log_p_x0: Tensor, x_t: Tensor, at: tuple[Tensor, Tensor], u: Tensor) -> StepOutput:
+        """The rest of the plain step: x_s = x_t with exact draws from x_θ at the revealed positions ``at``."""
         n = at[0].numel()
         x_s = x_t.clone()  # SPEC 1.4: revealed (masked) positions take x̂_0, all others keep x_t
         if n and self.top_p < 1.0:
-            lp = self.proposal_log_probs(log_p_x0[reveal])  # (n_reveal, V+1), nucleus-filtered
-            x_s[at] = sample_categorical(lp, token_u[at])
+            lp = self.proposal_log_probs(log_p_x0[at])  # (n_reveal, V+1), nucleus-filtered
+            x_s[at] = sample_categorical(lp, u)
         elif n:
-            x_s[at] = _sample_at(log_p_x0, at, token_u[at], masked=True)
+            x_s[at] = _sample_at(log_p_x0, at, u, masked=True)
         return StepOutput(x_s=x_s, changed=n > 0, revealed=n)
+
+    # ------------------------------------------------------------------ the plain step
+    def step(self, log_p_x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor,
+             generator: torch.Generator | None = None) -> StepOutput:
+        """One reverse step t → s (SPEC 1.4), sampling tokens only where they are revealed."""
+        at, u = self.decide(x_t == self.mask_id, t, s, generator)
+        return self.apply(log_p_x0, x_t, at, u)
 
     def finish(self, log_p_x0: Tensor, x_t: Tensor) -> Tensor:
         """Noise removal: replace any mask left by the argmax of x_θ (SPEC 1.6)."""

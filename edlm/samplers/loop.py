@@ -9,13 +9,17 @@ import torch
 from torch import Tensor
 
 from edlm.diffusion.schedules import NoiseSchedule
-from edlm.diffusion.subs import SubsLogProbs
+from edlm.diffusion.subs import SubsLogProbs, raise_on_faults
 from edlm.errors import NumericalError
 from edlm.models.compiling import is_compiled
 from edlm.samplers.base import GenerateOutput
 from edlm.samplers.importance import ImportanceSampler
 
 __all__ = ["generate", "Denoiser", "Energy"]
+
+# Plain steps decide their reveals on a side CUDA stream (`_Reveals`); False: on the sampling stream, as before
+# session 11 (the same tokens; benchmarks compare the two)
+SIDE_STREAM = True
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # (x_t (B, L), t (B,)) -> logits (B, L, V+1)
 Energy = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (x_0, x_t, t, log_p_x0) -> (N,)
@@ -33,6 +37,44 @@ def _device_of(model, device) -> torch.device:
         for p in model.parameters():
             return p.device
     return torch.device("cpu")
+
+
+class _Reveals:
+    """The plain steps' random decisions (``AncestralSampler.decide``: which positions are revealed, their
+    uniforms) and the mask they leave, kept apart from the tokens. A plain step's only host sync is the ``nonzero``
+    of its reveals; on a CUDA device (with ``SIDE_STREAM``) it runs on a side stream, which holds a few small
+    kernels, so the host does not wait for the denoiser call queued before it and keeps queueing steps while the
+    GPU works. The decisions do not read x_θ, and the generator's draws keep their order, so the tokens are the
+    ones the sampling stream alone gives."""
+
+    def __init__(self, x: Tensor, mask_id: int, device: torch.device):
+        self.mask_id = mask_id
+        self.side = torch.cuda.Stream(device) if device.type == "cuda" and SIDE_STREAM else None
+        self.main = torch.cuda.current_stream(device) if self.side is not None else None
+        self.reset(x)
+
+    def reset(self, x: Tensor) -> None:
+        """Masks from x (on the sampling stream), after a step that decided its reveals itself (an IS step)."""
+        self.masked = x == self.mask_id
+        if self.side is not None:
+            self.masked.record_stream(self.side)
+            self.side.wait_stream(self.main)  # the side stream waits for the masks only: nothing else is queued yet
+
+    def decide(self, sampler: ImportanceSampler, t: Tensor, s: Tensor, generator) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        if self.side is None:
+            at, u = sampler.decide(self.masked, t, s, generator)
+            self.masked = self.masked.clone()
+            self.masked[at] = False
+            return at, u
+        with torch.cuda.stream(self.side):
+            at, u = sampler.decide(self.masked, t, s, generator)  # its nonzero syncs this stream only
+            masked = self.masked.clone()
+            masked[at] = False
+        self.masked = masked
+        for tensor in (*at, u):
+            tensor.record_stream(self.main)  # used by the sampling stream: not reused before it is done with them
+        self.main.wait_stream(self.side)
+        return at, u
 
 
 def _validate(length, batch_size, vocab_size, mask_id, steps, k, window, temperature, denoiser, energy):
@@ -137,6 +179,7 @@ def generate(
 
     out = GenerateOutput(tokens=x, nfe_denoiser=0, nfe_energy=0, steps=steps)
     log_p_x0: SubsLogProbs | None = None
+    faults = torch.zeros((), dtype=torch.bool, device=device)  # set by NaN / +inf in a row of x_θ that was read
 
     def call_denoiser(x_t: Tensor, t: Tensor) -> SubsLogProbs:
         logits = denoiser(x_t, torch.full((x_t.shape[0],), float(t), device=device))
@@ -145,8 +188,8 @@ def generate(
                              f"{(*x_t.shape, vocab_size + 1)} (vocab_size + 1 for [MASK]).")
         out.nfe_denoiser += 1
         # SPEC 1.3, normalised lazily: the steps read ~L/T rows per sequence, not (B, L, V+1); rows that
-        # are read are checked for NaN / +inf there (NumericalError)
-        return SubsLogProbs(logits, x_t, mask_id)
+        # are read are checked for NaN / +inf there, into `faults` (no host sync; NumericalError below)
+        return SubsLogProbs(logits, x_t, mask_id, faults)
 
     # a compiled energy gets every chunk at one shape (the last is padded): a new shape would recompile
     fixed_chunks = is_compiled(energy)
@@ -181,12 +224,14 @@ def generate(
 
         iterator = tqdm(iterator, desc="sampling", unit="step", leave=False)
     n_masked = int((x == mask_id).sum())  # kept on the host: a plain step reports what it revealed
+    reveals = _Reveals(x, mask_id, device)
     for i in iterator:
         t, s = timesteps[i], timesteps[i + 1]
         if log_p_x0 is None or not cache:
             log_p_x0 = call_denoiser(x, t)
         if use_is and sampler.in_window(t):
             reveal, proposals = sampler.propose_step(log_p_x0, x, t, s, generator)  # (B, L), (B, k, L)
+            raise_on_faults(faults)  # the step syncs here anyway; before any energy reads these rows
             energies = None
             active = reveal.any(-1)  # rows where something is revealed: only they need weights
             if k > 1 and active.any():
@@ -208,8 +253,9 @@ def generate(
             step = sampler.resample_step(proposals, energies, x, reveal, generator)
             if k > 1 and step.ess is not None and active.any():
                 out.ess.append(float(step.ess[active].mean()))
+            reveals.reset(step.x_s)
         else:
-            step = sampler.step(log_p_x0, x, t, s, generator)
+            step = sampler.apply(log_p_x0, x, *reveals.decide(sampler, t, s, generator))
         if step.changed:
             log_p_x0 = None
         x = step.x_s
@@ -222,6 +268,7 @@ def generate(
         if log_p_x0 is None or not cache:
             log_p_x0 = call_denoiser(x, timesteps[-1])
         x = sampler.finish(log_p_x0, x)
+    raise_on_faults(faults)
     out.tokens = x
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from edlm.diffusion.subs import SubsLogProbs, subs_log_probs
+from edlm.diffusion.subs import SubsLogProbs, raise_on_faults, subs_log_probs
 from edlm.energy import AREnergy
 from edlm.errors import NumericalError
 from edlm.samplers import ImportanceSampler
@@ -68,6 +68,15 @@ def test_nan_logits_are_refused_where_read_and_only_there():
             lazy[bad]
     with pytest.raises(NumericalError):
         lazy.gather(-1, torch.zeros(*x_t.shape, 1, dtype=torch.long))
+    # with a faults flag (what generate passes) reading the rows does not raise (no host sync) but sets the flag
+    faults = torch.zeros((), dtype=torch.bool)
+    deferred = SubsLogProbs(logits, x_t, MASK, faults)
+    deferred[ok]
+    raise_on_faults(faults)  # clean rows only: nothing to report
+    deferred[bad]
+    assert bool(faults)
+    with pytest.raises(NumericalError, match="NaN"):
+        raise_on_faults(faults)
 
 
 def test_samplers_and_ar_energy_give_the_same_results_from_lazy_and_dense_x_theta():

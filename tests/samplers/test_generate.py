@@ -97,6 +97,10 @@ def test_nan_logits_and_energies_are_refused():
 
     with pytest.raises(NumericalError):
         generate(inf_denoiser, L, 2, V, MASK, 4)
+    # plain steps record faults without a host sync; the next IS step (or the end) refuses them
+    with pytest.raises(NumericalError, match="denoiser logits"):
+        generate(nan_denoiser, L, 2, V, MASK, 8, energy=lambda x_0, x_t, t, lp: torch.zeros(x_0.shape[0]), k=2,
+                 window=(0.0, 0.5))
 
     def nan_energy(x_0, x_t, t, lp):
         return torch.full((x_0.shape[0],), float("nan"))
