@@ -81,6 +81,7 @@ else:
 
 GiB = 2**30
 T0 = time.perf_counter()
+TIMERS = "events"  # how TimedCall times the loop's network calls: "events" or "sync" (--sync-timers)
 
 
 def log(msg: str) -> None:
@@ -244,33 +245,55 @@ def gib(nbytes: int | None) -> float | None:
 
 
 class TimedCall:
-    """Wraps a network callable: synchronises before and after each call and sums the seconds between.
+    """Wraps a network callable and sums the seconds spent inside its calls.
 
-    The sync before keeps queued sampler work out of the network's time; the sync after makes the
-    network's kernels finish inside it. Other attributes (``vocab_size``, ``length``,
-    ``time_conditioned``, ...) are forwarded, so ``generate`` validates and caches as without the wrapper.
+    ``TIMERS = "events"`` (the default since session 11): CUDA events on the stream before and after each call, read
+    after the run. No host sync, so the loop runs as with the bare network (its host queues work ahead of the GPU),
+    and a call's time is the GPU's time from the stream reaching the call to the call's last kernel: queued sampler
+    work is outside it, host-bound stretches inside the call are inside it. ``"sync"`` (sessions 1–10): synchronise
+    before and after each call and time on the host; the sync before keeps queued sampler work out of the
+    network's time, the sync after makes its kernels finish inside it, and each sync stops the host from running
+    ahead. On a CPU both are the host clock. Other attributes (``vocab_size``, ``length``, ``time_conditioned``, ...)
+    are forwarded, so ``generate`` validates and caches as without the wrapper.
     """
 
     def __init__(self, fn, device: torch.device):
         self.fn = fn
         self.device = device
-        self.seconds = 0.0
+        self.events = device.type == "cuda" and TIMERS == "events"
+        self._seconds = 0.0
+        self._pairs: list = []
         self.calls = 0
         self.sizes: dict[int, int] = {}  # rows per call -> calls (for the "measured alone" sum)
 
     def __call__(self, *args, **kwargs):
         n = args[0].shape[0]
         self.sizes[n] = self.sizes.get(n, 0) + 1
+        self.calls += 1
+        if self.events:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            out = self.fn(*args, **kwargs)
+            b.record()
+            self._pairs.append((a, b))
+            return out
         sync(self.device)
         t = time.perf_counter()
         out = self.fn(*args, **kwargs)
         sync(self.device)
-        self.seconds += time.perf_counter() - t
-        self.calls += 1
+        self._seconds += time.perf_counter() - t
         return out
 
+    @property
+    def seconds(self) -> float:
+        if self._pairs:
+            sync(self.device)
+            self._seconds += sum(a.elapsed_time(b) for a, b in self._pairs) / 1e3
+            self._pairs = []
+        return self._seconds
+
     def __getattr__(self, name):
-        if name == "fn":
+        if name in ("fn", "_pairs", "_seconds"):
             raise AttributeError(name)
         return getattr(self.fn, name)
 
@@ -987,6 +1010,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="DiTBlock.fuse_residual: the attention residual in the output GEMM (off by default)")
     parser.add_argument("--fuse-norm", action="store_true",
                         help="DiTBlock.fuse_norm: attention residual, norm2 and modulation in one Triton kernel (off)")
+    parser.add_argument("--sync-timers", action="store_true",
+                        help="time the loop's network calls with a device sync before and after each (sessions "
+                             "1-10) instead of CUDA events (TimedCall)")
+    parser.add_argument("--sync-reveals", action="store_true",
+                        help="plain steps decide their reveals on the sampling stream (before session 11), not on "
+                             "a side stream (edlm.samplers.loop.SIDE_STREAM)")
+    parser.add_argument("--exact64-draws", action="store_true",
+                        help="IS steps draw their k proposals with the float64 two-level inversion (before session "
+                             "11), not categorical._draw_fast")
     parser.add_argument("--no-tuned-gemms", action="store_true",
                         help="the blocks' GEMMs as torch calls them (as before session 10), not through "
                              "edlm.models.cublaslt's tuner (DiTBlock.tuned_gemms)")
@@ -1004,6 +1036,13 @@ def main(argv: list[str] | None = None) -> int:
         DiTBlock.fuse_norm = True
     if args.no_tuned_gemms:
         DiTBlock.tuned_gemms = False
+    global TIMERS
+    if args.sync_timers:
+        TIMERS = "sync"
+    if args.sync_reveals:
+        _loop.SIDE_STREAM = False
+    if args.exact64_draws:
+        categorical.FAST_DEVICE_TYPES = ()
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = (tiny_config() if args.tiny else shipped_config(args.shipped, args.quick) if args.shipped
@@ -1022,7 +1061,10 @@ def main(argv: list[str] | None = None) -> int:
         "inductor_options": inductor_options if args.compile else None,
         "frozen": (not args.no_freeze) if args.compile else None,
         "cuda_graphs": (not args.no_cuda_graphs) if args.compile else None, "output_gemm_pad_multiple": FinalLayer.pad_multiple,
-        "draw": "one-level (flat)" if args.flat_draw else f"two-level, blocks of {categorical.BLOCK} ids when K·BLOCK < C",
+        "draw": "one-level (flat)" if args.flat_draw else f"two-level, blocks of {categorical.BLOCK} ids when K·BLOCK < C"
+        + (f"; K >= 2 draws per row on {categorical.FAST_DEVICE_TYPES}: float32 block bounds + exact float64 redraw"
+           if categorical.FAST_DEVICE_TYPES and not args.flat_draw else ""),
+        "timers": TIMERS, "reveals_on_side_stream": _loop.SIDE_STREAM,
         "fuse_residual": DiTBlock.fuse_residual, "fuse_gelu": DiTBlock.fuse_gelu, "fuse_norm": DiTBlock.fuse_norm,
         "tuned_gemms": DiTBlock.tuned_gemms, "source_sha256": source_hashes(),
     }

@@ -134,13 +134,19 @@ def render_markdown(res: dict) -> str:
                 notes = (f"writes {row['gib_written']:.1f} GiB ({row['ms_per_call']:.2f} ms per call); "
                          f"+{fmt(row.get('peak_extra_gib'), '.1f')} GiB peak; {fmt(row.get('achieved_tbs'), '.2f')} TB/s")
             lines.append(f"| {row['what']} | {row['B']} | {row['ms']:.2f} | {notes} |")
+    events = m.get("timers") == "events"
     lines += ["", "## End-to-end `generate`", "",
-              "network = time inside the denoiser / energy callables (synchronised); overhead = end-to-end − network. "
+              ("network = time inside the denoiser / energy callables (CUDA events on the stream, no sync: the loop "
+               "runs as with the bare networks); " if events else
+               "network = time inside the denoiser / energy callables (synchronised); ")
+              + "overhead = end-to-end − network. "
               "energy net includes the AR forward (in brackets) and its log-softmax / gather / float64 sums. "
               "alone = Σ over the run's network calls of the same call timed on its own (median of 5), at its batch; "
               "× alone = end-to-end / alone (issue #7: ≤ 1.1 for EDLM k = 8 over [0, 1]). s, the network split and the "
-              "overhead come from the timed run (a sync before and after every network call); plain s is the same "
-              "run (same seed; same tokens: ✓) with the bare networks, what a user waits for, and × alone uses it.", "",
+              + ("overhead come from the timed run (events around every network call); " if events else
+                 "overhead come from the timed run (a sync before and after every network call); ")
+              + "plain s is the same run (same seed; same tokens: ✓) with the bare networks, what a user waits for, "
+              "and × alone uses it.", "",
               "| run | s | plain s | s/sample | tokens/s | NFE den | energy calls (seqs) | den net s | energy net s (AR fwd) "
               "| overhead s (%) | alone s | × alone | peak GiB | TFLOP | MFU | floor s | ×floor |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Issue #7, session 11, first device call (H200): session 10's last commit checked (tuned_smoke.py), then
+# probe_s11.py: the fast exact draw against the float64 draw, the plain steps' reveals on a side stream, and EDLM-AR
+# with each draw. Results under $OUT/call1.
+set -uo pipefail
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+D=$OUT/call1
+mkdir -p "$D"
+{ date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm --format=csv,noheader; } | tee "$D/machine.txt"
+timeout 120 python3 benchmarks/gpu/tuned_smoke.py 2>&1 | tee "$D/tuned_smoke.log" | tail -n 8
+timeout ${PROBE_S:-420} python3 benchmarks/gpu/probe_s11.py --out "$D" > "$D/probe.log" 2>&1 || echo "== probe: exit $?"
+grep -E "^(flat|peaked|\{)" "$D/probe.log" | cut -c1-400
+grep -E "Error|error" "$D/probe.log" | head -n 5
