@@ -3,7 +3,9 @@ reveals on a side stream. Prints a log and writes probe.json to --out.
 
   PYTHONPATH=. python3 benchmarks/gpu/probe_s11.py --out $OUT/probe [--sections D,R,E] [--smoke]
 
-Sections: (D) the draw of an IS step at all 32 768 masked positions of a 50 258-id vocabulary, k = 8 and k = 2, and
+Sections: (B) `categorical._block_bounds` (the Triton kernel on a GPU) against the exact float64 block masses, rows of
+several spreads in bf16, fp16 and fp32: bound violations (must be 0), the largest and the mass-weighted excess (the
+redraw rate). (D) the draw of an IS step at all 32 768 masked positions of a 50 258-id vocabulary, k = 8 and k = 2, and
 of 1 000 rows (fewer than `categorical._few_rows`: opaque scans), compiled: the float64 two-level inversion
 (sessions 4–10) against `categorical._draw_fast` — ms, peak memory, the share of ids that agree, the draws redrawn
 exactly, the largest lse difference; on flat (std 0.5, as the random-weight benchmark models give) and peaked
@@ -40,7 +42,7 @@ RES = probe_s4.RES
 
 
 def main():
-    args, out = parse_probe_args("D,R,E")
+    args, out = parse_probe_args("D,B,R,E")
     B, L, C, MASK = probe_s4.B, probe_s4.L, probe_s4.C, probe_s4.MASK
     dev, g, section_if = setup(args.sections)
     fast_types = categorical.FAST_DEVICE_TYPES if probe_s4.CUDA else ("cpu",)
@@ -82,6 +84,31 @@ def main():
         den = Denoiser(build("dit", dev), LogLinearSchedule(), MASK)
         compile_networks(den, freeze=True)
         return den
+
+    @section_if("B_bounds")
+    def _():  # the Triton kernel's float32 block bounds against the exact float64 block masses, on this GPU
+        r = RES["B_bounds"] = {}
+        n = 2048 if probe_s4.CUDA else 16
+        base = torch.randn(n, C, device=dev, generator=g, dtype=torch.float64)
+        cases = {"std 0.5": 0.5 * base, "std 3": 3 * base, "offset 1000": 1000 + 3 * base,
+                 "around the floor": -45 * base.abs(), "std 20": 20 * base}
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            for name, rows in cases.items():
+                if dtype == torch.float16 and name == "offset 1000":
+                    rows = 60 + 3 * base
+                src = rows.to(dtype)
+                U, _, lse = categorical._block_bounds(src, None, MASK)
+                lp = src.double()
+                lp[:, MASK] = float("-inf")
+                m = torch.exp(lp - lp.amax(-1, keepdim=True))
+                S = torch.nn.functional.pad(m, (0, -C % categorical.BLOCK)).reshape(n, -1, categorical.BLOCK).sum(-1)
+                pos = S > 0
+                excess = (U - S)[pos] / S[pos]
+                r[f"{dtype} {name}"] = {
+                    "violations": int((U < S).sum()), "zero_mismatch": int(((U == 0) != (S == 0)).sum()),
+                    "max_excess": float(excess.max()), "mass_weighted_excess": float(((U - S).sum(-1) / S.sum(-1)).mean()),
+                    "lse_max_err": float((lse - torch.logsumexp(lp, -1)).abs().max())}
+                print(dtype, name, r[f"{dtype} {name}"], flush=True)
 
     @section_if("R_reveals")
     def _():

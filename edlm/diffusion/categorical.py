@@ -16,6 +16,7 @@ inversion's.
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cache
 from typing import NamedTuple
 
@@ -221,9 +222,10 @@ def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
     return _pick_in_block(vals, blk, r, opaque), (top + torch.log(total)).squeeze(-1)
 
 
-def _block_bounds(rows: Tensor, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
-    """`_draw_fast`'s stage 1 for rows (n, C): upper bounds U (n, nb) float64 on the blocks' exact masses
-    Σ exp(x − top), the rows' largest values top (n, 1) and their log-normalisers lse (n,) float64."""
+def _block_parts_reference(rows: Tensor, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``edlm::block_parts`` in torch: for each block of ``BLOCK`` ids of rows (n, C), the float64 sum of its raised
+    float32 masses a·(1 + _REL + |d|·_SLOPE), the float32 sum of its masses a = exp(d), d = max(x − m_b, _FLOOR)
+    (0 where x = −∞), and m_b, its largest value (NaN if it holds NaN or +inf): (n, nb) each."""
     n, C = rows.shape
     wd = torch.float64 if rows.dtype == torch.float64 else torch.float32  # x − m_b is one rounding in float32
     x = rows.to(wd)
@@ -231,13 +233,63 @@ def _block_bounds(rows: Tensor, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
         x = torch.where(torch.arange(C, device=x.device) == exclude, float("-inf"), x)
     xb = F.pad(x, (0, -C % BLOCK), value=float("-inf")).reshape(n, -1, BLOCK)  # (n, nb, BLOCK)
     mb = xb.amax(-1)  # (n, nb); −inf for a block without mass, NaN if it holds NaN
+    mb = torch.where((xb == float("inf")).any(-1), float("nan"), mb)
     off = xb == float("-inf")  # off the support: mass exactly 0 (also every entry of a block without mass)
-    d = torch.where(off, 0.0, (xb - mb[..., None]).float().clamp_min(_FLOOR))  # ≤ 0; NaN for +inf / NaN
+    d = torch.where(off, 0.0, (xb - mb[..., None]).float().clamp_min(_FLOOR))  # ≤ 0; NaN in a NaN block
     a = torch.where(off, 0.0, torch.exp(d))  # float32 masses
-    up = (a * (1.0 + _REL - d * _SLOPE)).double().sum(-1)  # (n, nb) float64, ≥ the block's mass / e^m_b
-    top = mb.amax(-1, keepdim=True)  # (n, 1), the row's largest value
+    return (a * (1.0 + _REL - d * _SLOPE)).double().sum(-1), a.sum(-1), mb
+
+
+@torch.library.custom_op("edlm::block_parts", mutates_args=())
+def block_parts(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`_block_parts_reference` of the rows ``source[index]`` (all rows if None); opaque to torch.compile, so the
+    compiled and the eager draw get the same numbers. On CUDA one Triton kernel reads each row once (bf16, fp16 or
+    fp32 sources; float64 ones take the torch path)."""
+    if (source.is_cuda and source.dtype != torch.float64 and importlib.util.find_spec("triton") is not None):
+        return _block_parts_triton(source, index, exclude)
+    return _block_parts_reference(source if index is None else source[index], exclude)
+
+
+@block_parts.register_fake
+def _(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
+    n = source.shape[0] if index is None else index.shape[0]
+    nb = -(-source.shape[1] // BLOCK)
+    wd = torch.float64 if source.dtype == torch.float64 else torch.float32
+    return (source.new_empty((n, nb), dtype=torch.float64), source.new_empty((n, nb), dtype=torch.float32),
+            source.new_empty((n, nb), dtype=wd))
+
+
+_BLOCKS_PER_PROGRAM = 8  # blocks of one row per Triton program: a (8, 256) tile
+
+
+def _block_parts_triton(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
+    import triton
+
+    from edlm.models._triton_kernels import block_bounds_kernel
+
+    if source.stride(-1) != 1:
+        source = source.contiguous()
+    n = source.shape[0] if index is None else index.shape[0]
+    C = source.shape[1]
+    nb = -(-C // BLOCK)
+    up = source.new_empty((n, nb), dtype=torch.float64)
+    asum = source.new_empty((n, nb), dtype=torch.float32)
+    mb = source.new_empty((n, nb), dtype=torch.float32)
+    if n:
+        grid = (n, triton.cdiv(nb, _BLOCKS_PER_PROGRAM))
+        block_bounds_kernel[grid](source, source if index is None else index, up, asum, mb, source.stride(0), C, nb,
+                                  exclude, FLOOR=_FLOOR, REL=_REL, SLOPE=_SLOPE, HAS_INDEX=index is not None,
+                                  BLOCK=BLOCK, BLOCKS=_BLOCKS_PER_PROGRAM, num_warps=4)
+    return up, asum, mb
+
+
+def _block_bounds(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`_draw_fast`'s stage 1 for the rows ``source[index]`` (n, C): upper bounds U (n, nb) float64 on the blocks'
+    exact masses Σ exp(x − top), the rows' largest values top (n, 1) and their log-normalisers lse (n,) float64."""
+    up, asum, mb = block_parts(source, index, exclude)
+    top = mb.amax(-1, keepdim=True)  # (n, 1), the row's largest value; NaN if any block holds NaN / +inf
     scale = torch.exp(mb.double() - top.double())  # (n, nb); NaN for a row with no finite entry
-    lse = (top.double() + torch.log((a.double().sum(-1) * scale).sum(-1, keepdim=True))).squeeze(-1)
+    lse = (top.double() + torch.log((asum.double() * scale).sum(-1, keepdim=True))).squeeze(-1)
     return up * scale, top, lse
 
 
@@ -257,14 +309,13 @@ def _draw_fast(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
     Returns ids (n, K), lse (n,) float64 (NaN for a row with NaN, +inf or no mass), the rejected draws (n, K) bool
     and their fresh uniforms (n, K) float64. Written for torch.compile (``compile_draws``) and run as is eagerly.
     """
-    rows = source if index is None else source[index]
-    n, C = rows.shape
-    K = u.shape[-1]
-    U, top, lse = _block_bounds(rows, exclude)
+    n, C = (source.shape[0] if index is None else index.shape[0]), source.shape[1]
+    U, top, lse = _block_bounds(source, index, exclude)
     blk, o, _ = _pick_blocks(U, u, opaque)  # (n, K) blocks, offsets into them
-    cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=rows.device)  # (n, K, BLOCK)
+    cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=source.device)  # (n, K, BLOCK)
     cc = cols.clamp_max(C - 1)
-    z = rows.gather(1, cc.reshape(n, -1)).reshape(n, K, BLOCK).double()
+    src_rows = torch.arange(n, device=source.device) if index is None else index
+    z = source[src_rows[:, None, None], cc].double()  # (n, K, BLOCK): only the picked blocks are read
     if exclude >= 0:
         z = torch.where(cc == exclude, float("-inf"), z)
     vals = torch.where(cols < C, torch.exp(z - top.double()[..., None]), 0.0)  # exact masses of the block

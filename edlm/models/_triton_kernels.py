@@ -45,3 +45,33 @@ def add_norm_modulate_kernel(
         shift = tl.load(shift_ptr + cond, mask=ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
         h = h * (1.0 + scale) + shift
     tl.store(h_ptr + offs, h.to(h_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def block_bounds_kernel(
+    src_ptr, idx_ptr, up_ptr, asum_ptr, mb_ptr, row_stride, C, nb, exclude,
+    FLOOR: tl.constexpr, REL: tl.constexpr, SLOPE: tl.constexpr,
+    HAS_INDEX: tl.constexpr, BLOCK: tl.constexpr, BLOCKS: tl.constexpr,
+):
+    """Stage 1 of ``edlm.diffusion.categorical._draw_fast`` for BLOCKS blocks of BLOCK ids of one row: the block's
+    largest value m_b (NaN if it holds NaN or +inf), Σ a and Σ a·(1 + REL + |d|·SLOPE) (float64), a = exp(d),
+    d = max(x − m_b, FLOOR) in float32, with a = 0 where x = −∞ (and at the id ``exclude``)."""
+    r = tl.program_id(0)
+    blocks = tl.program_id(1) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
+    row = tl.load(idx_ptr + r).to(tl.int64) if HAS_INDEX else r.to(tl.int64)
+    cols = blocks[:, None] * BLOCK + tl.arange(0, BLOCK)[None, :]  # (BLOCKS, BLOCK)
+    ok = cols < C
+    x = tl.load(src_ptr + row * row_stride + cols, mask=ok, other=float("-inf"),
+                eviction_policy="evict_first").to(tl.float32)
+    x = tl.where(cols == exclude, float("-inf"), x)
+    bad = tl.max(((x != x) | (x == float("inf"))).to(tl.int32), axis=1) > 0
+    mb = tl.where(bad, float("nan"), tl.max(x, axis=1))  # (BLOCKS,)
+    off = x == float("-inf")
+    d = tl.where(off, 0.0, tl.maximum(x - mb[:, None], FLOOR))
+    a = tl.where(off, 0.0, tl.exp(d))
+    up = tl.sum((a * (1.0 + REL - d * SLOPE)).to(tl.float64), axis=1)
+    out = r.to(tl.int64) * nb + blocks
+    okb = blocks < nb
+    tl.store(up_ptr + out, up, mask=okb)
+    tl.store(asum_ptr + out, tl.sum(a, axis=1), mask=okb)
+    tl.store(mb_ptr + out, mb, mask=okb)
