@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import probe_s4  # noqa: E402  (parse_probe_args sets its B, L, C, MASK)
+from probe_s3 import kernel_profile  # noqa: E402
 from probe_s4 import build, parse_probe_args, peak_gib, setup, sync, timed  # noqa: E402
 
 from edlm.diffusion import categorical  # noqa: E402
@@ -72,6 +73,8 @@ def main():
                     row[f"{mode}_ms"] = timed(fn, 2, 7)
                     row[f"{mode}_peak_gib"] = peak_gib(fn)
                     row[f"{mode}_redrawn_per_call"] = (categorical.FALLBACK["draws"] - before["draws"]) / 11
+                    if probe_s4.CUDA and rows == B * L and K == 8 and name == "flat":
+                        row[f"{mode}_profile"] = kernel_profile(fn, top=8)
                 a, b = got["exact64"], got["fast"]
                 row["ids_equal"] = float((a.ids == b.ids).double().mean())
                 row["lse_max_diff"] = float((a.lse - b.lse).abs().max())
