@@ -5,7 +5,7 @@ reveals on a side stream. Prints a log and writes probe.json to --out.
 
 Sections: (B) `categorical._block_bounds` (the Triton kernel on a GPU) against the exact float64 block masses, rows of
 several spreads in bf16, fp16 and fp32: bound violations (must be 0), the largest and the mass-weighted excess (the
-redraw rate). (D) the draw of an IS step at all 32 768 masked positions of a 50 258-id vocabulary, k = 8 and k = 2, and
+redraw rate). (K) that kernel alone at 32 768 rows: tiles, warps, float64 or float32 sums. (D) the draw of an IS step at all 32 768 masked positions of a 50 258-id vocabulary, k = 8 and k = 2, and
 of 1 000 rows (fewer than `categorical._few_rows`: opaque scans), compiled: the float64 two-level inversion
 (sessions 4–10) against `categorical._draw_fast` — ms, peak memory, the share of ids that agree, the draws redrawn
 exactly, the largest lse difference; on flat (std 0.5, as the random-weight benchmark models give) and peaked
@@ -43,7 +43,7 @@ RES = probe_s4.RES
 
 
 def main():
-    args, out = parse_probe_args("D,B,R,E")
+    args, out = parse_probe_args("D,B,K,R,E")
     B, L, C, MASK = probe_s4.B, probe_s4.L, probe_s4.C, probe_s4.MASK
     dev, g, section_if = setup(args.sections)
     fast_types = categorical.FAST_DEVICE_TYPES if probe_s4.CUDA else ("cpu",)
@@ -112,6 +112,36 @@ def main():
                     "max_excess": float(excess.max()), "mass_weighted_excess": float(((U - S).sum(-1) / S.sum(-1)).mean()),
                     "lse_max_err": float((lse - torch.logsumexp(lp, -1)).abs().max())}
                 print(dtype, name, r[f"{dtype} {name}"], flush=True)
+
+    @section_if("K_kernel")
+    def _():  # the stage-1 kernel alone at 32 768 rows: tile shapes, warps, float64 or float32 sums
+        import triton
+
+        from edlm.models._triton_kernels import block_bounds_kernel
+
+        r = RES["K_kernel"] = {}
+        n = B * L
+        logits = (0.5 * torch.randn(n, C, device=dev, generator=g)).bfloat16()
+        nb = triton.cdiv(C, categorical.BLOCK)
+        up = torch.empty(n, nb, device=dev, dtype=torch.float64)
+        asum, mb = (torch.empty(n, nb, device=dev) for _ in range(2))
+        ref = None
+        for blocks, warps, sum64 in ((8, 4, True), (8, 4, False), (4, 4, True), (16, 8, True), (8, 8, True),
+                                     (2, 2, True), (1, 1, True), (16, 8, False), (4, 2, False)):
+            def fn(blocks=blocks, warps=warps, sum64=sum64):
+                block_bounds_kernel[(n, triton.cdiv(nb, blocks))](
+                    logits, logits, up, asum, mb, logits.stride(0), C, nb, MASK, FLOOR=categorical._FLOOR,
+                    REL=categorical._REL, SLOPE=categorical._SLOPE, HAS_INDEX=False, BLOCK=categorical.BLOCK,
+                    BLOCKS=blocks, SUM64=sum64, SUM_SLACK=2.0 ** -16, num_warps=warps)
+            try:
+                ms = timed(fn, 2, 7)
+            except Exception as exc:  # noqa: BLE001
+                r[f"{blocks}x{warps} sum64={sum64}"] = f"{type(exc).__name__}: {exc}"[:200]
+                continue
+            ref = up.clone() if ref is None else ref
+            r[f"{blocks}x{warps} sum64={sum64}"] = {"ms": ms, "GB/s": n * C * 2 / ms / 1e6,
+                                                   "up_rel_to_first": float(((up - ref) / ref).abs().max())}
+            print(blocks, warps, sum64, r[f"{blocks}x{warps} sum64={sum64}"], flush=True)
 
     @section_if("R_reveals")
     def _():

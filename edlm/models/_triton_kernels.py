@@ -51,11 +51,13 @@ def add_norm_modulate_kernel(
 def block_bounds_kernel(
     src_ptr, idx_ptr, up_ptr, asum_ptr, mb_ptr, row_stride, C, nb, exclude,
     FLOOR: tl.constexpr, REL: tl.constexpr, SLOPE: tl.constexpr,
-    HAS_INDEX: tl.constexpr, BLOCK: tl.constexpr, BLOCKS: tl.constexpr,
+    HAS_INDEX: tl.constexpr, BLOCK: tl.constexpr, BLOCKS: tl.constexpr, SUM64: tl.constexpr = True,
+    SUM_SLACK: tl.constexpr = 0.0,
 ):
     """Stage 1 of ``edlm.diffusion.categorical._draw_fast`` for BLOCKS blocks of BLOCK ids of one row: the block's
     largest value m_b (NaN if it holds NaN or +inf), Σ a and Σ a·(1 + REL + |d|·SLOPE) (float64), a = exp(d),
-    d = max(x − m_b, FLOOR) in float32, with a = 0 where x = −∞ (and at the id ``exclude``)."""
+    d = max(x − m_b, FLOOR) in float32, with a = 0 where x = −∞ (and at the id ``exclude``). ``SUM64`` False: the
+    raised masses summed in float32 and raised again by ``SUM_SLACK`` (measured against float64 in session 11)."""
     r = tl.program_id(0)
     blocks = tl.program_id(1) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
     row = tl.load(idx_ptr + r).to(tl.int64) if HAS_INDEX else r.to(tl.int64)
@@ -69,7 +71,10 @@ def block_bounds_kernel(
     off = x == float("-inf")
     d = tl.where(off, 0.0, tl.maximum(x - mb[:, None], FLOOR))
     a = tl.where(off, 0.0, tl.exp(d))
-    up = tl.sum((a * (1.0 + REL - d * SLOPE)).to(tl.float64), axis=1)
+    if SUM64:
+        up = tl.sum((a * (1.0 + REL - d * SLOPE)).to(tl.float64), axis=1)
+    else:  # a float32 sum, raised by SUM_SLACK ≥ its rounding in any order (BLOCK · 2^-24 for positive terms)
+        up = (tl.sum(a * (1.0 + REL - d * SLOPE), axis=1) * (1.0 + SUM_SLACK)).to(tl.float64)
     out = r.to(tl.int64) * nb + blocks
     okb = blocks < nb
     tl.store(up_ptr + out, up, mask=okb)
