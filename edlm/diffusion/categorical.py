@@ -259,7 +259,7 @@ def _(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tenso
             source.new_empty((n, nb), dtype=wd))
 
 
-_BLOCKS_PER_PROGRAM = 8  # blocks of one row per Triton program: a (8, 256) tile
+_BLOCKS_PER_PROGRAM = 2  # blocks of one row per Triton program (one warp): 2.35 ms at 32 768 rows on an H200 against 4.42 ms for (8 blocks, 4 warps)
 
 
 def _block_parts_triton(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -279,7 +279,7 @@ def _block_parts_triton(source: Tensor, index: Tensor | None, exclude: int) -> t
         grid = (n, triton.cdiv(nb, _BLOCKS_PER_PROGRAM))
         block_bounds_kernel[grid](source, source if index is None else index, up, asum, mb, source.stride(0), C, nb,
                                   exclude, FLOOR=_FLOOR, REL=_REL, SLOPE=_SLOPE, HAS_INDEX=index is not None,
-                                  BLOCK=BLOCK, BLOCKS=_BLOCKS_PER_PROGRAM, num_warps=4)
+                                  BLOCK=BLOCK, BLOCKS=_BLOCKS_PER_PROGRAM, num_warps=1)
     return up, asum, mb
 
 
