@@ -149,7 +149,7 @@ def _pick_blocks(sums: Tensor, u: Tensor, opaque: bool = False) -> tuple[Tensor,
     return blk, (r - below).clamp_min(0.0), total
 
 
-def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor, opaque: bool = False) -> Tensor:
+def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor, C: int, opaque: bool = False) -> Tensor:
     """Stage 2: the unnormalised float64 masses ``vals`` (n, K, BLOCK) of each draw's block -> class ids (n, K).
 
     r is clamped just below the block's own sum, so rounding between the block sums of stage 1 and this
@@ -158,7 +158,7 @@ def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor, opaque: bool = False) -
     last = cdf[..., -1]
     r = torch.minimum(r, torch.nextafter(last, torch.zeros_like(last)))
     j = torch.searchsorted(cdf, r[..., None].contiguous(), right=True).squeeze(-1)  # (n, K)
-    return blk * BLOCK + j.clamp_max(BLOCK - 1)
+    return (blk * BLOCK + j.clamp_max(BLOCK - 1)).clamp_max(C - 1)  # C: a row of NaN still gives a valid id
 
 
 def _invert_blocked(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -180,7 +180,7 @@ def _invert_blocked(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=lp.device)  # (n, K, BLOCK)
     vals = e.gather(1, cols.clamp_max(C - 1).reshape(n, -1)).reshape(n, K, BLOCK)
     vals = vals.masked_fill(cols >= C, 0.0)  # past the last class
-    return _pick_in_block(vals, blk, r), (top + torch.log(total)).squeeze(-1)
+    return _pick_in_block(vals, blk, r, C), (top + torch.log(total)).squeeze(-1)
 
 
 def _draw_rows(rows: Tensor, u: Tensor, exclude: int = -1) -> tuple[Tensor, Tensor]:
@@ -219,7 +219,7 @@ def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
     if exclude >= 0:
         z = torch.where(cc == exclude, float("-inf"), z)
     vals = torch.where(inside, torch.exp(z - top[..., None]), 0.0)  # the same masses as in `sums`
-    return _pick_in_block(vals, blk, r, opaque), (top + torch.log(total)).squeeze(-1)
+    return _pick_in_block(vals, blk, r, C, opaque), (top + torch.log(total)).squeeze(-1)
 
 
 def _block_parts_reference(rows: Tensor, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -324,7 +324,7 @@ def _draw_fast(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
     rejected = o >= S
     j = torch.searchsorted(cdf, torch.minimum(o, torch.nextafter(S, torch.zeros_like(S)))[..., None].contiguous(),
                            right=True).squeeze(-1)
-    ids = blk * BLOCK + j.clamp_max(BLOCK - 1)
+    ids = (blk * BLOCK + j.clamp_max(BLOCK - 1)).clamp_max(C - 1)  # a row of NaN still gives a valid id
     Ub = U.gather(1, blk)
     fresh = ((o - S) / torch.where(rejected, Ub - S, 1.0)).clamp(0.0, 1.0 - 2.0 ** -53)
     return ids, lse, rejected, torch.where(rejected, fresh, 0.0)

@@ -58,9 +58,10 @@ class _Reveals:
         self.masked = x == self.mask_id
         if self.side is not None:
             self.masked.record_stream(self.side)
-            self.side.wait_stream(self.main)  # the side stream waits for the masks only: nothing else is queued yet
+            self.side.wait_stream(self.main)  # for the masks (and the step before them), not for the next denoiser call
 
     def decide(self, sampler: ImportanceSampler, t: Tensor, s: Tensor, generator) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """``sampler.decide`` from the tracked mask, which it then updates: the revealed (b, i) and their uniforms."""
         if self.side is None:
             at, u = sampler.decide(self.masked, t, s, generator)
             self.masked = self.masked.clone()

@@ -97,6 +97,12 @@ def test_nan_logits_and_energies_are_refused():
 
     with pytest.raises(NumericalError):
         generate(inf_denoiser, L, 2, V, MASK, 4)
+    # a vocabulary of several blocks (the two-level draw): NaN rows still give ids in range until the end refuses them
+    def nan_rows(x_t, t):  # embeds its input, as a network does: an id out of range would fail here
+        return torch.nn.functional.embedding(x_t, torch.zeros(700, 700)) + float("nan")
+
+    with pytest.raises(NumericalError, match="denoiser logits"):
+        generate(nan_rows, L, 2, 699, 699, 4)
     # plain steps record faults without a host sync; the next IS step (or the end) refuses them
     with pytest.raises(NumericalError, match="denoiser logits"):
         generate(nan_denoiser, L, 2, V, MASK, 8, energy=lambda x_0, x_t, t, lp: torch.zeros(x_0.shape[0]), k=2,
