@@ -245,7 +245,7 @@ def block_parts(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Ten
     """`_block_parts_reference` of the rows ``source[index]`` (all rows if None); opaque to torch.compile, so the
     compiled and the eager draw get the same numbers. On CUDA one Triton kernel reads each row once (bf16, fp16 or
     fp32 sources; float64 ones take the torch path)."""
-    if (source.is_cuda and source.dtype != torch.float64 and importlib.util.find_spec("triton") is not None):
+    if source.is_cuda and source.dtype != torch.float64 and _HAS_TRITON:
         return _block_parts_triton(source, index, exclude)
     return _block_parts_reference(source if index is None else source[index], exclude)
 
@@ -259,7 +259,10 @@ def _(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tenso
             source.new_empty((n, nb), dtype=wd))
 
 
-_BLOCKS_PER_PROGRAM = 2  # blocks of one row per Triton program (one warp): 2.35 ms at 32 768 rows on an H200 against 4.42 ms for (8 blocks, 4 warps)
+_HAS_TRITON = importlib.util.find_spec("triton") is not None  # looked up once (nothing is imported)
+# blocks of one row per Triton program (one warp): 2.35 ms at 32 768 rows on an H200, against 4.42 ms for 8 blocks
+# over 4 warps (benchmarks/results/speed_notes.md, session 11)
+_BLOCKS_PER_PROGRAM = 2
 
 
 def _block_parts_triton(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
