@@ -412,7 +412,8 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
     (`edlm.diffusion.categorical.compile_draws`, process-wide): worth it on a GPU for long runs; the samples
     are the same up to floating-point rounding. ``dtype`` (``bfloat16``, ``float32``; None: as saved) casts the
     denoiser and the energy network in place first; bf16 is what `benchmarks/speed.py` measures on a GPU, and its
-    samples differ from float32's by the networks' rounding (the draws stay float64).
+    samples differ from float32's by the networks' rounding (the draws stay exact: float64, and on a GPU an IS step's
+    k proposals come from float32 block bounds with an exact float64 accept / redraw, `categorical._draw_fast`).
     """
     dtype = resolve_dtype(dtype)
     settings = SampleSettings(num_samples=num_samples, batch_size=batch_size, length=length, steps=steps, k=k,
@@ -437,7 +438,7 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
         _cast(energy, dtype)
     if compile:
         compile_networks(denoiser, energy, freeze=freeze, cuda_graphs=cuda_graphs)  # the weights never change while sampling
-        compile_draws()  # the float64 proposal draw too (fused; same draws)
+        compile_draws()  # the exact proposal draw too (fused; same draws)
     generator = torch.Generator(device).manual_seed(seed)
     record_settings = {"denoiser": str(bundle.path), "energy": getattr(energy, "spec", None) if energy is not None
                        else "none", **dataclasses.asdict(settings), "length": length, "device": str(device),
