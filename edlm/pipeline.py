@@ -408,7 +408,7 @@ def sample(bundle: DenoiserBundle, *, num_samples: int, batch_size: int, length:
     energy: without one they would be ignored, so they are refused. ``compile`` torch.compiles the denoiser
     and energy networks in place first (`edlm.models.compile_networks`; with ``freeze`` the compiled graphs keep
     these weights as constants and hold a second copy of them: faster calls, more memory; with ``cuda_graphs`` each
-    energy call on a GPU replays a CUDA graph, its outputs being small), and the float64 proposal draw
+    energy call on a GPU replays a CUDA graph, its outputs being small), and the exact proposal draw
     (`edlm.diffusion.categorical.compile_draws`, process-wide): worth it on a GPU for long runs; the samples
     are the same up to floating-point rounding. ``dtype`` (``bfloat16``, ``float32``; None: as saved) casts the
     denoiser and the energy network in place first; bf16 is what `benchmarks/speed.py` measures on a GPU, and its

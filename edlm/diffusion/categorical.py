@@ -149,8 +149,9 @@ def _pick_blocks(sums: Tensor, u: Tensor, opaque: bool = False) -> tuple[Tensor,
     return blk, (r - below).clamp_min(0.0), total
 
 
-def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor, C: int, opaque: bool = False) -> Tensor:
-    """Stage 2: the unnormalised float64 masses ``vals`` (n, K, BLOCK) of each draw's block -> class ids (n, K).
+def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor, C: int, opaque: bool = False) -> tuple[Tensor, Tensor]:
+    """Stage 2: the unnormalised float64 masses ``vals`` (n, K, BLOCK) of each draw's block -> class ids (n, K),
+    and each block's mass as its cumulative sum ends (n, K) (`_draw_fast` accepts a draw against it).
 
     r is clamped just below the block's own sum, so rounding between the block sums of stage 1 and this
     cumulative sum can only move a draw to a class of the same block that has mass > 0."""
@@ -158,7 +159,22 @@ def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor, C: int, opaque: bool = 
     last = cdf[..., -1]
     r = torch.minimum(r, torch.nextafter(last, torch.zeros_like(last)))
     j = torch.searchsorted(cdf, r[..., None].contiguous(), right=True).squeeze(-1)  # (n, K)
-    return (blk * BLOCK + j.clamp_max(BLOCK - 1)).clamp_max(C - 1)  # C: a row of NaN still gives a valid id
+    return (blk * BLOCK + j.clamp_max(BLOCK - 1)).clamp_max(C - 1), last  # C: a row of NaN still gives a valid id
+
+
+def _block_cols(blk: Tensor, C: int) -> tuple[Tensor, Tensor]:
+    """The ids (n, K, BLOCK) of each draw's block ``blk`` (n, K), and the same clamped into the row (to gather)."""
+    cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=blk.device)
+    return cols, cols.clamp_max(C - 1)
+
+
+def _block_masses(z: Tensor, cols: Tensor, cc: Tensor, C: int, top: Tensor, exclude: int) -> Tensor:
+    """Exact float64 masses exp(z − top) of the gathered block values ``z`` (n, K, BLOCK) at ``cc``: 0 at the id
+    ``exclude`` and past the last class."""
+    z = z.double()
+    if exclude >= 0:
+        z = torch.where(cc == exclude, float("-inf"), z)
+    return torch.where(cols < C, torch.exp(z - top.double()[..., None]), 0.0)
 
 
 def _invert_blocked(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -177,10 +193,9 @@ def _invert_blocked(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     if full < C:
         sums = torch.cat((sums, e[:, full:].sum(-1, keepdim=True)), dim=-1)  # the last, partial block
     blk, r, total = _pick_blocks(sums, u)
-    cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=lp.device)  # (n, K, BLOCK)
-    vals = e.gather(1, cols.clamp_max(C - 1).reshape(n, -1)).reshape(n, K, BLOCK)
-    vals = vals.masked_fill(cols >= C, 0.0)  # past the last class
-    return _pick_in_block(vals, blk, r, C), (top + torch.log(total)).squeeze(-1)
+    cols, cc = _block_cols(blk, C)  # (n, K, BLOCK)
+    vals = e.gather(1, cc.reshape(n, -1)).reshape(n, K, BLOCK).masked_fill(cols >= C, 0.0)  # 0 past the last class
+    return _pick_in_block(vals, blk, r, C)[0], (top + torch.log(total)).squeeze(-1)
 
 
 def _draw_rows(rows: Tensor, u: Tensor, exclude: int = -1) -> tuple[Tensor, Tensor]:
@@ -212,14 +227,9 @@ def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
     e = F.pad(torch.exp(lp - top), (0, pad))  # (n, nb·BLOCK), zeros past the last class; fused, not written
     sums = e.reshape(n, -1, BLOCK).sum(-1)  # (n, nb)
     blk, r, total = _pick_blocks(sums, u, opaque)
-    cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=rows.device)  # (n, K, BLOCK)
-    inside = cols < C
-    cc = cols.clamp_max(C - 1)
-    z = rows.gather(1, cc.reshape(n, -1)).reshape(n, K, BLOCK).double()
-    if exclude >= 0:
-        z = torch.where(cc == exclude, float("-inf"), z)
-    vals = torch.where(inside, torch.exp(z - top[..., None]), 0.0)  # the same masses as in `sums`
-    return _pick_in_block(vals, blk, r, C, opaque), (top + torch.log(total)).squeeze(-1)
+    cols, cc = _block_cols(blk, C)  # (n, K, BLOCK)
+    vals = _block_masses(rows.gather(1, cc.reshape(n, -1)).reshape(n, K, BLOCK), cols, cc, C, top, exclude)
+    return _pick_in_block(vals, blk, r, C, opaque)[0], (top + torch.log(total)).squeeze(-1)  # the masses of `sums`
 
 
 def _block_parts_reference(rows: Tensor, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -315,19 +325,11 @@ def _draw_fast(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
     n, C = (source.shape[0] if index is None else index.shape[0]), source.shape[1]
     U, top, lse = _block_bounds(source, index, exclude)
     blk, o, _ = _pick_blocks(U, u, opaque)  # (n, K) blocks, offsets into them
-    cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=source.device)  # (n, K, BLOCK)
-    cc = cols.clamp_max(C - 1)
+    cols, cc = _block_cols(blk, C)  # (n, K, BLOCK)
     src_rows = torch.arange(n, device=source.device) if index is None else index
-    z = source[src_rows[:, None, None], cc].double()  # (n, K, BLOCK): only the picked blocks are read
-    if exclude >= 0:
-        z = torch.where(cc == exclude, float("-inf"), z)
-    vals = torch.where(cols < C, torch.exp(z - top.double()[..., None]), 0.0)  # exact masses of the block
-    cdf = _cumsum(vals, opaque)  # (n, K, BLOCK)
-    S = cdf[..., -1]
+    z = source[src_rows[:, None, None], cc]  # (n, K, BLOCK): only the picked blocks are read
+    ids, S = _pick_in_block(_block_masses(z, cols, cc, C, top, exclude), blk, o, C, opaque)  # S: exact block mass
     rejected = o >= S
-    j = torch.searchsorted(cdf, torch.minimum(o, torch.nextafter(S, torch.zeros_like(S)))[..., None].contiguous(),
-                           right=True).squeeze(-1)
-    ids = (blk * BLOCK + j.clamp_max(BLOCK - 1)).clamp_max(C - 1)  # a row of NaN still gives a valid id
     Ub = U.gather(1, blk)
     fresh = ((o - S) / torch.where(rejected, Ub - S, 1.0)).clamp(0.0, 1.0 - 2.0 ** -53)
     return ids, lse, rejected, torch.where(rejected, fresh, 0.0)
@@ -382,9 +384,12 @@ def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: i
     if not parts:
         return Draws(torch.empty(u.shape, dtype=torch.long, device=source.device),
                      torch.empty(0, dtype=torch.float64, device=source.device))
-    ids, lse = (torch.cat([p[j] for p in parts]) if len(parts) > 1 else parts[0][j] for j in (0, 1))
+    def joined(j: int) -> Tensor:  # output j of every chunk, in row order
+        return torch.cat([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
+
+    ids, lse = joined(0), joined(1)
     if fast:
-        rejected, fresh = (torch.cat([p[j] for p in parts]) if len(parts) > 1 else parts[0][j] for j in (2, 3))
+        rejected, fresh = joined(2), joined(3)
         if rejected.any():  # the one host sync; true for ~1e-6 of the draws
             ids = _redraw(source, index, ids, rejected, fresh, exclude)
     return Draws(ids, lse)

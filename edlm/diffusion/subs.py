@@ -83,8 +83,8 @@ class SubsLogProbs:
     ``subs_log_probs(logits, x_t, mask_id)`` at those rows (the same float32 log-softmax).
 
     It supports the tensor operations the samplers and ``AREnergy`` use: ``lp[where]`` with a (B, L)
-    bool mask or its ``nonzero`` indices (b, i) → (n, V+1) rows; ``lp[seqs]`` with a (N,) index → the same object over those sequences
-    (no copy); ``lp.gather(-1, index)``; ``lp.dense()`` → the full tensor; and ``lp.sample``. Rows it
+    bool mask or its ``nonzero`` indices (b, i) → (n, V+1) rows; ``lp[seqs]`` with a (N,) index → the same
+    object over those sequences (no copy); ``lp.gather(-1, index)``; ``lp.dense()`` → the full tensor; and ``lp.sample``. Rows it
     reads are checked: NaN or +inf logits there raise ``NumericalError`` (rows that are never read cannot
     affect a sample and are not checked). Never writes into ``logits``.
 
@@ -120,15 +120,14 @@ class SubsLogProbs:
         return 3
 
     def __getitem__(self, key):
-        if isinstance(key, Tensor) and key.dtype == torch.bool and key.shape == self.x_t.shape:
-            return self.rows(key)
-        if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, Tensor) and k.dim() == 1 for k in key):
+        mask = isinstance(key, Tensor) and key.dtype == torch.bool and key.shape == self.x_t.shape
+        if mask or isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, Tensor) and k.dim() == 1 for k in key):
             return self.rows(key)
         if isinstance(key, Tensor) and key.dtype == torch.long and key.dim() == 1:
             seqs = key if self._seqs is None else self._seqs[key]
             return SubsLogProbs(self.logits, self.x_t[key], self.mask_id, self.faults, _seqs=seqs, _lse=self._lse)
-        raise TypeError("SubsLogProbs supports lp[(B, L) bool mask] and lp[(N,) long index]; use "
-                        "lp.dense() for anything else.")
+        raise TypeError("SubsLogProbs supports lp[(B, L) bool mask], lp[(b, i) positions] and lp[(N,) long index]; "
+                        "use lp.dense() for anything else.")
 
     def _flat(self, b: Tensor, i: Tensor) -> Tensor:
         """Indices into ``logits.view(-1, V+1)`` of this view's (sequence b, position i) pairs."""

@@ -118,8 +118,7 @@ class AncestralSampler:
         ``masked`` (B, L) and their token uniforms (n,) (stream parts 1–2). Its ``nonzero`` is the step's one
         host sync, so ``generate`` runs it on a side CUDA stream, where it does not wait for the denoiser."""
         reveal = self.reveal_masked(masked, t, s, generator)  # (B, L)
-        B, L = masked.shape
-        token_u = uniform64((B, 1, L), generator, masked.device)[:, 0]  # (B, L): token_uniforms with k = 1
+        token_u = self.token_uniforms(masked, 1, generator)[..., 0]  # (B, L)
         at = reveal.nonzero(as_tuple=True)  # (b, i) of the revealed positions
         return at, token_u[at]
 
@@ -134,7 +133,6 @@ class AncestralSampler:
             x_s[at] = _sample_at(log_p_x0, at, u, masked=True)
         return StepOutput(x_s=x_s, changed=n > 0, revealed=n)
 
-    # ------------------------------------------------------------------ the plain step
     def step(self, log_p_x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor,
              generator: torch.Generator | None = None) -> StepOutput:
         """One reverse step t → s (SPEC 1.4), sampling tokens only where they are revealed."""

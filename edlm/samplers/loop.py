@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -62,19 +63,15 @@ class _Reveals:
 
     def decide(self, sampler: ImportanceSampler, t: Tensor, s: Tensor, generator) -> tuple[tuple[Tensor, Tensor], Tensor]:
         """``sampler.decide`` from the tracked mask, which it then updates: the revealed (b, i) and their uniforms."""
-        if self.side is None:
-            at, u = sampler.decide(self.masked, t, s, generator)
-            self.masked = self.masked.clone()
-            self.masked[at] = False
-            return at, u
-        with torch.cuda.stream(self.side):
-            at, u = sampler.decide(self.masked, t, s, generator)  # its nonzero syncs this stream only
+        with torch.cuda.stream(self.side) if self.side is not None else contextlib.nullcontext():
+            at, u = sampler.decide(self.masked, t, s, generator)  # its nonzero syncs the side stream only
             masked = self.masked.clone()
             masked[at] = False
         self.masked = masked
-        for tensor in (*at, u):
-            tensor.record_stream(self.main)  # used by the sampling stream: not reused before it is done with them
-        self.main.wait_stream(self.side)
+        if self.side is not None:
+            for tensor in (*at, u):
+                tensor.record_stream(self.main)  # used by the sampling stream: not reused before it is done with them
+            self.main.wait_stream(self.side)
         return at, u
 
 
