@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
 import edlm
 from edlm.pipeline import load_denoiser_bundle, load_energy, sample
 
