@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from edlm.bench.sweep import read_samples
+from edlm.bench import read_samples
 from edlm.models import from_pretrained
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #9, the part the CPUs allow: the same code paths as benchmarks/gpu/multi_gpu.sh with CPU processes (gloo).
+# The multi-process check on CPU: the same code paths as benchmarks/gpu/multi_gpu.sh with CPU processes (gloo).
 #  1. MDLM (tiny preset) trained by 1 process and by 2 DDP processes at the same global batch (32 x 128 chars) and
 #     step count, for several seeds (the bound of a short tiny run varies a lot with the seed): tokens/s and the
 #     validation bound after the same tokens;
@@ -37,7 +37,7 @@ torchrun --standalone --nproc_per_node=2 -m edlm bench sweep $SWEEP --out "$RUNS
 python - "$RUNS" "$OUT" "$STEPS" <<'PY'
 import json, platform, statistics, sys, time
 from pathlib import Path
-from edlm.bench.sweep import read_samples
+from edlm.bench import read_samples
 runs, out, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 res = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
        f"{len(__import__('os').sched_getaffinity(0))} cores", "command": "bash benchmarks/multi_process_cpu.sh",

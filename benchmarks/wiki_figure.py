@@ -1,4 +1,4 @@
-"""The headline figure of issue #6: judge gen-PPL (left) and AR-model NLL of the samples (right) vs steps, for
+"""The headline figure of the wikipedia_en sweep: judge gen-PPL (left) and AR-model NLL of the samples (right) vs steps, for
 MDLM and the k = 8 / window [0, 1] EDLM rows of the main sweep, plus the exact-energy diagnostic at T = 16.
 
     python benchmarks/wiki_figure.py benchmarks/results/wiki_gpu
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import matplotlib
 
-from edlm.bench.sweep import read_results
+from edlm.bench import read_results
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

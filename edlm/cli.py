@@ -1,7 +1,7 @@
 """The ``edlm`` command. Each subcommand is one short function; the logic lives in the library.
 
     edlm train {mdlm,ar,energy} ...   edlm sample ...   edlm eval {nll,genppl} ...
-    edlm bench {sweep,merge,plot} ...  edlm demo   (GPU speed: python benchmarks/speed.py)
+    edlm bench {sweep,merge,plot,speed} ...  edlm demo
 """
 
 from __future__ import annotations
@@ -37,27 +37,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from edlm import pipeline
+    from edlm import loading, pipeline
 
     settings = pipeline.SampleSettings(  # every check that needs no model, before anything loads
         num_samples=args.num_samples, batch_size=args.batch_size, length=args.length, steps=args.steps, k=args.k,
         window=tuple(args.window), temperature=args.temperature, seed=args.seed, top_p=args.top_p,
         stride=args.stride)
-    if args.no_freeze and not args.compile:
-        raise ValueError("--no-freeze only applies with --compile.")
-    if args.no_cuda_graphs and not args.compile:
-        raise ValueError("--no-cuda-graphs only applies with --compile.")
-    dtype = pipeline.resolve_dtype(args.dtype)
+    spec = loading.parse_energy_spec(args.energy)
+    settings.check_energy(spec is not None)
+    options = dict(compile=args.compile, freeze=not args.no_freeze, cuda_graphs=not args.no_cuda_graphs)
+    pipeline.check_compile_options(**options)
+    dtype = loading.resolve_dtype(args.dtype)
     pipeline.check_output_path(args.out)
-    device = pipeline.resolve_device(args.device)
-    bundle = pipeline.load_denoiser_bundle(args.denoiser, tokenizer=args.tokenizer, map_location=device)
+    device = loading.resolve_device(args.device)
+    bundle = loading.load_denoiser_bundle(args.denoiser, tokenizer=args.tokenizer, map_location=device)
     settings.resolve_length(bundle)  # a too-long length fails before the energy loads
-    energy = pipeline.load_energy(args.energy, bundle, device)
-    records = pipeline.sample(bundle, energy=energy, device=device, progress=not args.no_progress,
-                              compile=args.compile, freeze=not args.no_freeze,
-                              cuda_graphs=not args.no_cuda_graphs, dtype=dtype, **asdict(settings))
+    energy = loading.load_energy(spec, bundle, device)
+    records = pipeline.sample(bundle, settings, energy=energy, device=device, progress=not args.no_progress,
+                              dtype=dtype, **options)
     print(pipeline.format_records(records, show_text=not args.no_print))
     path = pipeline.write_jsonl(records, args.out)  # atomic: all records or no file
     print(f"# wrote {len(records)} samples to {path}")
@@ -66,20 +63,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.metric == "nll":  # SPEC 1.5 bound and SPEC 2.6 estimates on held-out text
-        from edlm.eval.cli_nll import run_eval_nll
-
-        return run_eval_nll(args)
+        return cmd_eval_nll(args)
     if args.metric == "genppl":  # SPEC 4: gen-PPL under an independent judge, unigram entropy beside it
-        from edlm.bench.sweep import read_sample_texts
-        from edlm.eval import entropy_report, generative_perplexity, load_judge
-        from edlm.pipeline import resolve_device
-
-        texts, tokens = read_sample_texts(args.samples)
-        judge = load_judge(args.judge, device=resolve_device(args.device))
-        print(generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length))
-        print(entropy_report(tokens) if tokens else "unigram entropy: n/a (the records hold no `tokens`)")
-        return 0
+        return cmd_eval_genppl(args)
     raise EdlmError(f"`edlm eval {args.metric}` is not implemented yet.")
+
+
+def cmd_eval_nll(args: argparse.Namespace) -> int:
+    from edlm.eval.nll_report import evaluate_nll
+
+    report = evaluate_nll(
+        args.denoiser, args.data, split=args.split, energies=args.energy, time_samples=args.time_samples,
+        batch_size=args.batch_size, max_docs=args.max_docs, max_chars=args.max_chars, length=args.length,
+        packing=args.packing, cache_dir=args.cache_dir, tokenizer=args.tokenizer, log_z=args.log_z,
+        n_neg=args.n_neg, seed=args.seed, device=args.device)
+    print(report.summary())
+    if args.json:
+        report.write_json(args.json)
+    return 0
+
+
+def cmd_eval_genppl(args: argparse.Namespace) -> int:
+    from edlm.bench.records import read_sample_texts
+    from edlm.eval import entropy_report, generative_perplexity, load_judge
+    from edlm.loading import resolve_device
+
+    texts, tokens = read_sample_texts(args.samples)
+    judge = load_judge(args.judge, device=resolve_device(args.device))
+    print(generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length))
+    print(entropy_report(tokens) if tokens else "unigram entropy: n/a (the records hold no `tokens`)")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -103,6 +116,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from edlm.bench.speed import run_speed
+    from edlm.bench.speed_report import render_markdown
+
+    from_shell = Path(sys.argv[0]).name in ("edlm", "__main__.py")  # in-process calls record their settings
+    results = run_speed(preset=args.preset, models=args.models, batch_size=args.batch_size,
+                        length=args.length, steps=args.steps, ks=args.k, window=args.window,
+                        compile=args.compile, device=args.device, out=args.out, quick=args.quick,
+                        long=args.long,
+                        command=shlex.join(["edlm", *sys.argv[1:]]) if from_shell else None)
+    print("\n" + render_markdown(results))
+    return 1 if results["errors"] else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edlm.demo import format_table, run_demo
 
@@ -117,6 +147,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+def _add_nll_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``edlm eval nll`` (``edlm.eval.nll_report.evaluate_nll``)."""
+    p.add_argument("--denoiser", required=True, help="save_pretrained dir (or hub id) of the MDLM denoiser")
+    p.add_argument("--data", required=True, help="corpus preset (e.g. tinyshakespeare) or a path")
+    p.add_argument("--split", default="valid", help="split to score (default: valid)")
+    p.add_argument("--energy", action="append", default=[], metavar="KIND:PATH",
+                   help="EDLM energy, repeatable: ar:PATH (edlm AR model), hf:NAME (Hugging Face causal LM), "
+                        "nce:PATH (NCE energy); AR kinds take ,carry_over=false (as edlm sample)")
+    p.add_argument("--time-samples", type=int, default=8, help="independent (t, x_t) passes (default 8)")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per batch (antithetic t per batch)")
+    p.add_argument("--max-docs", type=int, default=None, help="score only the first N documents")
+    p.add_argument("--max-chars", type=int, default=None, help="score only the first N characters "
+                   "(training's data.max_val_chars)")
+    p.add_argument("--length", type=int, default=None, help="tokens per row (default: the denoiser's length)")
+    p.add_argument("--packing", choices=("wrap", "pad"), default="wrap", help="as training's data.packing")
+    p.add_argument("--cache-dir", default=None, help="as training's data.cache_dir")
+    p.add_argument("--tokenizer", default=None, help="tokenizer, if the denoiser checkpoint holds none")
+    p.add_argument("--log-z", choices=("auto", "one", "negatives"), default="auto",
+                   help="EDLM log Z: 'one' (Z≈1), 'negatives' (log mean exp(−E) over --n-neg draws); "
+                        "auto = one for ar/hf, negatives for nce")
+    p.add_argument("--n-neg", type=int, default=16, help="negatives per sequence for --log-z negatives")
+    p.add_argument("--seed", type=int, default=0, help="seed of the (t, x_t) draws (training validates with "
+                   "train.seed)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the results to this JSON file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edlm", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -164,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "slower, e.g. 1 %% for an MDLM-small NCE, more for small host-bound models)")
     p.add_argument("--dtype", default="checkpoint",
                    help="the networks' dtype while sampling: checkpoint (as saved, e.g. float32), float32 or bfloat16 "
-                        "(what benchmarks/speed.py measures on a GPU; samples differ by the networks' rounding)")
+                        "(what `edlm bench speed` measures on a GPU; samples differ by the networks' rounding)")
     p.add_argument("--no-cuda-graphs", action="store_true",
                    help="with --compile on a GPU: launch each energy call kernel by kernel instead of replaying "
                         "a CUDA graph of it")
@@ -172,10 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="likelihood bounds/estimates and generative perplexity")
     metrics = p.add_subparsers(dest="metric", required=True)
-    from edlm.eval.cli_nll import add_nll_arguments
-
-    add_nll_arguments(metrics.add_parser("nll", help="MDLM NLL bound and EDLM estimates on held-out text "
-                                         "(SPEC 1.5, 2.6)"))
+    _add_nll_arguments(metrics.add_parser("nll", help="MDLM NLL bound and EDLM estimates on held-out text "
+                                          "(SPEC 1.5, 2.6)"))
     g = metrics.add_parser("genppl", help="gen-PPL of samples under a judge LM, with unigram entropy (SPEC 4)")
     g.add_argument("samples", help="JSONL of samples with a `text` field (edlm sample --out, or a sweep's "
                    "samples/<cell>.jsonl); `tokens` too for the entropy")
@@ -215,6 +270,34 @@ def build_parser() -> argparse.ArgumentParser:
     b = actions.add_parser("plot", help="write the PNG plots and results.md of a sweep directory")
     b.add_argument("dir", help="sweep output directory")
     b.add_argument("--judge", default=None, help="whose gen-PPL to plot when several judges scored it")
+    b = actions.add_parser("speed", help="time network forwards and end-to-end generate (JSON + Markdown)")
+    b.add_argument("--preset", default="small", choices=["small", "tiny"],
+                   help="shapes: small = MDLM-small (12 x 768, L 1024, vocab 50258, random weights; bf16 on "
+                        "CUDA), tiny = a CPU's (default: small)")
+    b.add_argument("--models", default=None, metavar="DIR",
+                   help="a shipped model set's shapes and weights instead, e.g. edlm/assets/wikipedia_en "
+                        "(default: none)")
+    b.add_argument("--batch-size", type=int, default=None,
+                   help="B of the end-to-end runs and of the energy calls; forward rows at 1, B, 2B "
+                        "(default: 32; tiny 4; --models: 32768 // L)")
+    b.add_argument("--length", type=int, default=None,
+                   help="tokens per sequence L (default: the preset's or models')")
+    b.add_argument("--steps", type=int, nargs="+", default=None,
+                   help="T of every end-to-end run (default: 32 128; tiny 4 8)")
+    b.add_argument("--k", type=int, nargs="+", default=None,
+                   help="proposals per IS step of the EDLM runs (default: 2 8)")
+    b.add_argument("--window", type=float, nargs=2, default=None, metavar=("T_LO", "T_HI"),
+                   help="the EDLM runs importance-sample the steps starting in [T_LO, T_HI] (default: 0 1)")
+    b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile networks and draws as `edlm sample --compile` does (default: off)")
+    b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    b.add_argument("--out", default="runs/bench/speed",
+                   help="directory for speed.json and speed.md (default: runs/bench/speed)")
+    b.add_argument("--quick", action="store_true",
+                   help="forward rows at B only; end-to-end at the smallest T and the largest k only "
+                        "(default: off)")
+    b.add_argument("--long", action="store_true", help="add an MDLM run at T = L steps (default: off)")
+    b.set_defaults(func=cmd_bench_speed)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="run the shipped models offline and print a comparison table")

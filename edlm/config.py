@@ -20,7 +20,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from edlm.atomic import atomic_write_text
 from edlm.diffusion.schedules import SCHEDULES
-from edlm.energy_config import EnergyConfig
 from edlm.errors import ConfigError
 
 __all__ = [
@@ -31,6 +30,7 @@ __all__ = [
     "OptimConfig",
     "EMAConfig",
     "TrainConfig",
+    "EnergyConfig",
     "RunConfig",
     "available_presets",
     "load_config",
@@ -168,6 +168,25 @@ class TrainConfig:
             raise ConfigError(f"train.cpu_threads must be positive or null, got {self.cpu_threads}.")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be positive or null, got {self.max_minutes}.")
+
+
+@dataclass
+class EnergyConfig:
+    """NCE training of the EDLM energy (``edlm train energy``, SPEC 2.4): what the rest of a ``RunConfig`` does not
+    hold. Data, optimizer, EMA, trainer and run dir come from the ``RunConfig``; the energy's architecture is the
+    denoiser's (SPEC 2.4: initialise from the denoiser), so ``model.*`` sizes are not read."""
+
+    denoiser: str | None = None  # save_pretrained dir (or hub id) of the frozen denoiser; may be passed apart
+    n_neg: int = 1  # negatives per data sequence; the paper's NCE uses one per positive
+    init_from_denoiser: bool = True  # SPEC 2.4: copy embedding + blocks from the denoiser; False = random init
+    dropout: float | None = None  # None = the denoiser's dropout
+    time_conditioning: bool | None = None  # None = as the denoiser (MDLM-OWT: not time-conditioned)
+
+    def __post_init__(self) -> None:
+        if self.n_neg < 1:
+            raise ConfigError(f"energy.n_neg must be >= 1, got {self.n_neg}.")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"energy.dropout must be in [0, 1), got {self.dropout}.")
 
 
 @dataclass

@@ -37,7 +37,8 @@ def run_demo(model_set: str | Path = DEFAULT_MODEL_SET, *, steps: int = 8, k: in
              seed: int = 0, judge: str | None = "auto", device: str = "cpu") -> list[DemoRow]:
     """Sample with each shipped method and measure it. ``judge``: "auto" (if installed), "none", or a name."""
     from edlm.eval.entropy import entropy_report
-    from edlm.pipeline import load_denoiser_bundle, load_energy, sample
+    from edlm.loading import load_denoiser_bundle, load_energy
+    from edlm.pipeline import sample
 
     root = Path(model_set)
     if not root.is_dir():

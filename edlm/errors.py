@@ -22,3 +22,12 @@ class DataError(EdlmError, ValueError):
 
 class NumericalError(EdlmError, FloatingPointError):
     """NaN or inf found in logits, energies or losses."""
+
+
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """The first line of an exception's message, for a one-line error; ``default`` (else the exception's type
+    name) when the message is empty."""
+    text = str(exc).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(exc).__name__ if default is None else default

@@ -1,5 +1,49 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+CORPORA = Path(__file__).resolve().parent / "corpora"  # small slices of the shared corpora (corpora/README.md)
+REPO_ROOT = CORPORA.parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _corpus_slices():
+    """Every preset reads the slices in tests/corpora, whatever machine or folder the suite runs in: the
+    results must not depend on whether a full data folder happens to sit beside the checkout. Subprocesses
+    (``python -m edlm.cli ...``) inherit the setting. Tests that need a full corpus ask for `full_data_dir`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDLM_DATA_DIR", str(CORPORA))
+        yield CORPORA
+
+
+def find_full_data_dir(corpus: str) -> Path | None:
+    """The full data folder holding ``corpus``: ``$EDLM_FULL_DATA_DIR``, else ``../shared/data`` beside the
+    current directory or the repo root (as `edlm.data.find_data_dir` looks, minus the slices); None if none."""
+    env = os.environ.get("EDLM_FULL_DATA_DIR")
+    candidates = [Path(env).expanduser()] if env else []
+    candidates += [Path.cwd() / ".." / "shared" / "data", REPO_ROOT / ".." / "shared" / "data"]
+    for path in candidates:
+        if (path / corpus).is_dir() and path.resolve() != CORPORA:
+            return path.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def full_data_dir():
+    """`full_data_dir(corpus)` -> the full data folder holding ``corpus`` (e.g. "wikipedia_en"), or a skip.
+
+    Only for what holds on the real corpus alone (its document counts, its alphabet, statistics that need
+    its size); everything else runs on the slices."""
+
+    def find(corpus: str) -> Path:
+        path = find_full_data_dir(corpus)
+        if path is None:
+            pytest.skip(f"needs the full {corpus} corpus: set EDLM_FULL_DATA_DIR or place it in ../shared/data")
+        return path
+
+    return find
 
 
 @pytest.fixture(autouse=True)

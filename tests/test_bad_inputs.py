@@ -196,7 +196,7 @@ def _gen(dit, **kw):
 
 @pytest.mark.parametrize("kw, fragment", [
     (dict(mask_id=1000), "`mask_id` must be in [0, vocab_size="),
-    (dict(steps=0), "`steps` must be a positive integer, got 0"),
+    (dict(steps=0), "steps must be a positive integer, got 0"),
     (dict(window=(0.7, 0.2)), "(0.7, 0.2)"),
     (dict(length=L + 1), "exceeds the denoiser's maximum length 16"),
 ])

@@ -93,8 +93,8 @@ def _fails_cleanly(capsys, argv, out, fragment):
     (["--k", "2"], "only apply with an energy"),
     (["--energy", "gpt2"], "bad energy spec"),
     (["--device", "tpu"], "device"),
-    (["--no-freeze"], "--no-freeze only applies with --compile"),
-    (["--no-cuda-graphs"], "--no-cuda-graphs only applies with --compile"),
+    (["--no-freeze"], "freeze=False (--no-freeze) only applies with compile=True (--compile)"),
+    (["--no-cuda-graphs"], "cuda_graphs=False (--no-cuda-graphs) only applies with compile=True (--compile)"),
     (["--dtype", "int8"], "unsupported dtype 'int8'"),
 ])
 def test_bad_settings(capsys, tmp_path, ckpts, extra, fragment):
@@ -125,6 +125,7 @@ def test_ctrl_c_leaves_no_file(capsys, tmp_path, ckpts, monkeypatch):
     assert "interrupted" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.slow
 def test_compile_gives_the_same_samples(capsys, tmp_path, ckpts):
     # --compile (torch.compile of the denoiser, the AR energy and the float64 draw): same seed, same tokens here
     # (CPU; compiled kernels may round differently, so on a GPU it is the same distribution, not the same bits)
@@ -143,7 +144,7 @@ def test_compile_gives_the_same_samples(capsys, tmp_path, ckpts):
 
 
 def test_dtype_casts_denoiser_and_energy_and_is_recorded(capsys, tmp_path, ckpts, monkeypatch):
-    # --dtype bfloat16: both networks sample in bf16 (what speed.py measures on a GPU); the draws stay float64
+    # --dtype bfloat16: both networks sample in bf16 (what `edlm bench speed` measures on a GPU); the draws stay float64
     seen = []
     real = pipeline.generate
 

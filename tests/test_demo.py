@@ -4,12 +4,10 @@ from edlm.cli import main
 from edlm.demo import ASSETS, run_demo
 
 
-def test_shipped_wikipedia_models_fit_the_limits_and_share_one_tokenizer():
+def test_shipped_wikipedia_models_fit_the_size_limits():
     files = [ASSETS / "wikipedia_en" / m / "model.safetensors" for m in ("mdlm", "ar", "nce")]
     sizes = [f.stat().st_size for f in files]
-    assert max(sizes) <= 16 * 2**20 and sum(sizes) <= 48 * 2**20  # issue #6's shipping limits
-    tokenizers = {(ASSETS / "wikipedia_en" / m / "tokenizer.json").read_text() for m in ("mdlm", "ar", "nce")}
-    assert len(tokenizers) == 1
+    assert max(sizes) <= 16 * 2**20 and sum(sizes) <= 48 * 2**20  # one GPU transfer carries the whole tree
     assert (ASSETS / "wikipedia_en" / "MODEL_CARD.md").is_file()
 
 

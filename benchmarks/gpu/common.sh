@@ -1,4 +1,5 @@
-# Sourced by the wiki_stage*.sh scripts on the GPU machine: offline wheels, paths, a record of the card.
+# Sourced by benchmarks/wiki/*.sh and benchmarks/gpu/multi_gpu.sh on the GPU machine, from the repo root: wheels
+# carried in .whl/ (installed offline), paths, and a record of the card in $OUT/machine.txt.
 set -euo pipefail
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | grep -v "^WARNING" || true

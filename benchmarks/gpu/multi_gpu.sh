@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Issue #9 on a several-GPU machine (one call of the device tool, NVLink multicast left off):
+# The multi-process check on one machine with several GPUs (NVLink multicast off: NCCL_NVLS_ENABLE=0); sized for
+# about 10 minutes, not yet run:
 #  1. MDLM (wiki preset) with Lightning DDP on 1, 2 and all GPUs, the same global batch (256 x 128 tokens) and the
 #     same number of steps, so tokens/s and the validation bound after the same tokens can be compared;
 #  2. FSDP with the small preset (MDLM-small, 12 x 768, L = 1024) on all GPUs: tokens/s over a few steps;
 #  3. one generate stage of a small sweep spread over all GPUs with torchrun, merged, and compared (tokens of every
 #     cell) with the same cells generated on one GPU.
-# Needs .data/wikipedia_en, .data/tok-wiki4k, .whl/ (carry them). Writes $OUT/multi_gpu.json and multi_gpu.tar.gz.
-#   Usage: STEPS=600 bash benchmarks/gpu/multi_gpu.sh
+# Needs .data/wikipedia_en, .data/tok-wiki4k, optionally .whl/. Writes $OUT/multi_gpu.json and multi_gpu.tar.gz.
+#   Usage (repo root): STEPS=600 bash benchmarks/gpu/multi_gpu.sh
 source "$(dirname "$0")/common.sh"
 export NCCL_NVLS_ENABLE=0
 N=$(nvidia-smi -L | wc -l)
@@ -38,7 +39,7 @@ torchrun --standalone --nproc_per_node=$N -m edlm bench sweep $SWEEP --out $RUNS
 python3 - <<PY
 import json, glob
 from pathlib import Path
-from edlm.bench.sweep import read_samples
+from edlm.bench import read_samples
 out = {"gpus": $N, "steps": $STEPS, "ddp": {}, "fsdp": None, "sweep": {}}
 for d in sorted(glob.glob("$RUNS/ddp*/metrics.json")):
     m = json.load(open(d)); out["ddp"][Path(d).parent.name] = {k: m.get(k) for k in

@@ -22,6 +22,15 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from edlm.errors import ConfigError
+from edlm.samplers.settings import (
+    DEFAULT_K,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_WINDOW,
+    check_k,
+    check_steps,
+    check_temperature,
+    check_window,
+)
 
 __all__ = ["GridConfig", "ReferenceConfig", "SweepConfig", "Cell", "load_sweep_config", "expand_cells",
            "resolve_shard"]
@@ -59,7 +68,7 @@ class SweepConfig:
     """One sweep: a denoiser, named energies, the grid and the fixed per-cell sizes."""
 
     name: str = "sweep"  # used in plot titles and the default output directory
-    denoiser: str = MISSING  # checkpoint dir or training run dir (edlm.pipeline.load_denoiser_bundle)
+    denoiser: str = MISSING  # checkpoint dir or training run dir (edlm.loading.load_denoiser_bundle)
     energies: dict[str, str] = field(default_factory=dict)  # name -> spec (ar:PATH | hf:NAME | nce:PATH)
     grid: GridConfig = field(default_factory=GridConfig)
     num_samples: int = 64  # per cell; gen-PPL pools all their judge tokens
@@ -74,18 +83,19 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         g = self.grid
-        for name, values in (("grid.steps", g.steps), ("grid.k", g.k)):
-            if not values or any(v <= 0 for v in values):
-                raise ConfigError(f"{name} must be a non-empty list of positive integers, got {list(values)}.")
-        for name, values in (("grid.energy", g.energy), ("grid.window", g.window),
-                             ("grid.temperature", g.temperature), ("grid.seed", g.seed)):
+        for name, values in (("grid.energy", g.energy), ("grid.steps", g.steps), ("grid.k", g.k),
+                             ("grid.window", g.window), ("grid.temperature", g.temperature), ("grid.seed", g.seed)):
             if not values:
                 raise ConfigError(f"{name} must not be empty.")
-        for w in g.window:
-            if len(w) != 2 or not 0.0 <= w[0] <= w[1] <= 1.0:
-                raise ConfigError(f"each grid.window must be [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1, got {list(w)}.")
-        if any(not tau > 0.0 for tau in g.temperature):
-            raise ConfigError(f"grid.temperature values must be > 0, got {list(g.temperature)}.")
+        sampler_checks = (("grid.steps", g.steps, check_steps), ("grid.k", g.k, check_k),
+                          ("grid.window", g.window, lambda w: check_window(list(w))),
+                          ("grid.temperature", g.temperature, check_temperature))
+        for name, values, check in sampler_checks:  # each value: the sampler's own check (edlm.samplers.settings)
+            for value in values:
+                try:
+                    check(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {exc}") from None
         if any(s < 0 for s in g.seed):
             raise ConfigError(f"grid.seed values must be >= 0, got {list(g.seed)}.")
         for e in g.energy:
@@ -187,9 +197,9 @@ class Cell:
     steps: int | None = None
     energy: str = "none"  # a name in SweepConfig.energies, or "none"
     energy_spec: str = "none"
-    k: int = 1
-    window: tuple[float, float] = (0.0, 1.0)
-    temperature: float = 1.0
+    k: int = DEFAULT_K
+    window: tuple[float, float] = DEFAULT_WINDOW
+    temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
     batch_size: int | None = None  # diffusion and AR samples: sequences per call (it fixes the random stream)
     cache: bool = True

@@ -1,10 +1,10 @@
 """Sample generation for a sweep (SPEC 4): the lazily loaded models and one cell's samples and speed.
 
-    models = _Models(cfg, device)
-    samples, speed = _generate_cell(cell, models)   # sample records and the speed record of the header
+    models = SweepModels(cfg, device)
+    samples, speed = generate_cell(cell, models)    # sample records and the speed record of the header
 
 A diffusion cell runs ``edlm.pipeline.sample``; the reference cells are chunks of held-out text and
-samples of the AR model. Internal to ``edlm.bench.sweep``, which writes what this returns.
+samples of the AR model. ``edlm.bench.sweep`` writes what this returns.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from edlm.bench.cells import Cell, SweepConfig
-from edlm.bench.records import _max_rss_bytes, _now, hardware_string
+from edlm.bench.records import hardware_string, max_rss_bytes, utc_now
 from edlm.errors import ConfigError
 
 
 # ----------------------------------------------------------------------------- the models (loaded lazily)
-class _Models:
+class SweepModels:
     """The denoiser bundle, energies and the AR reference model, each loaded on first use."""
 
     def __init__(self, cfg: SweepConfig, device: torch.device):
@@ -33,7 +33,7 @@ class _Models:
     @property
     def bundle(self):
         if self._bundle is None:
-            from edlm.pipeline import load_denoiser_bundle
+            from edlm.loading import load_denoiser_bundle
 
             self._bundle = load_denoiser_bundle(self.cfg.denoiser, map_location=self.device)
         return self._bundle
@@ -42,7 +42,7 @@ class _Models:
         if spec == "none":
             return None
         if spec not in self._energies:
-            from edlm.pipeline import load_energy
+            from edlm.loading import load_energy
 
             self._energies[spec] = load_energy(spec, self.bundle, self.device)
         return self._energies[spec]
@@ -60,7 +60,7 @@ class _Models:
         self._warm.add(cell.energy_spec)
 
 
-def _training_corpus(cfg: SweepConfig) -> str | None:
+def training_corpus(cfg: SweepConfig) -> str | None:
     """data.corpus of the denoiser's training run, as ``edlm train`` records it in config.json."""
     if cfg.reference.corpus is not None or not cfg.reference.real_text:
         return cfg.reference.corpus
@@ -80,7 +80,7 @@ def _training_corpus(cfg: SweepConfig) -> str | None:
 
 
 # ----------------------------------------------------------------------------- generation
-def _generate_cell(cell: Cell, models: _Models) -> tuple[list[dict], dict]:
+def generate_cell(cell: Cell, models: SweepModels) -> tuple[list[dict], dict]:
     """(samples, speed record) of one cell."""
     from edlm.eval.speed import peak_memory, reset_peak_memory
 
@@ -115,11 +115,11 @@ def _generate_cell(cell: Cell, models: _Models) -> tuple[list[dict], dict]:
         "nfe_denoiser": nfe_d,  # network calls per batch (per generate() call), averaged over batches
         "nfe_energy": nfe_e,
         "peak_memory_bytes": peak_memory(device),
-        "process_max_rss_bytes": _max_rss_bytes(),
+        "process_max_rss_bytes": max_rss_bytes(),
         "hardware": hardware_string(device),
         "device": str(device),
         "torch_version": torch.__version__,
-        "generated_date": _now(),
+        "generated_date": utc_now(),
     }
     samples = [{"record": "sample", "index": i, "text": x, "tokens": t} for i, (x, t) in enumerate(zip(texts, tokens))]
     return samples, speed
@@ -136,7 +136,7 @@ def _real_text(cell: Cell, bundle, length: int) -> list[list[int]]:
     return ref.tokens.tolist()
 
 
-def _ar_samples(cell: Cell, models: _Models, length: int) -> tuple[list[list[int]], float, float]:
+def _ar_samples(cell: Cell, models: SweepModels, length: int) -> tuple[list[list[int]], float, float]:
     """AR-model samples of ``length`` tokens; the first token is drawn from the denoiser's position-0 marginal.
 
     An AR model conditions on its first token and never predicts it, and rows packed by "wrap" start

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from edlm.atomic import atomic_write_text
-from edlm.bench.sweep import read_results
+from edlm.bench.records import read_results
 
 __all__ = ["plot_sweep", "results_table", "PLOT_FILES"]
 

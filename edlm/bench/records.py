@@ -26,8 +26,9 @@ from edlm.atomic import atomic_write_text
 from edlm.bench.cells import Cell
 from edlm.errors import DataError
 
-__all__ = ["TIMING_FIELDS", "merge_results", "read_results", "read_samples", "read_sample_texts",
-           "hardware_string"]
+__all__ = ["TIMING_FIELDS", "RESULTS_FILE", "merge_results", "read_results", "read_samples", "read_sample_texts",
+           "append_jsonl", "read_jsonl", "samples_path", "samples_finished", "hardware_string", "utc_now",
+           "command_line", "max_rss_bytes"]
 
 # Row fields that depend on the machine, the moment or the invocation, not on the cell's settings:
 # a re-run or another sharding of the same cells changes only these.
@@ -35,12 +36,12 @@ TIMING_FIELDS = (
     "seconds_per_sample", "tokens_per_s", "generation_seconds", "score_seconds", "peak_memory_bytes",
     "process_max_rss_bytes", "hardware", "scored_on", "torch_version", "date", "generated_date", "command",
 )
-_RESULTS = "results.jsonl"
+RESULTS_FILE = "results.jsonl"
 _RANK_RESULTS = re.compile(r"^results\.rank(\d+)\.jsonl$")
 
 
 # ----------------------------------------------------------------------------- files
-def _append_jsonl(path: Path, record: dict) -> None:
+def append_jsonl(path: Path, record: dict) -> None:
     """Append one line durably (flush + fsync). A torn last line from a crash is cut off first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
@@ -58,7 +59,7 @@ def _append_jsonl(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     """The records of a JSONL file; a torn last line (a crash mid-append) is skipped."""
     if not path.is_file():
         return []
@@ -82,7 +83,7 @@ def _results_files(out: Path) -> list[Path]:
     """results.jsonl first, then results.rank{r}.jsonl by r."""
     ranked = sorted(((int(m.group(1)), p) for p in out.glob("results.rank*.jsonl")
                      if (m := _RANK_RESULTS.match(p.name))), key=lambda rp: rp[0])
-    return [out / _RESULTS] + [p for _, p in ranked]
+    return [out / RESULTS_FILE] + [p for _, p in ranked]
 
 
 def read_results(out: str | os.PathLike, judge: str | None = None) -> list[dict]:
@@ -93,7 +94,7 @@ def read_results(out: str | os.PathLike, judge: str | None = None) -> list[dict]
     """
     rows: dict[tuple[str, str], dict] = {}
     for path in _results_files(Path(out)):
-        for row in _read_jsonl(path):
+        for row in read_jsonl(path):
             rows[(row["cell_key"], row["judge"])] = row
     picked = [rows[k] for k in sorted(rows)]
     return [r for r in picked if judge is None or r["judge"] == judge]
@@ -106,17 +107,18 @@ def merge_results(out: str | os.PathLike) -> Path:
     """
     out = Path(out)
     rows = read_results(out)
-    atomic_write_text(out / _RESULTS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return out / _RESULTS
+    atomic_write_text(out / RESULTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return out / RESULTS_FILE
 
 
-def _samples_path(out: Path, cell: Cell) -> Path:
+def samples_path(out: Path, cell: Cell) -> Path:
+    """Where a sweep directory keeps one cell's samples."""
     return out / "samples" / f"{cell.key}.jsonl"
 
 
 def read_samples(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     """(header, samples) of one cell's samples file: the header has the settings and speed of the cell."""
-    records = _read_jsonl(Path(path))
+    records = read_jsonl(Path(path))
     if not records or records[0].get("record") != "cell":
         raise DataError(f"{path} is not a sweep samples file (no header record).")
     return records[0], records[1:]
@@ -124,7 +126,7 @@ def read_samples(path: str | os.PathLike) -> tuple[dict, list[dict]]:
 
 def read_sample_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int]] | None]:
     """(texts, token lists or None) of a samples JSONL: ``edlm sample --out`` records or a sweep samples file."""
-    records = [r for r in _read_jsonl(Path(path)) if r.get("record") != "cell"]
+    records = [r for r in read_jsonl(Path(path)) if r.get("record") != "cell"]
     if not records:
         raise DataError(f"{path} holds no sample records.")
     if any("text" not in r for r in records):
@@ -133,8 +135,9 @@ def read_sample_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int
     return [r["text"] for r in records], tokens
 
 
-def _finished_samples(out: Path, cell: Cell) -> bool:
-    path = _samples_path(out, cell)
+def samples_finished(out: Path, cell: Cell) -> bool:
+    """Does ``out`` hold every sample of ``cell`` (a complete samples file with the cell's key)?"""
+    path = samples_path(out, cell)
     if not path.is_file():
         return False
     try:
@@ -163,16 +166,19 @@ def hardware_string(device: str | torch.device = "cpu") -> str:
     return f"{_cpu_model()}, {torch.get_num_threads()} threads, {os.cpu_count()} logical CPUs"
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The current UTC time to the second, ISO 8601."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _command() -> str:
+def command_line() -> str:
+    """This process's command line (the program's base name, then its arguments), shell-quoted."""
     argv = [Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv)]
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def _max_rss_bytes() -> int:
+def max_rss_bytes() -> int:
+    """The peak resident memory of this process so far, in bytes."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
 

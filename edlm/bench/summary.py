@@ -1,4 +1,4 @@
-"""How many steps and seconds each method needs to match a reference gen-PPL (issue #6's speed claim).
+"""How many steps and seconds each method needs to match a reference gen-PPL (the speed claim).
 
     print(reach_table(read_results("runs/bench/wiki_gpu")))
 

@@ -58,21 +58,20 @@ from edlm.bench.cells import (
     load_sweep_config,
     resolve_shard,
 )
-from edlm.bench.generation import _generate_cell, _Models, _training_corpus
+from edlm.bench.generation import SweepModels, generate_cell, training_corpus
 from edlm.bench.records import (
-    _RESULTS,
+    RESULTS_FILE,
     TIMING_FIELDS,
-    _append_jsonl,
-    _command,
-    _finished_samples,
-    _now,
-    _read_jsonl,  # noqa: F401  (re-exported: tests import it from here)
-    _samples_path,
+    append_jsonl,
+    command_line,
     hardware_string,
     merge_results,
     read_results,
     read_sample_texts,
     read_samples,
+    samples_finished,
+    samples_path,
+    utc_now,
 )
 
 __all__ = [
@@ -134,7 +133,7 @@ def _row(cell_header: dict, quality: dict, judge_name: str, scored_on: str, comm
         **quality,
         **{k: v for k, v in speed.items() if k != "length"},
         "scored_on": scored_on,
-        "date": _now(),
+        "date": utc_now(),
         "command": command,
     }
 
@@ -154,9 +153,9 @@ def _judge_name(judge) -> str:
     if judge is None or (isinstance(judge, str) and judge.lower() == "none"):
         return "none"
     if isinstance(judge, str):
-        from edlm.eval.gen_ppl import DEFAULT_JUDGE, _resolve_source
+        from edlm.eval.gen_ppl import judge_name
 
-        return "SmolLM2-135M-Instruct" if judge == DEFAULT_JUDGE else _resolve_source(judge)[2]
+        return judge_name(judge)
     return judge.name
 
 
@@ -190,7 +189,7 @@ class SweepReport:
 
 
 def _device(name: str) -> torch.device:
-    from edlm.pipeline import resolve_device
+    from edlm.loading import resolve_device
 
     device = resolve_device(name)
     local = os.environ.get("LOCAL_RANK")
@@ -254,17 +253,17 @@ def run_sweep(
     device = _device(cfg.device)
     judge = cfg.judge if judge is None else judge
     judge_name = _judge_name(judge)
-    command = command or _command()
-    cells = expand_cells(cfg, corpus=_training_corpus(cfg))
+    command = command or command_line()
+    cells = expand_cells(cfg, corpus=training_corpus(cfg))
     mine = [c for i, c in enumerate(cells) if i % world == rank]
-    results_path = out / (_RESULTS if world == 1 else f"results.rank{rank}.jsonl")
+    results_path = out / (RESULTS_FILE if world == 1 else f"results.rank{rank}.jsonl")
     report = SweepReport(out=out, rank=rank, world_size=world, cells_total=len(cells), cells_mine=len(mine),
                          results_path=results_path)
     if rank == 0:
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
     scored = {r["cell_key"] for r in read_results(out, judge=judge_name)}
-    models = _Models(cfg, device)
+    models = SweepModels(cfg, device)
     judge_obj = None
     scoring_hw = hardware_string(device)
     iterator = mine
@@ -274,9 +273,9 @@ def run_sweep(
         iterator = tqdm(mine, desc=f"sweep{f' {rank}/{world}' if world > 1 else ''}", unit="cell")
     for cell in iterator:
         did = False
-        path = _samples_path(out, cell)
-        if stage in ("generate", "all") and not _finished_samples(out, cell):
-            samples, speed = _generate_cell(cell, models)
+        path = samples_path(out, cell)
+        if stage in ("generate", "all") and not samples_finished(out, cell):
+            samples, speed = generate_cell(cell, models)
             header = {"record": "cell", "cell_key": cell.key, "method": cell.method, "settings": cell.settings(),
                       "speed": speed, "command": command}
             from edlm.pipeline import write_jsonl
@@ -287,14 +286,14 @@ def run_sweep(
             if on_cell_done is not None:
                 on_cell_done(cell, "generate")
         if stage in ("score", "all") and cell.key not in scored:
-            if not _finished_samples(out, cell):
+            if not samples_finished(out, cell):
                 report.missing_samples.append(cell.key)
                 continue
             if judge_obj is None:
                 judge_obj = _load_judge(judge, device)  # once per process (load_judge caches it too)
             header, samples = read_samples(path)
             quality = _score_cell(header, samples, judge_obj, cfg.judge_batch_size)
-            _append_jsonl(results_path, _row(header, quality, judge_name, scoring_hw, command))
+            append_jsonl(results_path, _row(header, quality, judge_name, scoring_hw, command))
             scored.add(cell.key)
             report.scored += 1
             did = True
@@ -328,7 +327,7 @@ def _write_meta(out: Path, cfg: SweepConfig, report: SweepReport, device: torch.
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "date": _now(),
+        "date": utc_now(),
         "command": command,
         "wall_seconds_this_run": round(report.seconds, 1),
         "load_average_1_5_15min_at_end": list(load) if load else None,

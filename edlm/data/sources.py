@@ -32,14 +32,13 @@ from datasets import Dataset, Features, Value
 from transformers import PreTrainedTokenizerFast
 
 from edlm.data.tokenizers import (
-    _first_line,
     char_tokenizer_from_text,
     dna_tokenizer,
     text8_normalize,
     text8_tokenizer,
     train_bpe_tokenizer,
 )
-from edlm.errors import DataError
+from edlm.errors import DataError, first_line
 
 __all__ = ["CorpusPreset", "PRESETS", "find_data_dir", "load_corpus", "corpus_files", "preset_tokenizer"]
 
@@ -399,7 +398,7 @@ def _load_hub(
     try:
         ds = datasets.load_dataset(name, config or None, split=split, cache_dir=cache_dir)
     except Exception as exc:
-        raise DataError(f"could not load hub dataset {spec!r} split {split!r}: {_first_line(exc)}") from exc
+        raise DataError(f"could not load hub dataset {spec!r} split {split!r}: {first_line(exc)}") from exc
     if "text" not in ds.column_names:
         raise DataError(f"hub dataset {spec!r} has no 'text' column (columns: {', '.join(ds.column_names)}).")
     ds = ds.select_columns(["text"])

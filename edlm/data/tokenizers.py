@@ -24,7 +24,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from edlm.errors import DataError
+from edlm.errors import DataError, first_line
 
 __all__ = [
     "BOS_EOS",
@@ -220,7 +220,7 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerFast:
         try:
             backend = Tokenizer.from_file(str(path))
         except Exception as exc:  # the Rust side raises a bare Exception
-            raise DataError(f"could not read tokenizer file {spec}: {_first_line(exc)}") from exc
+            raise DataError(f"could not read tokenizer file {spec}: {first_line(exc)}") from exc
         return _wrap(backend)
     if path.is_dir():
         if not (path / "tokenizer_config.json").exists():
@@ -235,7 +235,7 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerFast:
             try:
                 tok = PreTrainedTokenizerFast.from_pretrained(str(path))
             except Exception as exc:
-                raise DataError(f"could not read the tokenizer in {spec}: {_first_line(exc)}") from exc
+                raise DataError(f"could not read the tokenizer in {spec}: {first_line(exc)}") from exc
             return _with_mask(tok, spec)
         return _with_mask(_auto(str(path)), spec)
     if _looks_like_path(spec):
@@ -250,7 +250,7 @@ def _auto(spec: str) -> PreTrainedTokenizerFast:
         tok = AutoTokenizer.from_pretrained(spec)
     except Exception as exc:
         raise DataError(
-            f"could not load tokenizer {spec!r} (hub name or directory): {_first_line(exc)}"
+            f"could not load tokenizer {spec!r} (hub name or directory): {first_line(exc)}"
         ) from exc
     if not isinstance(tok, PreTrainedTokenizerFast):
         raise DataError(
@@ -271,8 +271,3 @@ def _with_mask(tok: PreTrainedTokenizerFast, spec: str) -> PreTrainedTokenizerFa
 
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.endswith(".json") or spec.count("/") > 1 or "\\" in spec
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

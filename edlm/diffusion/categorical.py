@@ -7,7 +7,7 @@ one float64 uniform per draw, a float64 cumulative sum, and a binary search. Eve
 p > 0 is reachable; probabilities are honoured to float64 rounding (~1e-16).
 
 Several draws per row of a large vocabulary (an importance-sampling step: k proposals) take a faster
-route with the same exactness (``_draw_fast``): the masses of each block of ``BLOCK`` ids are bounded
+route with the same exactness (``_draw_fast``): the masses of each block of ``_BLOCK`` ids are bounded
 from above with float32 exps, a block is drawn from those bounds, and the draw is accepted with
 probability (the block's exact float64 mass) / (its bound), else redrawn exactly in float64. Accepted
 and redrawn draws both follow x_θ exactly; only the ids for given uniforms differ from the one-level
@@ -16,13 +16,16 @@ inversion's.
 
 from __future__ import annotations
 
-import importlib.util
 from functools import cache
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from edlm.accel.block_bounds import BLOCK as _BLOCK
+from edlm.accel.block_bounds import block_bounds
+from edlm.accel.policy import fast_draw
 
 __all__ = ["sample_categorical", "draw_rows", "Draws", "top_p_filter", "uniform64", "compile_draws"]
 
@@ -48,24 +51,8 @@ def uniform64(shape: tuple[int, ...], generator: torch.Generator | None, device)
 # float64 work per chunk of rows: the draw makes (rows, C) float64 temporaries, so without chunks an IS
 # step over B·L = 32k masked positions of a 50k vocabulary would hold several 12 GiB tensors at once
 _CHUNK_BYTES = 1 << 30
-# ids per block of the two-level inversion (about √50 258, a multiple of the GPU's vector width)
-BLOCK = 256
 _compiled_draw = None  # torch.compile(_draw_fused), made by `compile_draws`
 _compiled_fast = None  # torch.compile(_draw_fast), made by `compile_draws`
-# `_draw_fast`'s float32 block-mass bounds. A mass below e^_FLOOR of its block's largest is raised to e^_FLOOR (an
-# upper bound; a row's total grows by at most C·e^-40 ≈ 2e-13 of its largest mass). Each float32 mass a = exp(d),
-# d = fl32(x − block max) ≤ 0, is multiplied by 1 + _REL + |d|·_SLOPE, which bounds its error from above: the
-# rounding of d and of d·log2(e) (each |d|·2^-24 relative in exp), the exp itself (≤ 2^-22: ex2.approx) and the
-# float32 product (2^-23): 2^-22.4·|d| + 2^-21.4 < 2^-21·|d| + 2^-20 (margin ≥ 2×, which also covers the float64
-# block scale and sums, ~1e-13). A draw is rejected with probability ≈ the bound's excess: ~1e-6 per draw.
-_FLOOR = -40.0
-_REL = 2.0 ** -20
-_SLOPE = 2.0 ** -21
-# where `_draw_fast` runs: on a GPU float64 exps cost ~25 times float32's (1.65e9 of them per IS step at B = 32,
-# L = 1024), on a CPU about twice, and the eager float64 path there makes fewer temporaries
-FAST_DEVICE_TYPES = ("cuda",)
-# rows redrawn exactly by `_draw_fast`'s fallback, and their draws (process-wide counters, for benchmarks)
-FALLBACK = {"rows": 0, "draws": 0}
 _cumsum_op = None  # edlm::cumsum_last, registered by `compile_draws`
 
 
@@ -79,8 +66,8 @@ def _few_rows(device: torch.device) -> int:
     """Chunks with fewer rows than this run the compiled draw with opaque scans. Inductor may split a scan with
     fewer than 2 · 32 · (SM count) rows across thread blocks (``Reduction.num_splits``), and in torch 2.11 its
     split-scan code generation fails for our float64 scans with dynamic shapes (``InductorError: TypeError: list
-    indices must be integers or slices, not NoneType``: an H200, B = 1, k = 8, a 50k vocabulary; session 9 in
-    benchmarks/results/speed_notes.md). Such chunks are small, so the ATen scan costs little there. 0 on CPU."""
+    indices must be integers or slices, not NoneType``: an H200, B = 1, k = 8, a 50k vocabulary). Such chunks are
+    small, so the ATen scan costs little there. 0 on CPU."""
     if device.type != "cuda":
         return 0
     return _gpu_few_rows(device.index if device.index is not None else torch.cuda.current_device())
@@ -95,7 +82,7 @@ def compile_draws(enable: bool = True) -> None:
     """Run the float64 draw through ``torch.compile``: the row gather, the float64 cast, the [MASK]
     column and exp are fused into the loads of the block sums (or of the cumulative sum), so no (n, C)
     float64 tensor is written. Same arithmetic and the same draws as the eager path
-    (tests/diffusion/test_categorical.py); speeds in benchmarks/results/speed_notes.md."""
+    (tests/diffusion/test_categorical.py)."""
     global _compiled_draw, _compiled_fast, _cumsum_op
     if enable and _cumsum_op is None:
         _cumsum_op = torch.library.custom_op("edlm::cumsum_last", mutates_args=())(_cumsum_last)
@@ -110,14 +97,14 @@ def _cumsum_last(x: Tensor) -> Tensor:
 
 def _blocked(C: int, K: int) -> bool:
     """Use the two-level inversion when gathering K blocks per row reads less than a full CDF of C ids."""
-    return K * BLOCK < C
+    return K * _BLOCK < C
 
 
 def _fast(C: int, K: int, device: torch.device) -> bool:
     """Use `_draw_fast` (float32 block bounds, exact by rejection): several draws per row (K ≥ 2) of a vocabulary
-    with more than K blocks, on a device of ``FAST_DEVICE_TYPES``. One draw per row (a plain step; k = 1) keeps
-    the float64 inversion, so k = 1 importance sampling still gives MDLM's tokens for the same uniforms."""
-    return K >= 2 and _blocked(C, K) and device.type in FAST_DEVICE_TYPES
+    with more than K blocks, on a device where ``fast_draw`` holds (CUDA). One draw per row (a plain step; k = 1)
+    keeps the float64 inversion, so k = 1 importance sampling still gives MDLM's tokens for the same uniforms."""
+    return K >= 2 and _blocked(C, K) and fast_draw(device)
 
 
 def _invert(lp: Tensor, u: Tensor, opaque: bool = False) -> tuple[Tensor, Tensor]:
@@ -150,26 +137,26 @@ def _pick_blocks(sums: Tensor, u: Tensor, opaque: bool = False) -> tuple[Tensor,
 
 
 def _pick_in_block(vals: Tensor, blk: Tensor, r: Tensor, C: int, opaque: bool = False) -> tuple[Tensor, Tensor]:
-    """Stage 2: the unnormalised float64 masses ``vals`` (n, K, BLOCK) of each draw's block -> class ids (n, K),
+    """Stage 2: the unnormalised float64 masses ``vals`` (n, K, _BLOCK) of each draw's block -> class ids (n, K),
     and each block's mass as its cumulative sum ends (n, K) (`_draw_fast` accepts a draw against it).
 
     r is clamped just below the block's own sum, so rounding between the block sums of stage 1 and this
     cumulative sum can only move a draw to a class of the same block that has mass > 0."""
-    cdf = _cumsum(vals, opaque)  # (n, K, BLOCK)
+    cdf = _cumsum(vals, opaque)  # (n, K, _BLOCK)
     last = cdf[..., -1]
     r = torch.minimum(r, torch.nextafter(last, torch.zeros_like(last)))
     j = torch.searchsorted(cdf, r[..., None].contiguous(), right=True).squeeze(-1)  # (n, K)
-    return (blk * BLOCK + j.clamp_max(BLOCK - 1)).clamp_max(C - 1), last  # C: a row of NaN still gives a valid id
+    return (blk * _BLOCK + j.clamp_max(_BLOCK - 1)).clamp_max(C - 1), last  # C: a row of NaN still gives a valid id
 
 
 def _block_cols(blk: Tensor, C: int) -> tuple[Tensor, Tensor]:
-    """The ids (n, K, BLOCK) of each draw's block ``blk`` (n, K), and the same clamped into the row (to gather)."""
-    cols = blk[..., None] * BLOCK + torch.arange(BLOCK, device=blk.device)
+    """The ids (n, K, _BLOCK) of each draw's block ``blk`` (n, K), and the same clamped into the row (to gather)."""
+    cols = blk[..., None] * _BLOCK + torch.arange(_BLOCK, device=blk.device)
     return cols, cols.clamp_max(C - 1)
 
 
 def _block_masses(z: Tensor, cols: Tensor, cc: Tensor, C: int, top: Tensor, exclude: int) -> Tensor:
-    """Exact float64 masses exp(z − top) of the gathered block values ``z`` (n, K, BLOCK) at ``cc``: 0 at the id
+    """Exact float64 masses exp(z − top) of the gathered block values ``z`` (n, K, _BLOCK) at ``cc``: 0 at the id
     ``exclude`` and past the last class."""
     z = z.double()
     if exclude >= 0:
@@ -179,22 +166,22 @@ def _block_masses(z: Tensor, cols: Tensor, cc: Tensor, C: int, top: Tensor, excl
 
 def _invert_blocked(lp: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     """Two-level inversion, the same draw as ``_invert`` up to float64 rounding: the masses exp(lp − max)
-    are summed in blocks of ``BLOCK`` ids, a draw picks its block from the (n, C / BLOCK) cumulative
+    are summed in blocks of ``_BLOCK`` ids, a draw picks its block from the (n, C / _BLOCK) cumulative
     block masses and its class from a cumulative sum over that block only. No (n, C) cumulative sum is
-    written: for K ≪ C / BLOCK draws per row this reads each row twice instead of scanning it in float64.
+    written: for K ≪ C / _BLOCK draws per row this reads each row twice instead of scanning it in float64.
 
     ``lp`` (n, C) float64 is overwritten (it is the caller's own copy)."""
     n, C = lp.shape
     K = u.shape[-1]
     top = lp.amax(dim=-1, keepdim=True)  # (n, 1)
     e = lp.sub_(top).exp_()  # (n, C) masses in place; NaN for +inf or an all −∞ row
-    full = C // BLOCK * BLOCK
-    sums = e[:, :full].reshape(n, -1, BLOCK).sum(-1)  # (n, C // BLOCK)
+    full = C // _BLOCK * _BLOCK
+    sums = e[:, :full].reshape(n, -1, _BLOCK).sum(-1)  # (n, C // _BLOCK)
     if full < C:
         sums = torch.cat((sums, e[:, full:].sum(-1, keepdim=True)), dim=-1)  # the last, partial block
     blk, r, total = _pick_blocks(sums, u)
-    cols, cc = _block_cols(blk, C)  # (n, K, BLOCK)
-    vals = e.gather(1, cc.reshape(n, -1)).reshape(n, K, BLOCK).masked_fill(cols >= C, 0.0)  # 0 past the last class
+    cols, cc = _block_cols(blk, C)  # (n, K, _BLOCK)
+    vals = e.gather(1, cc.reshape(n, -1)).reshape(n, K, _BLOCK).masked_fill(cols >= C, 0.0)  # 0 past the last class
     return _pick_in_block(vals, blk, r, C)[0], (top + torch.log(total)).squeeze(-1)
 
 
@@ -223,96 +210,22 @@ def _draw_fused(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
         return _invert(lp, u, opaque)
     n, K = u.shape
     top = lp.amax(dim=-1, keepdim=True)  # (n, 1)
-    pad = -C % BLOCK
-    e = F.pad(torch.exp(lp - top), (0, pad))  # (n, nb·BLOCK), zeros past the last class; fused, not written
-    sums = e.reshape(n, -1, BLOCK).sum(-1)  # (n, nb)
+    pad = -C % _BLOCK
+    e = F.pad(torch.exp(lp - top), (0, pad))  # (n, nb·_BLOCK), zeros past the last class; fused, not written
+    sums = e.reshape(n, -1, _BLOCK).sum(-1)  # (n, nb)
     blk, r, total = _pick_blocks(sums, u, opaque)
-    cols, cc = _block_cols(blk, C)  # (n, K, BLOCK)
-    vals = _block_masses(rows.gather(1, cc.reshape(n, -1)).reshape(n, K, BLOCK), cols, cc, C, top, exclude)
+    cols, cc = _block_cols(blk, C)  # (n, K, _BLOCK)
+    vals = _block_masses(rows.gather(1, cc.reshape(n, -1)).reshape(n, K, _BLOCK), cols, cc, C, top, exclude)
     return _pick_in_block(vals, blk, r, C, opaque)[0], (top + torch.log(total)).squeeze(-1)  # the masses of `sums`
-
-
-def _block_parts_reference(rows: Tensor, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``edlm::block_parts`` in torch: for each block of ``BLOCK`` ids of rows (n, C), the float64 sum of its raised
-    float32 masses a·(1 + _REL + |d|·_SLOPE), the float32 sum of its masses a = exp(d), d = max(x − m_b, _FLOOR)
-    (0 where x = −∞), and m_b, its largest value (NaN if it holds NaN or +inf): (n, nb) each."""
-    n, C = rows.shape
-    wd = torch.float64 if rows.dtype == torch.float64 else torch.float32  # x − m_b is one rounding in float32
-    x = rows.to(wd)
-    if exclude >= 0:
-        x = torch.where(torch.arange(C, device=x.device) == exclude, float("-inf"), x)
-    xb = F.pad(x, (0, -C % BLOCK), value=float("-inf")).reshape(n, -1, BLOCK)  # (n, nb, BLOCK)
-    mb = xb.amax(-1)  # (n, nb); −inf for a block without mass, NaN if it holds NaN
-    mb = torch.where((xb == float("inf")).any(-1), float("nan"), mb)
-    off = xb == float("-inf")  # off the support: mass exactly 0 (also every entry of a block without mass)
-    d = torch.where(off, 0.0, (xb - mb[..., None]).float().clamp_min(_FLOOR))  # ≤ 0; NaN in a NaN block
-    a = torch.where(off, 0.0, torch.exp(d))  # float32 masses
-    return (a * (1.0 + _REL - d * _SLOPE)).double().sum(-1), a.sum(-1), mb
-
-
-@torch.library.custom_op("edlm::block_parts", mutates_args=())
-def block_parts(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
-    """`_block_parts_reference` of the rows ``source[index]`` (all rows if None); opaque to torch.compile, so the
-    compiled and the eager draw get the same numbers. On CUDA one Triton kernel reads each row once (bf16, fp16 or
-    fp32 sources; float64 ones take the torch path)."""
-    if source.is_cuda and source.dtype != torch.float64 and _HAS_TRITON:
-        return _block_parts_triton(source, index, exclude)
-    return _block_parts_reference(source if index is None else source[index], exclude)
-
-
-@block_parts.register_fake
-def _(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
-    n = source.shape[0] if index is None else index.shape[0]
-    nb = -(-source.shape[1] // BLOCK)
-    wd = torch.float64 if source.dtype == torch.float64 else torch.float32
-    return (source.new_empty((n, nb), dtype=torch.float64), source.new_empty((n, nb), dtype=torch.float32),
-            source.new_empty((n, nb), dtype=wd))
-
-
-_HAS_TRITON = importlib.util.find_spec("triton") is not None  # looked up once (nothing is imported)
-# blocks of one row per Triton program (one warp): 2.35 ms at 32 768 rows on an H200, against 4.42 ms for 8 blocks
-# over 4 warps (benchmarks/results/speed_notes.md, session 11)
-_BLOCKS_PER_PROGRAM = 2
-
-
-def _block_parts_triton(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
-    import triton
-
-    from edlm.models._triton_kernels import block_bounds_kernel
-
-    if source.stride(-1) != 1:
-        source = source.contiguous()
-    n = source.shape[0] if index is None else index.shape[0]
-    C = source.shape[1]
-    nb = -(-C // BLOCK)
-    up = source.new_empty((n, nb), dtype=torch.float64)
-    asum = source.new_empty((n, nb), dtype=torch.float32)
-    mb = source.new_empty((n, nb), dtype=torch.float32)
-    if n:
-        grid = (n, triton.cdiv(nb, _BLOCKS_PER_PROGRAM))
-        block_bounds_kernel[grid](source, source if index is None else index, up, asum, mb, source.stride(0), C, nb,
-                                  exclude, FLOOR=_FLOOR, REL=_REL, SLOPE=_SLOPE, HAS_INDEX=index is not None,
-                                  BLOCK=BLOCK, BLOCKS=_BLOCKS_PER_PROGRAM, num_warps=1)
-    return up, asum, mb
-
-
-def _block_bounds(source: Tensor, index: Tensor | None, exclude: int) -> tuple[Tensor, Tensor, Tensor]:
-    """`_draw_fast`'s stage 1 for the rows ``source[index]`` (n, C): upper bounds U (n, nb) float64 on the blocks'
-    exact masses Σ exp(x − top), the rows' largest values top (n, 1) and their log-normalisers lse (n,) float64."""
-    up, asum, mb = block_parts(source, index, exclude)
-    top = mb.amax(-1, keepdim=True)  # (n, 1), the row's largest value; NaN if any block holds NaN / +inf
-    scale = torch.exp(mb.double() - top.double())  # (n, nb); NaN for a row with no finite entry
-    lse = (top.double() + torch.log((asum.double() * scale).sum(-1, keepdim=True))).squeeze(-1)
-    return up * scale, top, lse
 
 
 def _draw_fast(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
                opaque: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Exact draws from rows ``source[index]`` (n, C) with few float64 exps (the IS step's K = k draws per row).
 
-    Stage 1, one pass over the rows: for each block of ``BLOCK`` ids its largest value m_b and float32 masses
-    a = exp(max(x − m_b, _FLOOR)), each raised by its error bound (``_REL``, ``_SLOPE``) and summed in float64, then
-    scaled by exp(m_b − top) in float64: U_b ≥ the block's exact mass S_b = Σ exp(x − top). A draw locates
+    Stage 1, one pass over the rows (``edlm.accel.block_bounds``): for each block of ``_BLOCK`` ids its largest
+    value m_b and float32 masses a = exp(max(x − m_b, −40)), each raised by its error bound and summed in float64,
+    then scaled by exp(m_b − top) in float64: U_b ≥ the block's exact mass S_b = Σ exp(x − top). A draw locates
     r = u · ΣU among the cumulative U_b: block b and an offset o ∈ [0, U_b). Stage 2: the exact float64 masses
     of block b (as in ``_invert_blocked``); if o < S_b the draw is the class at o (probability exactly
     mass / ΣU), else it is rejected (probability (ΣU − ΣS) / ΣU ~ 1e-6) and ``draw_rows`` redraws it with the
@@ -323,11 +236,11 @@ def _draw_fast(source: Tensor, index: Tensor | None, u: Tensor, exclude: int,
     and their fresh uniforms (n, K) float64. Written for torch.compile (``compile_draws``) and run as is eagerly.
     """
     n, C = (source.shape[0] if index is None else index.shape[0]), source.shape[1]
-    U, top, lse = _block_bounds(source, index, exclude)
+    U, top, lse = block_bounds(source, index, exclude)
     blk, o, _ = _pick_blocks(U, u, opaque)  # (n, K) blocks, offsets into them
-    cols, cc = _block_cols(blk, C)  # (n, K, BLOCK)
+    cols, cc = _block_cols(blk, C)  # (n, K, _BLOCK)
     src_rows = torch.arange(n, device=source.device) if index is None else index
-    z = source[src_rows[:, None, None], cc]  # (n, K, BLOCK): only the picked blocks are read
+    z = source[src_rows[:, None, None], cc]  # (n, K, _BLOCK): only the picked blocks are read
     ids, S = _pick_in_block(_block_masses(z, cols, cc, C, top, exclude), blk, o, C, opaque)  # S: exact block mass
     rejected = o >= S
     Ub = U.gather(1, blk)
@@ -340,13 +253,13 @@ def _chunk_rows(C: int, K: int, fused: bool, fast: bool = False) -> int:
     if fast:
         # compiled: stage 1 fused into one pass (the (n, nb) sums only), then the picked blocks; eager: about
         # five (n, C) float32 temporaries and one float64
-        per_row = 2 * K * BLOCK + 3 * (C // BLOCK + 1) if fused else 4 * C + 2 * K * BLOCK
+        per_row = 2 * K * _BLOCK + 3 * (C // _BLOCK + 1) if fused else 4 * C + 2 * K * _BLOCK
     elif not _blocked(C, K):
         per_row = C  # the (n, C) cumulative sum
     elif fused:
-        per_row = 2 * K * BLOCK + C // BLOCK + 1  # the picked blocks' masses and their cumsum; block sums
+        per_row = 2 * K * _BLOCK + C // _BLOCK + 1  # the picked blocks' masses and their cumsum; block sums
     else:
-        per_row = C + 2 * K * BLOCK  # our (n, C) float64 copy, then the picked blocks
+        per_row = C + 2 * K * _BLOCK  # our (n, C) float64 copy, then the picked blocks
     return max(1, _CHUNK_BYTES // (8 * per_row))
 
 
@@ -355,7 +268,7 @@ def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: i
     dtype): the rows ``index`` (n,) (all rows if None), with uniforms ``u`` (n, K).
 
     One draw per row (K = 1): inversion in float64, a cumulative sum over the C classes, or, when
-    ``BLOCK`` < C, the two-level inversion over blocks of ``BLOCK`` ids (``_invert_blocked``), which gives the
+    ``_BLOCK`` < C, the two-level inversion over blocks of ``_BLOCK`` ids (``_invert_blocked``), which gives the
     same draws up to float64 rounding at a fraction of the work. Several draws per row of a large vocabulary
     (``_fast``: an IS step's k proposals) use ``_draw_fast``: float32 block bounds and an exact accept / redraw,
     the same distribution to float64 rounding, with ~25 times fewer float64 exps (one host sync to learn whether
@@ -401,8 +314,6 @@ def _redraw(source: Tensor, index: Tensor | None, ids: Tensor, rejected: Tensor,
     r = rejected.any(-1).nonzero().squeeze(-1)  # (m,) rows with a rejected draw
     rows = source.index_select(0, r if index is None else index[r])
     again, _ = _draw_rows(rows, fresh[r], exclude)  # float64 throughout
-    FALLBACK["rows"] += r.numel()
-    FALLBACK["draws"] += int(rejected.sum())
     ids = ids.clone()
     ids[r] = torch.where(rejected[r], again, ids[r])
     return ids

@@ -77,8 +77,8 @@ class SubsLogProbs:
     per sequence), the masked positions of an importance-sampling step, log x_θ(x̂_0) at the proposals'
     tokens (the AR energy), and the masked positions' argmax at the end. This object keeps the raw
     logits (bf16 on a GPU) and works on those rows only, instead of ``subs_log_probs``'s float32
-    (B, L, V+1) tensor per call (18.7 ms of a 21.7 ms compiled forward at B = 32, L = 1024 on an H100:
-    benchmarks/results/speed_notes.md): ``lp.sample(where, u)`` draws straight from the logits rows in
+    (B, L, V+1) tensor per call (18.7 ms of a 21.7 ms compiled forward at B = 32, L = 1024 on an H100,
+    docs/performance.md): ``lp.sample(where, u)`` draws straight from the logits rows in
     float64, and ``lp[where]`` gives their float32 log-probabilities, the values of
     ``subs_log_probs(logits, x_t, mask_id)`` at those rows (the same float32 log-softmax).
 

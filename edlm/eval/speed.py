@@ -1,4 +1,4 @@
-"""Speed measures (SPEC 4): wall-clock, network calls, tokens/s, peak memory, FLOPs and MFU.
+"""Speed measures (SPEC 4): wall-clock and device timers, network calls, tokens/s, peak memory, FLOPs and MFU.
 
 Quality and speed are reported together: the claim to test is "same gen-PPL at matched entropy with
 fewer steps / less time". FLOPs are *model* FLOPs (the useful work of each forward pass), so MFU
@@ -8,12 +8,14 @@ fewer steps / less time". FLOPs are *model* FLOPs (the useful work of each forwa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["Timer", "SpeedReport", "peak_memory", "reset_peak_memory", "transformer_flops",
-           "measure_matmul_peak", "mfu"]
+           "measure_matmul_peak", "mfu", "synchronize", "device_seconds", "time_calls", "time_back_to_back",
+           "TimedCall"]
 
 
 class Timer:
@@ -29,18 +31,122 @@ class Timer:
         self.seconds: float = float("nan")  # set on exit
         self._start = 0.0
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def __enter__(self) -> Timer:
-        self._sync()  # don't charge queued work from before the block to it
+        synchronize(self.device)  # don't charge queued work from before the block to it
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._sync()  # kernels launched in the block must finish before we read the clock
+        synchronize(self.device)  # kernels launched in the block must finish before we read the clock
         self.seconds = time.perf_counter() - self._start
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the work queued on a CUDA device; a no-op elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_seconds(block: Callable[[], object], device: str | torch.device) -> float:
+    """Seconds that ``block()`` takes on ``device``: on CUDA, between two events recorded on the current
+    stream around it (the kernels it queues, waited for at the end); elsewhere the host clock around the
+    call."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        start = time.perf_counter()
+        block()
+        return time.perf_counter() - start
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    block()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def time_calls(fn: Callable[[], object], device: str | torch.device, warmup: int = 3,
+               repeats: int = 10) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn`` (`device_seconds`, one at a time), after ``warmup`` calls.
+
+    Each call starts on an idle device and is waited for, so its host-side preparation counts: the cost of one
+    call made on its own."""
+    if repeats <= 0 or warmup < 0:
+        raise ValueError(f"need repeats > 0 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    return [device_seconds(fn, device) for _ in range(repeats)]
+
+
+def time_back_to_back(fn: Callable[[], object], device: str | torch.device, warmup: int = 1,
+                      calls: int = 10) -> float:
+    """Seconds per call of ``calls`` calls of ``fn`` queued back to back (one `device_seconds` around all).
+
+    No synchronisation between the calls, so the host prepares the next call while the device runs this one,
+    as the sampling loop makes its energy calls; `time_calls` also counts each call's host-side
+    preparation."""
+    if calls <= 0 or warmup < 0:
+        raise ValueError(f"need calls > 0 and warmup >= 0, got calls={calls}, warmup={warmup}.")
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+
+    def in_a_row() -> None:
+        for _ in range(calls):
+            fn()
+
+    return device_seconds(in_a_row, device) / calls
+
+
+class TimedCall:
+    """A network callable that sums the time spent inside its calls and counts them by batch size.
+
+    On CUDA it records an event on the current stream before and after each call and reads them after the run:
+    no synchronisation, so the caller (the sampling loop) runs as with the bare network (its host queues work
+    ahead of the device), and a call's time is the device's, from the stream reaching the call to its last
+    kernel. Elsewhere it reads the host clock around each call. Other attributes (``vocab_size``,
+    ``time_conditioned``, ``uses_log_p_x0``, ...) are the network's, so ``generate`` validates and caches as
+    without the wrapper.
+    """
+
+    def __init__(self, fn, device: torch.device):
+        self.fn, self.device = fn, device
+        self.events = device.type == "cuda"
+        self.calls = 0
+        self.sizes: dict[int, int] = {}  # rows per call -> calls
+        self._seconds = 0.0
+        self._pairs: list = []
+
+    def __call__(self, *args, **kwargs):
+        n = args[0].shape[0]
+        self.sizes[n] = self.sizes.get(n, 0) + 1
+        self.calls += 1
+        if not self.events:
+            start = time.perf_counter()
+            out = self.fn(*args, **kwargs)
+            self._seconds += time.perf_counter() - start
+            return out
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = self.fn(*args, **kwargs)
+        end.record()
+        self._pairs.append((start, end))
+        return out
+
+    @property
+    def seconds(self) -> float:
+        """Seconds inside the calls so far (on CUDA: waits for the device, then reads the events)."""
+        if self._pairs:
+            synchronize(self.device)
+            self._seconds += sum(a.elapsed_time(b) for a, b in self._pairs) / 1e3
+            self._pairs = []
+        return self._seconds
+
+    def __getattr__(self, name):
+        if name in ("fn", "_pairs", "_seconds"):  # not set yet (copy, pickle): no recursion through self.fn
+            raise AttributeError(name)
+        return getattr(self.fn, name)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Networks: MDLM's DiT denoiser, a causal transformer, a Hugging Face adapter, and checkpoint I/O."""
 
+from edlm.accel.compiling import compile_networks
 from edlm.models.ar import ARTransformer, next_token_log_probs
 from edlm.models.checkpoints import (
     MODEL_TYPES,
@@ -11,7 +12,6 @@ from edlm.models.checkpoints import (
     register_model_type,
     save_pretrained,
 )
-from edlm.models.compiling import compile_networks
 from edlm.models.dit import Denoiser, DiT
 from edlm.models.hf import HFCausalLM
 

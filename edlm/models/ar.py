@@ -1,6 +1,6 @@
 """Causal transformer LM with the layout of MDLM's AR baseline (kuleshov-group/mdlm ``models/autoregressive.py``).
 
-The same blocks as the DiT (``edlm.models.dit``) with causal attention and no adaLN conditioning:
+The same blocks as the DiT (``edlm.models.layers``) with causal attention and no adaLN conditioning:
 ``vocab_embed.embedding``, ``rotary_emb.inv_freq``, ``blocks.{i}.{norm1, attn_qkv, attn_out, norm2, mlp}``,
 ``output_layer.{norm_final, linear}``. It serves as a baseline and as the frozen p_AR of EDLM-AR
 (SPEC 2.3), through ``token_log_probs``.
@@ -12,15 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edlm.models.dit import (
-    DiTBlock,
-    FinalLayer,
-    Rotary,
-    TokenEmbedding,
-    _check_sizes,
-    _check_tokens,
-    check_length,
-)
+from edlm.models.dit import check_length, check_sizes, check_tokens
+from edlm.models.layers import DiTBlock, FinalLayer, Rotary, TokenEmbedding
 
 __all__ = ["ARTransformer", "next_token_log_probs"]
 
@@ -67,7 +60,7 @@ class ARTransformer(nn.Module):
         mask_id: int | None = None,
     ):
         super().__init__()
-        _check_sizes(vocab_size=vocab_size, length=length, hidden_size=hidden_size, n_blocks=n_blocks,
+        check_sizes(vocab_size=vocab_size, length=length, hidden_size=hidden_size, n_blocks=n_blocks,
                      n_heads=n_heads, dropout=dropout)
         if mask_id is not None and not 0 <= mask_id < vocab_size:
             raise ValueError(f"`mask_id` must be None or in [0, vocab_size={vocab_size}), got {mask_id}.")
@@ -98,7 +91,7 @@ class ARTransformer(nn.Module):
         """Next-token logits (B, L, vocab_size) for tokens ``x`` (B, L); with ``score=True`` the (B, L)
         log-probabilities of ``x`` itself (``token_log_probs``), computed inside the forward so that a
         compiled model fuses the log-softmax and the gather into one read of the logits."""
-        _check_tokens(x)
+        check_tokens(x)
         L = x.shape[1]
         check_length(L, self.length)
         h = self.vocab_embed(x)  # (B, L, D)

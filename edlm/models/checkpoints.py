@@ -379,10 +379,15 @@ def load_denoiser(path_or_hub_id: str | os.PathLike, *, schedule: str | NoiseSch
 
 # ----------------------------------------------------------------------------- tokenizers
 def load_tokenizer_from(directory: str | os.PathLike):
-    """The ``PreTrainedTokenizerFast`` saved in ``directory``, or None if none was saved there."""
+    """The ``PreTrainedTokenizerFast`` saved in ``directory``, or None if none was saved there.
+
+    A checkpoint without a tokenizer of its own uses the one in its parent directory: the checkpoints of one model
+    set (a denoiser and its energies, which must share a tokenizer) store it once, beside them."""
     directory = Path(directory)
     if not (directory / "tokenizer.json").is_file():
-        return None
+        if not (directory.parent / "tokenizer.json").is_file():
+            return None
+        directory = directory.parent
     from transformers import PreTrainedTokenizerFast  # heavy; only when used
 
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from edlm.models.ar import next_token_log_probs
-from edlm.models.dit import _check_tokens
+from edlm.models.dit import check_tokens
 
 __all__ = ["HFCausalLM"]
 
@@ -66,7 +66,7 @@ class HFCausalLM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Next-token logits (B, L, vocab_size) for tokens ``x`` (B, L)."""
-        _check_tokens(x)
+        check_tokens(x)
         vocab_size = self.vocab_size
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
             raise ValueError(f"token ids must lie in [0, {vocab_size}) for this Hugging Face model, got ids in "

@@ -22,6 +22,7 @@ from edlm.diffusion.posterior import unmask_probability
 from edlm.diffusion.schedules import LogLinearSchedule, NoiseSchedule
 from edlm.diffusion.subs import SubsLogProbs
 from edlm.samplers.base import StepOutput
+from edlm.samplers.settings import DEFAULT_TOP_P, check_steps, check_top_p
 
 __all__ = ["AncestralSampler"]
 
@@ -49,9 +50,8 @@ class AncestralSampler:
     """
 
     def __init__(self, mask_id: int, schedule: NoiseSchedule | None = None, noise_removal: bool = True,
-                 eps: float = 1e-5, top_p: float = 1.0):
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"`top_p` must be in (0, 1], got {top_p}.")
+                 eps: float = 1e-5, top_p: float = DEFAULT_TOP_P):
+        top_p = check_top_p(top_p)
         self.mask_id = mask_id
         self.schedule = schedule or LogLinearSchedule()
         self.noise_removal = noise_removal
@@ -61,8 +61,7 @@ class AncestralSampler:
 
     def set_timesteps(self, num_steps: int, device: torch.device | str | None = None) -> Tensor:
         """The grid t_0 = 1 > t_1 > … > t_T (T + 1 float64 times); step i goes t_i → t_{i+1}."""
-        if not isinstance(num_steps, int) or num_steps <= 0:
-            raise ValueError(f"`steps` must be a positive integer, got {num_steps!r}.")
+        check_steps(num_steps)
         end = self.eps if self.noise_removal else 0.0
         self.timesteps = torch.linspace(1.0, end, num_steps + 1, dtype=torch.float64, device=device)
         return self.timesteps

@@ -20,6 +20,15 @@ from edlm.diffusion.posterior import reverse_step
 from edlm.diffusion.schedules import NoiseSchedule
 from edlm.samplers.ancestral import AncestralSampler
 from edlm.samplers.base import StepOutput
+from edlm.samplers.settings import (
+    DEFAULT_K,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    DEFAULT_WINDOW,
+    check_k,
+    check_temperature,
+    check_window,
+)
 
 __all__ = ["ImportanceSampler", "importance_log_weights", "effective_sample_size"]
 
@@ -40,25 +49,21 @@ class ImportanceSampler(AncestralSampler):
 
     Args:
         mask_id, schedule, noise_removal, eps, top_p: as ``AncestralSampler``.
-        k: proposals per sequence and step (k = 1 reproduces MDLM exactly).
+        k: proposals per sequence and step (k = 1, the default, reproduces MDLM exactly).
         window: (t_lo, t_hi) ⊂ [0, 1]; a step t → s is importance-sampled when t_lo ≤ t ≤ t_hi.
         temperature: τ > 0 in exp(−E/τ).
+
+    The settings are checked here and in ``set_timesteps`` (``edlm.samplers.settings``), once for every
+    sampling path.
     """
 
-    def __init__(self, mask_id: int, k: int = 2, window: tuple[float, float] = (0.0, 1.0),
-                 temperature: float = 1.0, schedule: NoiseSchedule | None = None,
-                 noise_removal: bool = True, eps: float = 1e-5, top_p: float = 1.0):
+    def __init__(self, mask_id: int, k: int = DEFAULT_K, window: tuple[float, float] = DEFAULT_WINDOW,
+                 temperature: float = DEFAULT_TEMPERATURE, schedule: NoiseSchedule | None = None,
+                 noise_removal: bool = True, eps: float = 1e-5, top_p: float = DEFAULT_TOP_P):
         super().__init__(mask_id, schedule=schedule, noise_removal=noise_removal, eps=eps, top_p=top_p)
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"`k` (proposals per step) must be an integer >= 1, got {k!r}.")
-        t_lo, t_hi = window
-        if not (0.0 <= t_lo <= t_hi <= 1.0):
-            raise ValueError(f"`window` must satisfy 0 <= t_lo <= t_hi <= 1, got {tuple(window)}.")
-        if not temperature > 0.0:
-            raise ValueError(f"`temperature` must be > 0, got {temperature}.")
-        self.k = k
-        self.window = (float(t_lo), float(t_hi))
-        self.temperature = float(temperature)
+        self.k = check_k(k)
+        self.window = check_window(window)
+        self.temperature = check_temperature(temperature)
 
     def in_window(self, t: float | Tensor) -> bool:
         return self.window[0] <= float(t) <= self.window[1]

@@ -9,18 +9,22 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from edlm.accel.compiling import is_compiled
+from edlm.accel.policy import reveals_on_side_stream
 from edlm.diffusion.schedules import NoiseSchedule
 from edlm.diffusion.subs import SubsLogProbs, raise_on_faults
 from edlm.errors import NumericalError
-from edlm.models.compiling import is_compiled
 from edlm.samplers.base import GenerateOutput
 from edlm.samplers.importance import ImportanceSampler
+from edlm.samplers.settings import (
+    DEFAULT_K,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    DEFAULT_WINDOW,
+    check_positive_int,
+)
 
 __all__ = ["generate", "Denoiser", "Energy"]
-
-# Plain steps decide their reveals on a side CUDA stream (`_Reveals`); False: on the sampling stream, as before
-# session 11 (the same tokens; benchmarks compare the two)
-SIDE_STREAM = True
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # (x_t (B, L), t (B,)) -> logits (B, L, V+1)
 Energy = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (x_0, x_t, t, log_p_x0) -> (N,)
@@ -43,14 +47,14 @@ def _device_of(model, device) -> torch.device:
 class _Reveals:
     """The plain steps' random decisions (``AncestralSampler.decide``: which positions are revealed, their
     uniforms) and the mask they leave, kept apart from the tokens. A plain step's only host sync is the ``nonzero``
-    of its reveals; on a CUDA device (with ``SIDE_STREAM``) it runs on a side stream, which holds a few small
+    of its reveals; on a CUDA device (``reveals_on_side_stream``) it runs on a side stream, which holds a few small
     kernels, so the host does not wait for the denoiser call queued before it and keeps queueing steps while the
     GPU works. The decisions do not read x_θ, and the generator's draws keep their order, so the tokens are the
     ones the sampling stream alone gives."""
 
     def __init__(self, x: Tensor, mask_id: int, device: torch.device):
         self.mask_id = mask_id
-        self.side = torch.cuda.Stream(device) if device.type == "cuda" and SIDE_STREAM else None
+        self.side = torch.cuda.Stream(device) if reveals_on_side_stream(device) else None
         self.main = torch.cuda.current_stream(device) if self.side is not None else None
         self.reset(x)
 
@@ -75,17 +79,13 @@ class _Reveals:
         return at, u
 
 
-def _validate(length, batch_size, vocab_size, mask_id, steps, k, window, temperature, denoiser, energy):
-    for name, value in (("length", length), ("batch_size", batch_size), ("vocab_size", vocab_size),
-                        ("steps", steps), ("k", k)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+def _validate(length, batch_size, vocab_size, mask_id, denoiser, energy):
+    """The loop's own arguments; the sampler settings (steps, k, window, temperature, top_p) are checked by
+    the sampler (``edlm.samplers.settings``)."""
+    for name, value in (("length", length), ("batch_size", batch_size), ("vocab_size", vocab_size)):
+        check_positive_int(name, value)
     if not 0 <= mask_id <= vocab_size:
         raise ValueError(f"`mask_id` must be in [0, vocab_size={vocab_size}], got {mask_id}.")
-    if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
-        raise ValueError(f"`window` must be (t_lo, t_hi) with 0 <= t_lo <= t_hi <= 1, got {tuple(window)}.")
-    if not temperature > 0.0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
     max_len = getattr(denoiser, "length", None)
     if isinstance(max_len, int) and length > max_len:
         raise ValueError(f"`length` {length} exceeds the denoiser's maximum length {max_len}; "
@@ -106,16 +106,16 @@ def generate(
     mask_id: int,
     steps: int,
     energy: Energy | None = None,
-    k: int = 1,
-    window: tuple[float, float] = (0.0, 1.0),
-    temperature: float = 1.0,
+    k: int = DEFAULT_K,
+    window: tuple[float, float] = DEFAULT_WINDOW,
+    temperature: float = DEFAULT_TEMPERATURE,
     cache: bool = True,
     generator: torch.Generator | None = None,
     *,
     schedule: NoiseSchedule | None = None,
     noise_removal: bool = True,
     eps: float = 1e-5,
-    top_p: float = 1.0,
+    top_p: float = DEFAULT_TOP_P,
     x_init: Tensor | None = None,
     energy_batch_size: int | None = None,
     device: torch.device | str | None = None,
@@ -154,8 +154,9 @@ def generate(
     Returns:
         ``GenerateOutput`` with ``tokens`` (B, L), ``nfe_denoiser``, ``nfe_energy`` and timings.
     """
-    _validate(length, batch_size, vocab_size, mask_id, steps, k, window, temperature, denoiser, energy)
+    _validate(length, batch_size, vocab_size, mask_id, denoiser, energy)
     device = _device_of(denoiser, device)
+    # checks k, window, temperature, top_p (and steps, in set_timesteps): the one check of each setting
     sampler = ImportanceSampler(mask_id, k=k, window=window, temperature=temperature, schedule=schedule,
                                 noise_removal=noise_removal, eps=eps, top_p=top_p)
     # the grid stays on the host: t and s are CPU scalars, so the reveal probability and σ(t) cost no

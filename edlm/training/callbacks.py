@@ -23,7 +23,7 @@ __all__ = ["SavePretrained", "FinalCheckpoint", "Throughput", "AtomicCheckpointI
 
 # What the atomic writers of a run dir stage next to their target, all hidden: "<dir>.tmp-<8 hex>" and
 # "<dir>.old-<8 hex>" folders (save_pretrained_atomic), ".<file>.<random>.tmp" files (mkstemp in
-# edlm.atomic.atomic_write: AtomicCheckpointIO, _atomic_json, save_config, save_pretrained).
+# edlm.atomic.atomic_write: AtomicCheckpointIO, run.write_json, save_config, save_pretrained).
 _STAGING = re.compile(r"\.(?P<target>.+)\.(?:(?P<kind>tmp|old)-[0-9a-f]{8}|[^.]+\.tmp)")
 
 

@@ -2,7 +2,8 @@
 
 The run directory has the layout of ``edlm.training.trainer`` (``config.yaml``, ``tokenizer/``,
 ``checkpoints/last.ckpt`` for resume, ``model/`` with the EMA energy as ``save_pretrained`` writes it,
-``csv/``, ``tb/``, ``metrics.json``), plus ``energy.yaml`` (the ``EnergyConfig``, with the denoiser path).
+``csv/``, ``tb/``, ``metrics.json``), plus ``energy.yaml`` (the ``EnergyConfig``, with the denoiser path);
+both trainers build it with ``edlm.training.run``.
 The tokenizer is the denoiser's: an energy must share it (docs/design.md).
 """
 
@@ -15,25 +16,24 @@ from pathlib import Path
 
 import lightning as L
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 
 from edlm.atomic import atomic_write_text
-from edlm.config import RunConfig, save_config
-from edlm.data import TextDataModule, load_tokenizer, save_tokenizer
+from edlm.config import EnergyConfig, RunConfig, save_config
+from edlm.data import load_tokenizer, save_tokenizer
 from edlm.energy.nce_energy import NCEEnergy
-from edlm.energy_config import EnergyConfig
 from edlm.errors import CheckpointError, ConfigError
 from edlm.models import check_vocab, compile_networks, load_denoiser, load_tokenizer_from
 from edlm.models.checkpoints import resolve_checkpoint_dir
-from edlm.training.callbacks import AtomicCheckpointIO, FinalCheckpoint, SavePretrained, Throughput
+from edlm.training.callbacks import SavePretrained, Throughput
 from edlm.training.nce_module import NCEModule
-from edlm.training.trainer import (
-    _atomic_json,
-    _fit_and_export,
-    _prepare_run_dir,
-    _trainer_settings,
+from edlm.training.run import (
+    build_datamodule,
+    build_trainer,
+    fit_and_export,
+    prepare_run_dir,
+    tokens_per_step,
+    write_json,
 )
 
 __all__ = ["EnergyTrainResult", "train_energy", "build_energy"]
@@ -121,20 +121,15 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
     denoiser_path = str(denoiser_path)
     energy_cfg = replace(energy_cfg, denoiser=denoiser_path)
     started = time.perf_counter()
-    run_dir, resume_from = _prepare_run_dir(cfg, KIND)
+    run_dir, resume_from = prepare_run_dir(cfg, KIND)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     denoiser = load_denoiser(denoiser_path)
     tokenizer = _denoiser_tokenizer(cfg, denoiser_path)
     check_vocab(denoiser, tokenizer)
-    d = cfg.data
-    if d.length > denoiser.length:
-        raise ConfigError(f"data.length={d.length} exceeds the denoiser's maximum length {denoiser.length}.")
-    datamodule = TextDataModule(
-        d.corpus, tokenizer, d.length, d.batch_size, mode=d.packing, max_chars={"train": d.max_train_chars,
-        "valid": d.max_val_chars}, num_workers=d.num_workers, cache_dir=d.cache_dir, seed=cfg.train.seed,
-        eval_batch_size=d.eval_batch_size,
-    )
+    if cfg.data.length > denoiser.length:
+        raise ConfigError(f"data.length={cfg.data.length} exceeds the denoiser's maximum length {denoiser.length}.")
+    datamodule = build_datamodule(cfg, tokenizer)
     module = NCEModule(build_energy(denoiser, energy_cfg), denoiser, denoiser.schedule, denoiser.mask_id,
                        n_neg=energy_cfg.n_neg, optim=cfg.optim, ema_decay=cfg.ema.decay, ema_warmup=cfg.ema.warmup,
                        val_seed=cfg.train.seed, t_min=cfg.diffusion.t_min, antithetic=cfg.diffusion.antithetic)
@@ -150,28 +145,19 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
     throughput = Throughput()
     record = {"kind": KIND, "energy_config": asdict(energy_cfg), "run_config": asdict(cfg)}
     saver = SavePretrained(run_dir / "model", tokenizer=tokenizer, extra=record)
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.train.val_check_interval,
-                                  save_top_k=0, save_last=True)
-    trainer = L.Trainer(
-        default_root_dir=run_dir,
-        logger=[CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tb")],
-        callbacks=[checkpoints, FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt"), saver, throughput,
-                   LearningRateMonitor("step")],
-        plugins=[AtomicCheckpointIO()],  # last.ckpt is never half-written
-        **_trainer_settings(cfg),
-    )
-    _fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
+    trainer = build_trainer(cfg, run_dir, [saver, throughput])
+    fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
 
     result = _result(cfg, energy_cfg, run_dir, trainer, module, throughput, started)
     if trainer.is_global_zero:
-        _atomic_json(run_dir / "metrics.json", asdict(result))
+        write_json(run_dir / "metrics.json", asdict(result))
     return result
 
 
 def _result(cfg, energy_cfg, run_dir: Path, trainer, module, throughput, started) -> EnergyTrainResult:
     m = trainer.callback_metrics
     get = lambda key: float(m[key]) if key in m else None
-    tokens_per_step = cfg.data.batch_size * cfg.data.length * cfg.train.accumulate_grad_batches * trainer.world_size
+    step_tokens = tokens_per_step(cfg, trainer.world_size)
     run_steps = trainer.global_step - (throughput.start_step or 0)
     return EnergyTrainResult(
         kind=KIND,
@@ -185,8 +171,8 @@ def _result(cfg, energy_cfg, run_dir: Path, trainer, module, throughput, started
         val_nce_acc=get("val/nce_acc"),
         val_nce_acc_se=get("val/nce_acc_se"),
         val_energy_margin=get("val/energy_margin"),
-        tokens_seen=trainer.global_step * tokens_per_step,
-        tokens_per_s=run_steps * tokens_per_step / max(throughput.train_seconds, 1e-9),
+        tokens_seen=trainer.global_step * step_tokens,
+        tokens_per_s=run_steps * step_tokens / max(throughput.train_seconds, 1e-9),
         wall_time_s=time.perf_counter() - started,
         num_params=sum(p.numel() for p in module.model.parameters() if p.requires_grad),
         rank=trainer.global_rank,

@@ -13,26 +13,19 @@ A run directory holds::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities import rank_zero_info
 
-from edlm.atomic import atomic_write_text
 from edlm.config import RunConfig, save_config
 from edlm.data import (
     PRESETS,
@@ -48,14 +41,16 @@ from edlm.errors import CheckpointError, ConfigError
 from edlm.models import ARTransformer, DiT, check_vocab, compile_networks, from_pretrained
 from edlm.training.ar_module import ARModule
 from edlm.training.base import LanguageModelModule
-from edlm.training.callbacks import (
-    AtomicCheckpointIO,
-    FinalCheckpoint,
-    SavePretrained,
-    Throughput,
-    sweep_staging,
-)
+from edlm.training.callbacks import SavePretrained, Throughput
 from edlm.training.mdlm_module import MDLMModule
+from edlm.training.run import (
+    build_datamodule,
+    build_trainer,
+    fit_and_export,
+    prepare_run_dir,
+    tokens_per_step,
+    write_json,
+)
 from edlm.training.unigram import unigram_perplexity
 
 __all__ = ["TrainResult", "MODULE_BUILDERS", "train", "build_tokenizer", "corpus_unigram_perplexity"]
@@ -158,50 +153,7 @@ def corpus_unigram_perplexity(datamodule: TextDataModule) -> float:
                               arrays["valid"][1], exclude_ids=exclude)
 
 
-# ----------------------------------------------------------------------------- run directory
-def _atomic_json(path: Path, payload: dict) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
-
-
-def _prepare_run_dir(cfg: RunConfig, kind: str) -> tuple[Path, Path | None]:
-    """(run_dir, checkpoint to resume from or None); refuses to overwrite a finished or started run."""
-    run_dir = Path(cfg.train.run_dir or Path("runs") / f"{kind}_{cfg.preset}")
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if cfg.train.resume:
-        if not last.is_file():
-            raise ConfigError(f"nothing to resume: {last} does not exist; drop --resume to start a new run.")
-        _check_resumable(last, kind)
-    elif rank_zero_only.rank == 0 and (last.exists() or (run_dir / "metrics.json").exists()):
-        raise ConfigError(f"run dir {run_dir} already holds a run; pass --resume to continue it or "
-                          "--run-dir to start a new one elsewhere.")
-    if rank_zero_only.rank == 0:  # what a killed run left half-written (its model export, a checkpoint)
-        for path in sweep_staging(run_dir, run_dir / "checkpoints"):
-            rank_zero_info(f"edlm: removed {path}, left half-written by an interrupted run")
-    return run_dir, (last if cfg.train.resume else None)
-
-
-def _load_plain_checkpoint(path: Path) -> dict:
-    """Open a trainer checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only.
-
-    A checkpoint that would need to run pickled code (a planted ``__reduce__``, arbitrary classes) is
-    refused with a ``CheckpointError``; nothing in it is executed.
-    """
-    import pickle
-
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"refusing to resume from {path}: it is not a plain-data checkpoint "
-                              f"(torch.load weights_only=True failed: {first[:160]})") from None
-
-
-def _check_resumable(ckpt: Path, kind: str) -> None:
-    info = _load_plain_checkpoint(ckpt).get("edlm", {})  # a planted pickle is refused here, never run
-    if info.get("kind") not in (None, kind):
-        raise CheckpointError(f"{ckpt} is a {info['kind']!r} run; resume it with `edlm train {info['kind']}`.")
-
-
+# ----------------------------------------------------------------------------- resuming
 def _resume_tokenizer(cfg: RunConfig, run_dir: Path, resuming: bool):
     """The run dir's tokenizer when resuming (or on a DDP worker that rank 0 started), else a new one."""
     saved = run_dir / "tokenizer"
@@ -217,70 +169,7 @@ def _resume_tokenizer(cfg: RunConfig, run_dir: Path, resuming: bool):
     return tokenizer
 
 
-# ----------------------------------------------------------------------------- Lightning
-def _trainer_settings(cfg: RunConfig) -> dict:
-    t = cfg.train
-    on_cuda = t.accelerator in ("cuda", "gpu") or (t.accelerator == "auto" and torch.cuda.is_available())
-    precision = t.precision if t.precision != "auto" else ("bf16-mixed" if on_cuda else "32-true")
-    deterministic = (not on_cuda) if t.deterministic is None else t.deterministic
-    limit_val = int(t.limit_val_batches) if t.limit_val_batches > 1 else t.limit_val_batches
-    if on_cuda:
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls for the fp32 parts of mixed precision
-    return dict(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        precision=precision,
-        deterministic=deterministic,
-        max_steps=t.max_steps,
-        max_time=None if t.max_minutes is None else {"seconds": round(60 * t.max_minutes)},
-        val_check_interval=t.val_check_interval * t.accumulate_grad_batches,  # counted in batches
-        check_val_every_n_epoch=None,  # validate every val_check_interval steps, across epochs
-        limit_val_batches=limit_val,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=cfg.optim.grad_clip or None,
-        gradient_clip_algorithm="norm",
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
-    )
-
-
-def _build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list) -> L.Trainer:
-    checkpoints = run_dir / "checkpoints"
-    callbacks = [
-        ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=cfg.train.val_check_interval, save_top_k=0,
-                        save_last=True),
-        FinalCheckpoint(checkpoints / "last.ckpt"),
-        LearningRateMonitor("step"),
-        *callbacks,
-    ]
-    loggers = [CSVLogger(run_dir, name="csv")]
-    if find_spec("tensorboard") or find_spec("tensorboardX"):
-        loggers.append(TensorBoardLogger(run_dir, name="tb"))
-    else:
-        rank_zero_warn("tensorboard is not installed: logging to CSV only (pip install tensorboard).")
-    try:
-        return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
-                         plugins=[AtomicCheckpointIO()], **_trainer_settings(cfg))
-    except (MisconfigurationException, ImportError, ValueError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"bad train.accelerator/devices/strategy/precision setting: {message}") from exc
-
-
-def _fit_and_export(cfg: RunConfig, trainer: L.Trainer, module, datamodule, resume_from: Path | None,
-                    saver: SavePretrained) -> None:
-    """Fit (resuming from a checkpoint that ``_prepare_run_dir`` checked is plain data), validate the
-    last step if the run ended between checks, and export the weights."""
-    with warnings.catch_warnings():
-        # Lightning warns on a mid-epoch resume unless the DataLoader itself is stateful; TextDataModule's
-        # state_dict restores the position instead (the next unseen batch), so the warning would mislead
-        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # no pickle code run
-    if module.last_val_step != trainer.global_step and cfg.train.limit_val_batches > 0:  # end fell between checks
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    saver.save(trainer, module)  # no-op if that validation already saved this step
-
-
+# ----------------------------------------------------------------------------- training
 def train(cfg: RunConfig, kind: str) -> TrainResult:
     """Train an MDLM denoiser (``kind="mdlm"``) or an AR model (``"ar"``) as ``cfg`` says.
 
@@ -305,20 +194,15 @@ def train(cfg: RunConfig, kind: str) -> TrainResult:
 
 def _train(cfg: RunConfig, kind: str) -> TrainResult:
     started = time.perf_counter()
-    run_dir, resume_from = _prepare_run_dir(cfg, kind)
+    run_dir, resume_from = prepare_run_dir(cfg, kind)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     throughput = Throughput()
     saver = SavePretrained(run_dir / "model", extra={"kind": kind, "run_config": asdict(cfg)})
-    trainer = _build_trainer(cfg, run_dir, [saver, throughput])  # before any data work: bad settings fail fast
+    trainer = build_trainer(cfg, run_dir, [saver, throughput])  # before any data work: bad settings fail fast
 
     tokenizer = _resume_tokenizer(cfg, run_dir, resume_from is not None)
     saver.tokenizer = tokenizer
-    d = cfg.data
-    datamodule = TextDataModule(
-        d.corpus, tokenizer, d.length, d.batch_size, mode=d.packing, max_chars={"train": d.max_train_chars,
-        "valid": d.max_val_chars}, num_workers=d.num_workers, cache_dir=d.cache_dir, seed=cfg.train.seed,
-        eval_batch_size=d.eval_batch_size,
-    )
+    datamodule = build_datamodule(cfg, tokenizer)
     module = MODULE_BUILDERS[kind](cfg, tokenizer)
     if cfg.train.compile:
         compile_networks(module.model, options={})  # inductor's defaults: multi-kernel is measured on forwards only
@@ -333,11 +217,11 @@ def _train(cfg: RunConfig, kind: str) -> TrainResult:
                        f"({math.log(unigram):.4f} nats/token)")
         for logger in trainer.loggers:
             logger.log_metrics({"data/unigram_ppl": unigram}, step=0)
-    _fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
+    fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
 
     result = _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started)
     if trainer.is_global_zero:
-        _atomic_json(run_dir / "metrics.json", asdict(result))
+        write_json(run_dir / "metrics.json", asdict(result))
     return result
 
 
@@ -351,7 +235,7 @@ def _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started) -
     metrics = trainer.callback_metrics
     nll = float(metrics["val/nll"]) if "val/nll" in metrics else None
     ppl = math.exp(nll) if nll is not None else None
-    tokens_per_step = cfg.data.batch_size * cfg.data.length * cfg.train.accumulate_grad_batches * trainer.world_size
+    step_tokens = tokens_per_step(cfg, trainer.world_size)
     run_steps = trainer.global_step - (throughput.start_step or 0)
     return TrainResult(
         kind=kind,
@@ -364,8 +248,8 @@ def _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started) -
         val_ppl_name=module.ppl_name,
         unigram_ppl=unigram,
         pct_below_unigram=100.0 * (1.0 - ppl / unigram) if ppl is not None and unigram else None,
-        tokens_seen=trainer.global_step * tokens_per_step,
-        tokens_per_s=run_steps * tokens_per_step / max(throughput.train_seconds, 1e-9),
+        tokens_seen=trainer.global_step * step_tokens,
+        tokens_per_s=run_steps * step_tokens / max(throughput.train_seconds, 1e-9),
         wall_time_s=time.perf_counter() - started,
         num_params=sum(p.numel() for p in module.model.parameters()),
         device=_device_name(trainer),

@@ -18,7 +18,7 @@ def test_yaml_and_overrides_parse_into_typed_config(sweep_cfg):
     ("grid.steps=[four]", "grid.steps"),
     ("grid.energy=[nce]", "not 'none' nor a key of energies"),
     ("grid.window=[[0.7,0.2]]", "t_lo <= t_hi"),
-    ("grid.k=[0]", "positive integers"),
+    ("grid.k=[0]", "grid.k: k must be a positive integer, got 0"),
     ("energies.bad=foo:/x", "not an energy spec"),
     ("num_samples", "key=value"),
 ])

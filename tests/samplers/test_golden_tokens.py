@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import edlm
-from edlm.pipeline import load_denoiser_bundle, load_energy, sample
+from edlm.loading import load_denoiser_bundle, load_energy
+from edlm.pipeline import sample
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_tokens.json").read_text())
 ASSETS = Path(edlm.__file__).parent / "assets"

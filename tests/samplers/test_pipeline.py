@@ -1,24 +1,20 @@
-"""``edlm.pipeline``: load a denoiser + energy from checkpoints, sample batch by batch, write JSONL."""
+"""``edlm.loading`` and ``edlm.pipeline``: load a denoiser + energy from checkpoints, sample batch by batch, write
+JSONL."""
 
 import json
 
 import pytest
 import torch
 
+from edlm.accel import compiling
 from edlm.data.tokenizers import char_tokenizer_from_text
 from edlm.diffusion.schedules import get_schedule
 from edlm.energy import AREnergy
 from edlm.errors import CheckpointError, ConfigError
-from edlm.models import ARTransformer, Denoiser, DiT, compiling, save_pretrained
-from edlm.pipeline import (
-    EnergySpec,
-    SampleRecord,
-    load_denoiser_bundle,
-    load_energy,
-    parse_energy_spec,
-    sample,
-    write_jsonl,
-)
+from edlm.loading import EnergySpec, load_denoiser_bundle, load_energy, parse_energy_spec
+from edlm.models import ARTransformer, Denoiser, DiT, save_pretrained
+from edlm.pipeline import SampleRecord, SampleSettings, sample, write_jsonl
+from edlm.samplers import ImportanceSampler
 
 TEXT = "the quick brown fox jumps over the lazy dog"  # 27 characters + 4 specials = 31 ids, [MASK] = 30
 OTHER = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG"  # same size, other strings: a different tokenizer
@@ -195,6 +191,7 @@ def test_edlm_ar_seeds(ckpts, bundle):
     assert a[0].settings["k"] == 4 and a[0].settings["energy"] == f"ar:{ckpts['ar']}"
 
 
+@pytest.mark.slow
 def test_compiled_sampling_is_frozen_and_draws_the_eager_tokens(ckpts):
     from edlm.diffusion import categorical
 
@@ -270,6 +267,31 @@ def test_sample_refuses_bad_settings(bundle, kw, fragment):
         _run(bundle, **kw)
 
 
+def test_settings_object_or_keywords(bundle):
+    settings = SampleSettings(num_samples=3, batch_size=2, length=None, steps=4, seed=5)
+    assert torch.equal(_tokens(sample(bundle, settings, progress=False)), _tokens(_run(bundle, seed=5)))
+    with pytest.raises(TypeError, match="not both"):
+        sample(bundle, settings, steps=8, progress=False)
+
+
+@pytest.mark.parametrize("kw", [{"steps": 0}, {"k": 0}, {"k": 1.5}, {"window": (0.6, 0.4)}, {"window": (0.5,)},
+                                {"temperature": 0.0}, {"temperature": "hot"}, {"top_p": 1.5}])
+def test_settings_and_sampler_share_one_check(kw):
+    """SampleSettings fails early with the sampler's own check: the same message."""
+    with pytest.raises(ValueError) as early:
+        SampleSettings(num_samples=1, batch_size=1, length=None, **({"steps": 4} | kw))
+    with pytest.raises(ValueError) as sampler:
+        ImportanceSampler(0, **{k: v for k, v in kw.items() if k != "steps"}).set_timesteps(kw.get("steps", 4))
+    assert str(early.value) == str(sampler.value) and len(str(early.value).splitlines()) == 1
+
+
+def test_sampler_defaults_agree():
+    sampler = ImportanceSampler(0)
+    settings = SampleSettings(num_samples=1, batch_size=1, length=None, steps=1)
+    assert (sampler.k, sampler.window, sampler.temperature, sampler.top_p) == (
+        settings.k, settings.window, settings.temperature, settings.top_p) == (1, (0.0, 1.0), 1.0, 1.0)
+
+
 def test_energy_context_too_short(ckpts, bundle):
     with pytest.raises(ValueError, match="reads at most 8 tokens"):
         _run(bundle, energy=load_energy(f"ar:{ckpts['ar_short']}", bundle), k=2)
@@ -300,10 +322,11 @@ def test_write_jsonl_is_atomic(tmp_path, failure):
         write_jsonl([], tmp_path)
 
 
+@pytest.mark.slow
 def test_compiled_sampling_again_compiles_nothing_new(ckpts):
-    """A second pipeline.sample(compile=True) on the same bundle reuses every compiled graph. Before session 9 each
-    call recompiled the denoiser: its `.to(device)` remade the σ-map's and rotary tables as new tensors, which a
-    compiled (frozen) forward guards on, and compile_draws() made a new wrapper."""
+    """A second pipeline.sample(compile=True) on the same bundle reuses every compiled graph: the denoiser's
+    `.to(device)` keeps the σ-map's and rotary tables (tensors a compiled, frozen forward guards on), and
+    compile_draws() keeps its wrapper."""
     from torch._dynamo.utils import counters
 
     from edlm.diffusion import categorical

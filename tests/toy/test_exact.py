@@ -72,6 +72,7 @@ def test_mdlm_samples_match_exact_sampler_distribution(toy):
         assert total_variation(q, toy.probs) > 0.3  # few steps are measurably off the true joint
 
 
+@pytest.mark.slow
 def test_cached_equals_uncached_and_many_steps_are_exact(toy):
     a = _sample(toy, 8, 64, seed=3, cache=True)
     b = _sample(toy, 8, 64, seed=3, cache=False)
@@ -86,6 +87,7 @@ def test_cached_equals_uncached_and_many_steps_are_exact(toy):
     assert _gof_pvalue(toy, big.tokens, toy.probs) > 1e-3
 
 
+@pytest.mark.slow
 def test_importance_sampling_reduces_tv_with_k(toy):
     """EDLM-AR with the exact AR energy: TV to the true joint falls with k (SPEC §3, 2.5)."""
     energy = AREnergy(toy, toy.mask_id, carry_over=False)

@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from edlm.config import load_config
+from edlm.config import EnergyConfig, load_config
 from edlm.data import load_tokenizer
 from edlm.diffusion.schedules import LogLinearSchedule
 from edlm.energy.nce_energy import NCEEnergy
 from edlm.energy.nce_loss import nce_loss
-from edlm.energy_config import EnergyConfig
 from edlm.errors import ConfigError
 from edlm.models import Denoiser, DiT, from_pretrained, read_checkpoint_config
 from edlm.training.callbacks import AtomicCheckpointIO

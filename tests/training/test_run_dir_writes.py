@@ -7,7 +7,7 @@ import torch
 
 from edlm.config import load_config
 from edlm.training.callbacks import AtomicCheckpointIO, sweep_staging
-from edlm.training.trainer import _build_trainer, _prepare_run_dir
+from edlm.training.run import build_trainer, prepare_run_dir
 
 
 def _plant_leftovers(run_dir):
@@ -49,13 +49,13 @@ def test_a_new_or_resumed_run_sweeps_its_run_dir(mdlm_run, copy_run, cache_dir, 
     run_dir = copy_run(mdlm_run[0])
     planted = _plant_leftovers(run_dir)
     cfg = load_config("tiny", micro(run_dir, cache_dir, **{"train.resume": "true"}))
-    assert _prepare_run_dir(cfg, "mdlm") == (run_dir, run_dir / "checkpoints" / "last.ckpt")
+    assert prepare_run_dir(cfg, "mdlm") == (run_dir, run_dir / "checkpoints" / "last.ckpt")
     assert not {p.name for p in run_dir.rglob("*")} & planted
     assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "metrics.json").is_file()
 
     fresh = tmp_path / "killed_before_its_first_checkpoint"
     planted = _plant_leftovers(fresh)
-    assert _prepare_run_dir(load_config("tiny", micro(fresh, cache_dir)), "mdlm") == (fresh, None)
+    assert prepare_run_dir(load_config("tiny", micro(fresh, cache_dir)), "mdlm") == (fresh, None)
     assert not {p.name for p in fresh.rglob("*")} & planted
 
 
@@ -83,5 +83,5 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_whole(tmp_path, monke
 
 
 def test_the_trainer_writes_checkpoints_atomically(tmp_path, cache_dir, micro):
-    trainer = _build_trainer(load_config("tiny", micro(tmp_path, cache_dir)), tmp_path, [])
+    trainer = build_trainer(load_config("tiny", micro(tmp_path, cache_dir)), tmp_path, [])
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)

@@ -74,6 +74,7 @@ def test_ar_trains_and_reports_ppl(tmp_path, cache_dir, micro):
     assert config["model_type"] == "ar"
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager_and_exports_the_same_keys(mdlm_run, tmp_path, cache_dir, micro, logged):
     # train.compile: the same losses as the eager run (same seed), and a checkpoint with unchanged keys
     cfg = load_config("tiny", micro(tmp_path / "compiled", cache_dir, max_steps=3, **{"train.compile": "true"}))
@@ -86,8 +87,8 @@ def test_compiled_training_matches_eager_and_exports_the_same_keys(mdlm_run, tmp
 
 
 def test_max_minutes_becomes_lightnings_max_time(micro, tmp_path, cache_dir):
-    from edlm.training.trainer import _trainer_settings
+    from edlm.training.run import trainer_settings
 
-    assert _trainer_settings(load_config("tiny", micro(tmp_path, cache_dir)))["max_time"] is None
+    assert trainer_settings(load_config("tiny", micro(tmp_path, cache_dir)))["max_time"] is None
     cfg = load_config("tiny", micro(tmp_path, cache_dir, **{"train.max_minutes": 1.5}))
-    assert _trainer_settings(cfg)["max_time"] == {"seconds": 90}
+    assert trainer_settings(cfg)["max_time"] == {"seconds": 90}

@@ -1,0 +1,148 @@
+"""The MDLM bound and EDLM estimates of one denoiser on held-out text, as a report (``edlm eval nll``).
+
+    report = evaluate_nll("runs/mdlm_tiny/model", "tinyshakespeare", split="valid",
+                          energies=["nce:runs/energy_tiny/model", "ar:runs/ar_tiny/model"], time_samples=16)
+    print(report.summary())                                     # a header, the table and what the rows mean
+    report.write_json("nll.json")
+
+The data are packed exactly as training packs its validation split (same tokenizer, length, packing,
+prefix limits and cache), so the MDLM row is comparable with the ``val/nll`` that ``edlm train`` logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from edlm.atomic import atomic_write_text
+from edlm.errors import ConfigError
+
+__all__ = ["NLLReport", "evaluate_nll", "held_out_data", "format_table"]
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No ``datasets`` progress bars or warnings while a corpus is read: a bad file gives one error line."""
+    from datasets.utils import logging as datasets_logging
+
+    bars, verbosity = datasets_logging.is_progress_bar_enabled(), datasets_logging.get_verbosity()
+    datasets_logging.disable_progress_bar()
+    datasets_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        if bars:
+            datasets_logging.enable_progress_bar()
+        datasets_logging.set_verbosity(verbosity)
+
+
+def held_out_data(data: str, tokenizer, length: int, *, split: str = "valid", max_docs: int | None = None,
+                  max_chars: int | None = None, packing: str = "wrap", cache_dir: str | None = None):
+    """A corpus split tokenized and packed into rows of ``length`` tokens, as training packs it (torch format)."""
+    from edlm.data import load_corpus, tokenize_and_pack
+
+    with _quiet_datasets():  # reading a held-out split is quick; its "Generating split" bar says little
+        text = load_corpus(data, split, max_docs=max_docs, max_chars=max_chars,
+                           cache_dir=None if cache_dir is None else os.path.join(cache_dir, "corpora"))
+    return tokenize_and_pack(text, tokenizer, length, packing, cache_dir=cache_dir).with_format("torch")
+
+
+def format_table(rows) -> str:
+    """The results as an aligned text table (one row per LikelihoodOutput)."""
+    w = max(5, *(len(r.name) for r in rows))
+    head = f"{'model':<{w}} {'NLL (nats/tok)':>14} {'± SE':>8} {'PPL':>11}  {'EDLM − MDLM':>11}  kind"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        se = "n/a" if r.se is None else f"{r.se:.4f}"
+        corr = "" if r.energy_correction is None else f"{r.energy_correction:+.4f}"
+        ppl = ("<= " if r.is_bound else "~ ") + f"{r.ppl:.4f}"
+        lines.append(f"{r.name:<{w}} {r.nll:>14.4f} {se:>8} {ppl:>11}  {corr:>11}  {r.label}")
+    return "\n".join(lines)
+
+
+@dataclass
+class NLLReport:
+    """What ``evaluate_nll`` measured: the MDLM row first, then one EDLM row per energy."""
+
+    denoiser: str
+    data: str
+    split: str
+    length: int  # tokens per row
+    time_samples: int
+    seed: int
+    batch_size: int
+    rows: list = field(default_factory=list)  # LikelihoodOutput
+
+    def summary(self) -> str:
+        """A header line, the table, and (with energies) what the EDLM rows are."""
+        first = self.rows[0]
+        lines = [f"edlm eval nll: {self.denoiser} on {self.data}:{self.split}, {first.num_sequences} sequences x "
+                 f"{self.length} tokens ({first.num_tokens} tokens), {self.time_samples} time samples, "
+                 f"seed {self.seed}", format_table(self.rows)]
+        if len(self.rows) > 1:
+            lines.append("EDLM rows are estimates, not bounds (SPEC 2.6); the MDLM row is an upper bound on the NLL.")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"denoiser": self.denoiser, "data": self.data, "split": self.split, "length": self.length,
+                "time_samples": self.time_samples, "seed": self.seed, "batch_size": self.batch_size,
+                "results": [r.to_dict() for r in self.rows]}
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        """Write ``to_json()`` atomically (the parent directory is created if needed)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+
+def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid", energies: Iterable[str] = (),
+                 time_samples: int = 8, batch_size: int = 32, max_docs: int | None = None,
+                 max_chars: int | None = None, length: int | None = None, packing: str = "wrap",
+                 cache_dir: str | None = None, tokenizer=None, log_z: str = "auto", n_neg: int = 16, seed: int = 0,
+                 device: str | torch.device = "auto") -> NLLReport:
+    """Load the denoiser, its tokenizer and the energies; score the held-out split (SPEC 1.5, 2.6).
+
+    Args:
+        denoiser: save_pretrained dir (or hub id) of the MDLM denoiser.
+        data, split, max_docs, max_chars, packing, cache_dir: the held-out text, as training's ``data.*``.
+        energies: energy specs (``edlm.loading.load_energy``), one EDLM row each.
+        time_samples: independent (t, x_t) passes. batch_size: sequences per batch (antithetic t per batch).
+        length: tokens per row; None = the denoiser's length.
+        tokenizer: the tokenizer, if the denoiser checkpoint holds none.
+        log_z: "one" (Z ≈ 1), "negatives" (log mean exp(−E) over ``n_neg`` draws), or "auto": one for ar/hf
+            energies, negatives for nce.
+        seed: seed of the (t, x_t) draws; every row reuses the MDLM row's draws.
+        device: auto | cpu | cuda | cuda:N.
+    """
+    from edlm.energy.ar_energy import AREnergy
+    from edlm.eval.likelihood import edlm_estimate, mdlm_bound
+    from edlm.loading import load_denoiser_bundle, load_energy, resolve_device
+
+    for name, value in (("time_samples", time_samples), ("batch_size", batch_size), ("n_neg", n_neg)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    device = resolve_device(device)
+    bundle = load_denoiser_bundle(denoiser, tokenizer=tokenizer, map_location=device)
+    loaded = [load_energy(spec, bundle, device) for spec in energies]  # all checked before any scoring
+    length = length or bundle.length
+    rows_data = held_out_data(data, bundle.tokenizer, length, split=split, max_docs=max_docs, max_chars=max_chars,
+                              packing=packing, cache_dir=cache_dir)
+
+    common = dict(num_time_samples=time_samples, batch_size=batch_size, device=device)
+    seeded = lambda offset=0: torch.Generator(device=device).manual_seed(seed + offset)
+    rows = [mdlm_bound(bundle.denoiser, rows_data, generator=seeded(), **common)]
+    for i, energy in enumerate(loaded):  # the same seed: each EDLM row reuses the MDLM row's (t, x_t) draws
+        is_ar = isinstance(energy, AREnergy)
+        mode = ("one" if is_ar else "negatives") if log_z == "auto" else log_z
+        name = f"{'EDLM-AR' if is_ar else 'EDLM-NCE'} ({energy.spec})"
+        rows.append(edlm_estimate(bundle.denoiser, energy, rows_data, generator=seeded(), log_z=mode, n_neg=n_neg,
+                                  negatives_generator=seeded(1000 + i), name=name, **common))
+    return NLLReport(denoiser=str(denoiser), data=str(data), split=split, length=length, time_samples=time_samples,
+                     seed=seed, batch_size=batch_size, rows=rows)

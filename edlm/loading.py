@@ -1,0 +1,295 @@
+"""Loading for users and the ``edlm sample`` command: a denoiser bundle, an energy, the device and dtype.
+
+    bundle = load_denoiser_bundle("runs/mdlm_tiny")            # DiT + tokenizer (+ [MASK], V, L)
+    energy = load_energy("ar:runs/ar_tiny", bundle)             # or "hf:NAME", "nce:PATH", "none"
+    device = resolve_device("auto")                             # CUDA if available, else CPU
+
+Energy specs (``load_energy``)::
+
+    none                      plain MDLM (SPEC 1.6)
+    ar:PATH                   a toolkit ARTransformer checkpoint -> AREnergy (SPEC 2.3)
+    hf:NAME_OR_PATH           any Hugging Face causal LM (HFCausalLM) -> AREnergy (SPEC 2.3)
+    nce:PATH                  a trained NCE energy (model type "nce_energy", SPEC 2.4)
+    ...,carry_over=false      AR energies only: the exact energy instead of the paper's carry-over
+
+Every energy must share the denoiser's tokenizer (``[MASK]`` aside); a mismatch is an error, never
+patched up. A PATH may also be a training run directory (``edlm train``), whose ``model/`` is used.
+Sampling with what this loads is ``edlm.pipeline``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edlm.energy.ar_energy import AREnergy, check_same_tokenizer
+from edlm.errors import CheckpointError, ConfigError, EdlmError, first_line
+from edlm.models.checkpoints import (
+    CONFIG_NAME,
+    MODEL_TYPES,
+    check_vocab,
+    from_pretrained,
+    load_denoiser,
+    load_tokenizer_from,
+    read_checkpoint_config,
+    resolve_checkpoint_dir,
+)
+from edlm.models.dit import Denoiser
+
+__all__ = [
+    "DTYPES",
+    "ENERGY_KINDS",
+    "DenoiserBundle",
+    "EnergySpec",
+    "load_denoiser_bundle",
+    "parse_energy_spec",
+    "load_energy",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+ENERGY_KINDS = {"ar": "ar", "hf": None, "nce": "nce_energy"}  # spec prefix -> checkpoint model_type
+_REGISTERED_BY = {"nce_energy": "edlm.energy.nce_energy"}  # model_type -> module that registers it
+_AR_KINDS = ("ar", "hf")  # energies built as AREnergy (carry_over applies)
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+# ----------------------------------------------------------------------------- locating checkpoints
+def _checkpoint_dir(path: str | os.PathLike) -> Path:
+    """A checkpoint directory; a training run directory (``edlm train``) resolves to its exported ``model/``."""
+    p = Path(path).expanduser()
+    if p.is_dir() and not (p / CONFIG_NAME).is_file() and (p / "model" / CONFIG_NAME).is_file():
+        return p / "model"
+    return resolve_checkpoint_dir(p if p.exists() else str(path))  # a hub id is downloaded here
+
+
+def _suggest(model_type: str, path) -> str:
+    if model_type == "ar":
+        return f"; an AR model serves as an energy: --energy ar:{path}"
+    if model_type == "nce_energy":
+        return f"; an NCE energy is passed as --energy nce:{path}"
+    return ""
+
+
+# ----------------------------------------------------------------------------- the denoiser
+@dataclass
+class DenoiserBundle:
+    """A loaded denoiser and what sampling needs to know about it."""
+
+    denoiser: Denoiser  # eval mode; ``denoiser(x_t (B, L), t (B,)) -> logits (B, L, V+1)``
+    tokenizer: object  # PreTrainedTokenizerFast with a ``[MASK]`` token
+    vocab_size: int  # V, real tokens (the logits have V + 1 classes)
+    mask_id: int  # the ``[MASK]`` id
+    length: int  # L, the longest sequence one forward pass takes
+    path: Path  # the checkpoint directory it came from
+
+
+def load_denoiser_bundle(path: str | os.PathLike, *, tokenizer=None,
+                         map_location: str | torch.device = "cpu") -> DenoiserBundle:
+    """Load a DiT denoiser checkpoint and its tokenizer.
+
+    Args:
+        path: a directory written by ``save_pretrained`` (with the tokenizer beside it), a training run
+            directory, or a Hugging Face hub id in MDLM's layout.
+        tokenizer: None = the one saved with the checkpoint; else a tokenizer object or a spec for
+            ``edlm.data.tokenizers.load_tokenizer`` (e.g. "gpt2" for ``kuleshov-group/mdlm-owt``).
+        map_location: device for the denoiser.
+
+    Raises:
+        CheckpointError: no checkpoint, a checkpoint of another type (e.g. an AR model), no tokenizer, or a
+            tokenizer that does not fit the model (size or ``[MASK]`` id).
+    """
+    directory = _checkpoint_dir(path)
+    model_type = read_checkpoint_config(directory)["model_type"]
+    if model_type not in ("dit", "mdlm"):
+        raise CheckpointError(f"{path} holds a model of type {model_type!r}, not a diffusion denoiser (DiT)"
+                              f"{_suggest(model_type, path)}.")
+    if tokenizer is None:
+        tokenizer = load_tokenizer_from(directory)
+        if tokenizer is None:
+            raise CheckpointError(f"no tokenizer saved with the denoiser in {directory}; save it with "
+                                  "save_pretrained(model, dir, tokenizer=tok) or pass one (--tokenizer).")
+    elif isinstance(tokenizer, (str, os.PathLike)):
+        from edlm.data.tokenizers import load_tokenizer  # heavy (transformers); only when asked
+
+        tokenizer = load_tokenizer(tokenizer)
+    denoiser = load_denoiser(directory, map_location=map_location).eval()
+    check_vocab(denoiser, tokenizer)
+    if getattr(tokenizer, "mask_token_id", None) != denoiser.mask_id:
+        raise CheckpointError(f"the denoiser in {directory} uses [MASK] id {denoiser.mask_id} but its tokenizer's "
+                              f"mask token id is {getattr(tokenizer, 'mask_token_id', None)}; they do not belong "
+                              "together.")
+    return DenoiserBundle(denoiser=denoiser, tokenizer=tokenizer, vocab_size=denoiser.vocab_size - 1,
+                          mask_id=denoiser.mask_id, length=denoiser.length, path=directory)
+
+
+# ----------------------------------------------------------------------------- energies
+@dataclass(frozen=True)
+class EnergySpec:
+    """A parsed ``--energy`` value: ``kind`` ("ar", "hf", "nce"), ``target`` (path or hub name), options."""
+
+    kind: str
+    target: str
+    carry_over: bool = True  # SPEC 2.3, the paper's default; AR energies only
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.target}" + ("" if self.carry_over else ",carry_over=false")
+
+
+def _parse_bool(key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"energy option {key} must be true or false, got {value!r}.")
+
+
+def parse_energy_spec(spec: str | None) -> EnergySpec | None:
+    """``none`` -> None; ``KIND:TARGET[,carry_over=true|false]`` -> ``EnergySpec`` (KIND in ar, hf, nce)."""
+    grammar = "expected none, ar:PATH, hf:NAME_OR_PATH or nce:PATH, optionally followed by ,carry_over=false"
+    if spec is None or spec.strip().lower() in ("", "none"):
+        return None
+    kind, sep, rest = spec.strip().partition(":")
+    kind = kind.strip().lower()
+    if not sep or kind not in ENERGY_KINDS:
+        raise ConfigError(f"bad energy spec {spec!r}: {grammar}.")
+    options: dict[str, bool] = {}
+    while True:  # trailing ",key=value" options; a path may hold commas, but not ",key=value"
+        head, comma, tail = rest.rpartition(",")
+        if not comma or "=" not in tail:
+            break
+        key, _, value = (s.strip() for s in tail.partition("="))
+        if key != "carry_over":
+            raise ConfigError(f"unknown energy option {key!r} in {spec!r}; the only option is carry_over.")
+        if key in options:
+            raise ConfigError(f"energy option {key} is given twice in {spec!r}.")
+        options[key] = _parse_bool(key, value)
+        rest = head
+    target = rest.strip()
+    if not target:
+        raise ConfigError(f"bad energy spec {spec!r}: {kind}: needs a path or name after the colon.")
+    if options and kind not in _AR_KINDS:
+        raise ConfigError(f"carry_over applies to AR energies (ar:, hf:) only, not to {kind}: ({spec!r}).")
+    return EnergySpec(kind, target, **options)
+
+
+def _load_hf(target: str, device) -> tuple[torch.nn.Module, object]:
+    from edlm.models.hf import HFCausalLM
+
+    try:
+        model = HFCausalLM.from_pretrained(target)
+    except Exception as exc:  # OSError, hub errors, bad configs: one line for the user
+        raise CheckpointError(f"cannot load the Hugging Face causal LM {target!r}: {type(exc).__name__}: "
+                              f"{first_line(exc, default='')}") from exc
+    return model.to(device).eval(), model.tokenizer
+
+
+def _ensure_registered(model_type: str) -> None:
+    """Import the module that registers ``model_type`` (the NCE energy registers itself on import)."""
+    if model_type in MODEL_TYPES:
+        return
+    try:
+        importlib.import_module(_REGISTERED_BY[model_type])
+    except ModuleNotFoundError as exc:
+        raise EdlmError(f"model type {model_type!r} is not available in this installation of edlm "
+                        f"({exc}).") from exc
+    if model_type not in MODEL_TYPES:
+        raise EdlmError(f"model type {model_type!r} is not registered; known: {sorted(MODEL_TYPES)}.")
+
+
+def _load_checkpoint_energy(spec: EnergySpec, bundle: DenoiserBundle, device) -> torch.nn.Module:
+    model_type = ENERGY_KINDS[spec.kind]
+    _ensure_registered(model_type)
+    directory = _checkpoint_dir(spec.target)
+    found = read_checkpoint_config(directory)["model_type"]
+    if found != model_type:
+        hint = " (a diffusion denoiser is passed with --denoiser)" if found in ("dit", "mdlm") else ""
+        raise CheckpointError(f"{spec.target} holds a model of type {found!r}, but the energy {spec.kind}: needs "
+                              f"type {model_type!r}{hint}.")
+    tokenizer = load_tokenizer_from(directory)
+    if tokenizer is None:
+        raise CheckpointError(f"no tokenizer saved with the energy in {directory}; it must share the denoiser's "
+                              "tokenizer: save it with save_pretrained(model, dir, tokenizer=tok).")
+    check_same_tokenizer(bundle.tokenizer, tokenizer, names=("denoiser", f"energy {spec}"))  # before the weights
+    model = from_pretrained(directory, expected_type=model_type, map_location=device)
+    check_vocab(model, tokenizer)
+    return model
+
+
+def load_energy(spec: str | EnergySpec | None, bundle: DenoiserBundle,
+                device: str | torch.device = "cpu"):
+    """Build the energy an ``--energy`` spec names, checked against the denoiser; None for ``none``.
+
+    The energy's tokenizer (saved beside it, or the Hugging Face model's own) must map every string to
+    the same id as the denoiser's (``[MASK]`` aside), and its vocabulary must cover the V real tokens.
+    The returned energy has the energy call signature and carries ``.spec`` (the spec as a string) for
+    the sample records.
+
+    Raises:
+        ConfigError: a malformed spec. CheckpointError: a missing or wrong checkpoint.
+        ValueError: a tokenizer or vocabulary mismatch.
+    """
+    parsed = spec if isinstance(spec, EnergySpec) or spec is None else parse_energy_spec(spec)
+    if parsed is None:
+        return None
+    device = torch.device(device)
+    if parsed.kind == "hf":
+        model, tokenizer = _load_hf(parsed.target, device)
+        if tokenizer is None:
+            raise CheckpointError(f"the Hugging Face model {parsed.target!r} has no tokenizer to check against "
+                                  "the denoiser's.")
+        check_same_tokenizer(bundle.tokenizer, tokenizer, names=("denoiser", f"energy {parsed}"))
+    else:
+        model = _load_checkpoint_energy(parsed, bundle, device)
+    V = bundle.vocab_size
+    model_vocab = getattr(model, "vocab_size", None)
+    if not isinstance(model_vocab, int) or model_vocab < V or (parsed.kind != "hf" and model_vocab > V + 1):
+        raise ValueError(f"tokenizer mismatch: the energy {parsed} has {model_vocab} ids but the denoiser has "
+                         f"{V} real tokens (+1 for [MASK]); both must use the same tokenizer.")
+    model_mask = getattr(model, "mask_id", None)
+    if isinstance(model_mask, int) and model_mask != bundle.mask_id:
+        raise ValueError(f"the energy {parsed} uses [MASK] id {model_mask} but the denoiser uses {bundle.mask_id}; "
+                         "they were not made with the same tokenizer.")
+    if parsed.kind in _AR_KINDS:
+        # An HF model may pad its embedding beyond the tokenizer; the padded rows are never read, since the
+        # tokenizers match, so the energy reports the shared size to generate()'s vocabulary check.
+        energy = AREnergy(model, bundle.mask_id, carry_over=parsed.carry_over,
+                          vocab_size=min(model_vocab, V + 1))
+    else:
+        energy = model
+    energy.spec = str(parsed)
+    return energy
+
+
+# ----------------------------------------------------------------------------- device and dtype
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA if available, else CPU; ``cpu``; ``cuda`` / ``cuda:N`` (an error if unavailable)."""
+    text = str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EdlmError(f"device {name!r} was asked for, but CUDA is not available here; use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N.")
+    return device
+
+
+DTYPES = {"checkpoint": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """``checkpoint`` / None -> None (the networks keep the dtype they were saved in); ``float32``; ``bfloat16``."""
+    if name is None or isinstance(name, torch.dtype) and name in DTYPES.values():
+        return name
+    if isinstance(name, str) and name.strip().lower() in DTYPES:
+        return DTYPES[name.strip().lower()]
+    raise ValueError(f"unsupported dtype {name!r}; use one of {', '.join(DTYPES)}.")
