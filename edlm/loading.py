@@ -1,7 +1,7 @@
 """Loading for users and the ``edlm sample`` command: a denoiser bundle, an energy, the device and dtype.
 
-    bundle = load_denoiser_bundle("runs/mdlm_tiny")            # DiT + tokenizer (+ [MASK], V, L)
-    energy = load_energy("ar:runs/ar_tiny", bundle)             # or "hf:NAME", "nce:PATH", "none"
+    bundle = load_denoiser_bundle("runs/tiny-mdlm")            # DiT + tokenizer (+ [MASK], V, L)
+    energy = load_energy("ar:runs/tiny-ar", bundle)             # or "hf:NAME", "nce:PATH", "none"
     device = resolve_device("auto")                             # CUDA if available, else CPU
 
 Energy specs (``load_energy``)::
@@ -29,12 +29,12 @@ import torch
 from edlm.energy.ar_energy import AREnergy, check_same_tokenizer
 from edlm.errors import CheckpointError, ConfigError, EdlmError, first_line
 from edlm.models.checkpoints import (
-    CONFIG_NAME,
     MODEL_TYPES,
     check_vocab,
     from_pretrained,
     load_denoiser,
     load_tokenizer_from,
+    looks_local,
     read_checkpoint_config,
     resolve_checkpoint_dir,
 )
@@ -59,12 +59,10 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 # ----------------------------------------------------------------------------- locating checkpoints
-def _checkpoint_dir(path: str | os.PathLike) -> Path:
-    """A checkpoint directory; a training run directory (``edlm train``) resolves to its exported ``model/``."""
-    p = Path(path).expanduser()
-    if p.is_dir() and not (p / CONFIG_NAME).is_file() and (p / "model" / CONFIG_NAME).is_file():
-        return p / "model"
-    return resolve_checkpoint_dir(p if p.exists() else str(path))  # a hub id is downloaded here
+def _checkpoint_dir(path: str | os.PathLike, train_kind: str | None = None) -> Path:
+    """A checkpoint directory; a training run directory (``edlm train``) resolves to its exported ``model/``; a
+    missing local-looking path says which ``edlm train {train_kind}`` would make it (no hub request)."""
+    return resolve_checkpoint_dir(str(path), train_kind=train_kind)  # a hub id (owner/name) is downloaded here
 
 
 def _suggest(model_type: str, path) -> str:
@@ -103,7 +101,7 @@ def load_denoiser_bundle(path: str | os.PathLike, *, tokenizer=None,
         CheckpointError: no checkpoint, a checkpoint of another type (e.g. an AR model), no tokenizer, or a
             tokenizer that does not fit the model (size or ``[MASK]`` id).
     """
-    directory = _checkpoint_dir(path)
+    directory = _checkpoint_dir(path, "mdlm")
     model_type = read_checkpoint_config(directory)["model_type"]
     if model_type not in ("dit", "mdlm"):
         raise CheckpointError(f"{path} holds a model of type {model_type!r}, not a diffusion denoiser (DiT)"
@@ -111,8 +109,8 @@ def load_denoiser_bundle(path: str | os.PathLike, *, tokenizer=None,
     if tokenizer is None:
         tokenizer = load_tokenizer_from(directory)
         if tokenizer is None:
-            raise CheckpointError(f"no tokenizer saved with the denoiser in {directory}; save it with "
-                                  "save_pretrained(model, dir, tokenizer=tok) or pass one (--tokenizer).")
+            raise CheckpointError(f"no tokenizer saved with the denoiser in {directory}; pass the one it was "
+                                  "trained with (--tokenizer, e.g. gpt2 for MDLM's OpenWebText model).")
     elif isinstance(tokenizer, (str, os.PathLike)):
         from edlm.data.tokenizers import load_tokenizer  # heavy (transformers); only when asked
 
@@ -179,10 +177,14 @@ def parse_energy_spec(spec: str | None) -> EnergySpec | None:
 
 
 def _load_hf(target: str, device) -> tuple[torch.nn.Module, object]:
-    from edlm.models.hf import HFCausalLM
+    from edlm.models.hf import HFCausalLM, refuse_pickled_weights
 
+    if looks_local(target) and not Path(target).expanduser().exists():  # a path, not a hub name: no hub request
+        raise CheckpointError(f"no such model directory: {target} (hf: takes a Hugging Face causal LM: a hub name "
+                              "such as gpt2, or a local folder)")
+    refuse_pickled_weights(target, "energy")  # and use_safetensors=True: never unpickle a download either
     try:
-        model = HFCausalLM.from_pretrained(target)
+        model = HFCausalLM.from_pretrained(target, use_safetensors=True)
     except Exception as exc:  # OSError, hub errors, bad configs: one line for the user
         raise CheckpointError(f"cannot load the Hugging Face causal LM {target!r}: {type(exc).__name__}: "
                               f"{first_line(exc, default='')}") from exc
@@ -205,7 +207,7 @@ def _ensure_registered(model_type: str) -> None:
 def _load_checkpoint_energy(spec: EnergySpec, bundle: DenoiserBundle, device) -> torch.nn.Module:
     model_type = ENERGY_KINDS[spec.kind]
     _ensure_registered(model_type)
-    directory = _checkpoint_dir(spec.target)
+    directory = _checkpoint_dir(spec.target, "ar" if spec.kind == "ar" else "energy")
     found = read_checkpoint_config(directory)["model_type"]
     if found != model_type:
         hint = " (a diffusion denoiser is passed with --denoiser)" if found in ("dit", "mdlm") else ""
@@ -213,8 +215,8 @@ def _load_checkpoint_energy(spec: EnergySpec, bundle: DenoiserBundle, device) ->
                               f"type {model_type!r}{hint}.")
     tokenizer = load_tokenizer_from(directory)
     if tokenizer is None:
-        raise CheckpointError(f"no tokenizer saved with the energy in {directory}; it must share the denoiser's "
-                              "tokenizer: save it with save_pretrained(model, dir, tokenizer=tok).")
+        raise CheckpointError(f"no tokenizer saved with the energy in {directory}; an energy is checked against "
+                              "the denoiser's tokenizer, so it must be saved with it (as `edlm train` does).")
     check_same_tokenizer(bundle.tokenizer, tokenizer, names=("denoiser", f"energy {spec}"))  # before the weights
     model = from_pretrained(directory, expected_type=model_type, map_location=device)
     check_vocab(model, tokenizer)

@@ -1,7 +1,7 @@
 """Sampling for users and the ``edlm sample`` command: settings checked once, batch by batch, JSONL records.
 
-    bundle = load_denoiser_bundle("runs/mdlm_tiny")             # edlm.loading: DiT + tokenizer (+ [MASK], V, L)
-    energy = load_energy("ar:runs/ar_tiny", bundle)              # edlm.loading: or "hf:NAME", "nce:PATH", "none"
+    bundle = load_denoiser_bundle("runs/tiny-mdlm")             # edlm.loading: DiT + tokenizer (+ [MASK], V, L)
+    energy = load_energy("ar:runs/tiny-ar", bundle)              # edlm.loading: or "hf:NAME", "nce:PATH", "none"
     settings = SampleSettings(num_samples=8, batch_size=8, length=None, steps=64, k=4)   # checked here, once
     records = sample(bundle, settings, energy=energy)            # or sample(bundle, energy=energy, steps=64, ...)
     write_jsonl(records, "samples.jsonl")                        # atomic: all records or no file
@@ -33,6 +33,7 @@ from edlm.samplers.settings import (
     DEFAULT_WINDOW,
     check_positive_int,
     check_sampler_settings,
+    check_seed,
 )
 
 __all__ = [
@@ -74,8 +75,7 @@ class SampleSettings:
         for name in ("length", "stride"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
+        check_seed(self.seed)  # [0, 2**63 - 1]: torch.Generator.manual_seed overflows beyond
         _, _, window, _, _ = check_sampler_settings(steps=self.steps, k=self.k, window=self.window,
                                                     temperature=self.temperature, top_p=self.top_p)
         object.__setattr__(self, "window", window)

@@ -1,4 +1,9 @@
+import contextlib
+import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +68,64 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- directory locks (edlm.locks)
+_LOCK_HOLDER = """\
+import sys
+from edlm.locks import dir_lock
+with dir_lock(sys.argv[1], command="edlm holder " + sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test closes stdin
+"""
+
+
+@contextlib.contextmanager
+def _held_by_another_process(directory):
+    proc = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(directory)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "locked", proc.stderr.read()
+        yield proc.pid
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert not (Path(directory) / ".edlm.lock").exists()  # the holder released it on its way out
+
+
+@pytest.fixture(scope="session")
+def hold_lock():
+    """``with hold_lock(directory) as pid:`` a real second process holds ``directory``'s lock (edlm.locks)."""
+    return _held_by_another_process
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture(scope="session")
+def dead_pid():
+    """``dead_pid()`` -> the pid of a process that has ended and been reaped."""
+    return _dead_pid
+
+
+def _plant_lock(directory, **fields) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"pid": fields.pop("pid", None) or _dead_pid(), "host": socket.gethostname(),
+              "command": "edlm train mdlm (planted)", "started": "2024-01-01T00:00:00+00:00", "token": "planted",
+              **fields}
+    path = directory / ".edlm.lock"
+    path.write_text(json.dumps(record))
+    return path
+
+
+@pytest.fixture(scope="session")
+def plant_lock():
+    """``plant_lock(directory, **fields)`` writes a lock as another run would have left it (default: a dead pid
+    of this host, i.e. stale); returns its path."""
+    return _plant_lock

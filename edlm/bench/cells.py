@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from edlm.errors import ConfigError
@@ -27,6 +27,7 @@ from edlm.samplers.settings import (
     DEFAULT_TEMPERATURE,
     DEFAULT_WINDOW,
     check_k,
+    check_seed,
     check_steps,
     check_temperature,
     check_window,
@@ -65,7 +66,14 @@ class ReferenceConfig:
 
 @dataclass
 class SweepConfig:
-    """One sweep: a denoiser, named energies, the grid and the fixed per-cell sizes."""
+    """One sweep: a denoiser, named energies, the grid and the fixed per-cell sizes.
+
+    Paths: a relative model path in the YAML file (``denoiser``, an ``energies`` spec's PATH,
+    ``reference.ar_model``, ``reference.corpus``) is looked up beside the YAML file first; if nothing of that
+    name is there, it is relative to the directory the command runs in. So a config next to its models works
+    from anywhere, and the configs in ``benchmarks/configs/`` (paths like ``runs/tiny-mdlm``) run from the repo
+    root. ``key=value`` overrides are always relative to the current directory.
+    """
 
     name: str = "sweep"  # used in plot titles and the default output directory
     denoiser: str = MISSING  # checkpoint dir or training run dir (edlm.loading.load_denoiser_bundle)
@@ -89,15 +97,14 @@ class SweepConfig:
                 raise ConfigError(f"{name} must not be empty.")
         sampler_checks = (("grid.steps", g.steps, check_steps), ("grid.k", g.k, check_k),
                           ("grid.window", g.window, lambda w: check_window(list(w))),
-                          ("grid.temperature", g.temperature, check_temperature))
+                          ("grid.temperature", g.temperature, check_temperature), ("grid.seed", g.seed, check_seed),
+                          ("reference.seed", [self.reference.seed], check_seed))
         for name, values, check in sampler_checks:  # each value: the sampler's own check (edlm.samplers.settings)
             for value in values:
                 try:
                     check(value)
                 except ValueError as exc:
                     raise ConfigError(f"{name}: {exc}") from None
-        if any(s < 0 for s in g.seed):
-            raise ConfigError(f"grid.seed values must be >= 0, got {list(g.seed)}.")
         for e in g.energy:
             if e != "none" and e not in self.energies:
                 raise ConfigError(f"grid.energy names {e!r}, which is not 'none' nor a key of energies "
@@ -156,8 +163,55 @@ def _keys(cls, prefix: str = "") -> list[str]:
     return out
 
 
+def _rebased(target: str, base: Path) -> str:
+    """``target`` beside the config file (``base``) when it exists there, else ``target`` as written (the cwd's)."""
+    t = target.strip()
+    if not t or os.path.isabs(t) or t.startswith("~"):
+        return target
+    beside = base / t
+    return os.path.normpath(os.path.abspath(beside)) if beside.exists() else target
+
+
+def _rebased_spec(spec: str, base: Path) -> str:
+    """An energy spec (``ar:PATH[,carry_over=false]``) with its PATH rebased (``_rebased``); others unchanged."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind.strip().lower() not in ("ar", "hf", "nce"):
+        return spec
+    options = ""
+    while True:  # trailing ",key=value" options, as edlm.loading.parse_energy_spec reads them
+        head, comma, tail = rest.rpartition(",")
+        if not comma or "=" not in tail:
+            break
+        options, rest = comma + tail + options, head
+    return f"{kind}:{_rebased(rest, base)}{options}"
+
+
+def _rebase_paths(layer, base: Path):
+    """The YAML layer with its relative model paths (``denoiser``, ``energies.*``, ``reference.ar_model``,
+    ``reference.corpus``) looked up beside the config file first (see ``SweepConfig``)."""
+    data = OmegaConf.to_container(layer) if isinstance(layer, DictConfig) else None
+    if not isinstance(data, dict):
+        return layer  # not a mapping: the merge reports it
+    if isinstance(data.get("denoiser"), str):
+        data["denoiser"] = _rebased(data["denoiser"], base)
+    if isinstance(data.get("energies"), dict):
+        data["energies"] = {k: _rebased_spec(v, base) if isinstance(v, str) else v
+                            for k, v in data["energies"].items()}
+    ref = data.get("reference")
+    if isinstance(ref, dict):
+        if isinstance(ref.get("ar_model"), str) and ":" in ref["ar_model"]:  # a spec, not a name in energies
+            ref["ar_model"] = _rebased_spec(ref["ar_model"], base)
+        if isinstance(ref.get("corpus"), str):
+            ref["corpus"] = _rebased(ref["corpus"], base)
+    return OmegaConf.create(data)
+
+
 def load_sweep_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> SweepConfig:
     """Parse a sweep YAML file and ``key=value`` overrides into a ``SweepConfig``.
+
+    Relative paths in the file (``denoiser``, the ``energies`` specs, ``reference.ar_model``,
+    ``reference.corpus``) are taken beside the config file when they exist there, else relative to the current
+    directory; paths in ``overrides`` are relative to the current directory.
 
     Raises:
         ConfigError: a missing file, an unknown key, a value of the wrong type or an invalid setting.
@@ -173,9 +227,10 @@ def load_sweep_config(path: str | os.PathLike | None, overrides: Iterable[str] =
             raise ConfigError(f"sweep config {str(path)!r} does not exist.")
         layers.append(OmegaConf.create({"name": p.stem}))  # the file's own `name:` (next layer) wins
         try:
-            layers.append(OmegaConf.create(p.read_text(encoding="utf-8")))
+            layer = OmegaConf.create(p.read_text(encoding="utf-8"))
         except Exception as exc:  # YAML syntax errors come from yaml, not OmegaConf
             raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        layers.append(_rebase_paths(layer, p.parent))  # overrides (typed in a shell) stay relative to the cwd
     try:
         merged = OmegaConf.merge(*layers, OmegaConf.from_dotlist(overrides))
         cfg = OmegaConf.to_object(merged)

@@ -25,6 +25,7 @@ import torch
 from edlm.atomic import atomic_write_text
 from edlm.bench.cells import Cell
 from edlm.errors import DataError
+from edlm.locks import dir_lock
 
 __all__ = ["TIMING_FIELDS", "RESULTS_FILE", "merge_results", "read_results", "read_samples", "read_sample_texts",
            "append_jsonl", "read_jsonl", "samples_path", "samples_finished", "hardware_string", "utc_now",
@@ -42,21 +43,39 @@ _RANK_RESULTS = re.compile(r"^results\.rank(\d+)\.jsonl$")
 
 # ----------------------------------------------------------------------------- files
 def append_jsonl(path: Path, record: dict) -> None:
-    """Append one line durably (flush + fsync). A torn last line from a crash is cut off first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
+    """Append one line durably (flush + fsync). A torn last line from a crash is cut off first; a failed append (a
+    full disk) is cut back off, leaving the file as it was, and raised as an ``OSError`` naming ``path``."""
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+b", buffering=0)  # unbuffered: nothing is left to write after a failure
+    except OSError as exc:
+        raise _naming(exc, path) from exc
+    with f:
+        size = f.seek(0, os.SEEK_END)
         if size:
             f.seek(size - 1)
             if f.read(1) != b"\n":  # a line torn by a crash: drop it (its cell is redone)
                 f.seek(0)
-                data = f.read()
-                f.truncate(data.rfind(b"\n") + 1)
-        f.seek(0, os.SEEK_END)
-        f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
+                size = f.read().rfind(b"\n") + 1
+                f.truncate(size)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[f.write(view):]  # O_APPEND: at the end
+            os.fsync(f.fileno())
+        except OSError as exc:
+            try:  # what did reach the file goes again: the earlier rows stay byte-identical
+                f.truncate(size)
+                os.fsync(f.fileno())
+            except OSError:
+                pass  # a torn last line is cut off by the next append and skipped by readers
+            raise _naming(exc, path) from exc
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` about ``path`` (a write error on a file object names no file)."""
+    return OSError(exc.errno, exc.strerror, str(path)) if exc.errno is not None and exc.filename is None else exc
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -103,11 +122,14 @@ def read_results(out: str | os.PathLike, judge: str | None = None) -> list[dict]
 def merge_results(out: str | os.PathLike) -> Path:
     """Join results.jsonl and every results.rank{r}.jsonl into results.jsonl, sorted by (cell key, judge).
 
-    Deterministic (same rows, same bytes) and idempotent; the rank files are kept.
+    Deterministic (same rows, same bytes) and idempotent; the rank files are kept. It runs under the directory's
+    lock (``edlm.locks``; re-entrant for the sweep that holds it): a row appended between the read and the
+    rename would be lost, so a merge into a directory that another live sweep owns is refused.
     """
     out = Path(out)
-    rows = read_results(out)
-    atomic_write_text(out / RESULTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    with dir_lock(out, flag="--out"):
+        rows = read_results(out)
+        atomic_write_text(out / RESULTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return out / RESULTS_FILE
 
 

@@ -76,14 +76,14 @@ def speed_config(preset: str = "small", models: str | Path | None = None, **over
                       n_blocks=c["n_blocks"], n_heads=c["n_heads"], cond_dim=c["cond_dim"],
                       batch_size=max(1, TOKENS_PER_CALL // c["length"]))
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    for name in ("length", "batch_size", "repeats"):
+    for name, flag in (("length", "--length"), ("batch_size", "--batch-size"), ("repeats", "repeats")):
         if getattr(cfg, name) <= 0:
-            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}.")
+            raise ValueError(f"{flag} must be positive, got {getattr(cfg, name)}.")
     if not cfg.steps or min(cfg.steps) <= 0 or not cfg.ks or min(cfg.ks) < 2:
-        raise ValueError(f"need steps > 0 and k >= 2 (k = 1 is MDLM), got steps={cfg.steps}, k={cfg.ks}.")
+        raise ValueError(f"need --steps > 0 and --k >= 2 (k = 1 is MDLM), got --steps {cfg.steps} and --k {cfg.ks}.")
     lo, hi = cfg.window
     if not 0.0 <= lo < hi <= 1.0:
-        raise ValueError(f"window must satisfy 0 <= t_lo < t_hi <= 1, got {cfg.window}.")
+        raise ValueError(f"--window T_LO T_HI must satisfy 0 <= T_LO < T_HI <= 1, got {cfg.window}.")
     return cfg
 
 

@@ -12,6 +12,7 @@ same token length and samples of the AR model, under the same judge and entropy.
 
 Layout of an output directory::
 
+    .edlm.lock                   while a sweep runs: who owns the directory (edlm.locks; shard 0 under torchrun)
     config.yaml                  the resolved SweepConfig of the last run
     samples/<cell_key>.jsonl     one file per generated cell, written atomically: a header record
                                  (settings, speed, hardware) and one record per sample (text, tokens)
@@ -73,6 +74,7 @@ from edlm.bench.records import (
     samples_path,
     utc_now,
 )
+from edlm.locks import dir_lock
 
 __all__ = [
     "STAGES",
@@ -248,8 +250,18 @@ def run_sweep(
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}.")
     started = time.perf_counter()
     out = Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
-    out.mkdir(parents=True, exist_ok=True)
     rank, world = resolve_shard(shard)
+    # shard 0 owns the directory until its merge is written (edlm.locks): checked up front, before any model
+    # loads; a second sweep into it stops at once; the other shards write their own files under its ownership
+    with dir_lock(out, flag="--out", command=command, enabled=rank == 0):
+        out.mkdir(parents=True, exist_ok=True)
+        return _run_sweep(cfg, out, rank, world, started, stage=stage, judge=judge, plot=plot, progress=progress,
+                          command=command, on_cell_done=on_cell_done)
+
+
+def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: float, *, stage: str, judge, plot: bool,
+               progress: bool, command: str | None, on_cell_done) -> SweepReport:
+    """``run_sweep`` in the directory it owns."""
     device = _device(cfg.device)
     judge = cfg.judge if judge is None else judge
     judge_name = _judge_name(judge)

@@ -217,11 +217,13 @@ class TextDataModule(L.LightningDataModule):
         sampler.resume(epoch, seen)
 
     def _build(self, role: str) -> Dataset:
-        """role "train" → (corpus, "train"); role "valid" → (valid_corpus, "train") or (corpus, valid_split)."""
+        """role "train" → (corpus, "train"); role "valid" → (valid_corpus, its train split, or all of it when it
+        is one file) or (corpus, valid_split)."""
         if role == "train":
             corpus, split = self.corpus, "train"
-        elif self.valid_corpus is not None:
-            corpus, split = self.valid_corpus, "train"  # a second corpus is read whole
+        elif self.valid_corpus is not None:  # a second corpus is read whole
+            corpus = self.valid_corpus
+            split = "all" if os.path.isfile(os.path.expanduser(corpus)) else "train"
         else:
             corpus, split = self.corpus, self.valid_split
         text = load_corpus(

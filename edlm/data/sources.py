@@ -90,6 +90,8 @@ _TXT = (".txt", ".txt.gz")
 _JSONL = (".jsonl", ".jsonl.gz")
 _FASTA = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz")
 _EXTENSIONS = _TXT + _JSONL + _FASTA
+SINGLE_FILE_SPLITS = ("train", "valid", "all")
+SINGLE_FILE_VALID = 0.05  # a single corpus file holds out its last 5 % (documents, or characters) as valid
 _REPO_ROOT = Path(__file__).resolve().parents[2]  # edlm/data/sources.py -> repo root
 
 
@@ -121,7 +123,8 @@ def find_data_dir(corpus_folder: str | None = None) -> Path:
         return existing[0]
     tried = ", ".join(str(p) for p in candidates)
     raise DataError(
-        f"no data folder found (tried {tried}); set EDLM_DATA_DIR to the folder holding the corpora."
+        f"no data folder found (tried {tried}); build one with `edlm data fetch NAME` (into ./.data) or set "
+        "EDLM_DATA_DIR to the folder holding the corpora."
     )
 
 
@@ -181,7 +184,7 @@ def load_corpus(
     Args:
         name_or_path: a preset (`PRESETS`), a file, a directory holding ``<split>.<ext>``, or a
             hub dataset id ``owner/name[:config]``.
-        split: which split; a single file has only ``"train"`` (the file itself).
+        split: which split; a single file has "train" and "valid" (its last 5 %, `single_file_part`) and "all".
         max_docs: keep only the first this many documents.
         max_chars: keep only the first this many characters (the last document is cut).
         cache_dir: where `datasets` keeps its Arrow copy (default: its own cache). A second call
@@ -196,6 +199,7 @@ def load_corpus(
             raise DataError(f"{arg} must be a positive number or None, got {value}.")
     spec = str(name_or_path)
     normalize = None
+    part = None  # a single file: "train" (all but its tail) or "valid" (the tail)
     if spec in PRESETS:
         preset = PRESETS[spec]
         if split not in preset.files:
@@ -205,7 +209,8 @@ def load_corpus(
         path = corpus_files(spec)[split]
         if not path.exists():
             raise DataError(
-                f"corpus {spec!r} split {split!r}: file {path} is missing; copy shared/data there or set EDLM_DATA_DIR."
+                f"corpus {spec!r} split {split!r}: file {path} is missing; build it with `edlm data fetch {spec}` "
+                "(into ./.data), or set EDLM_DATA_DIR to a folder that holds it."
             )
         normalize = preset.normalize
     else:
@@ -213,18 +218,20 @@ def load_corpus(
         if path.is_dir():
             path = _split_file(path, split)
         elif path.is_file():
-            if split != "train":
+            if split not in SINGLE_FILE_SPLITS:
                 raise DataError(
-                    f"{spec} is a single file, so it has no {split!r} split; load it with split='train', "
-                    "or pass a directory holding train.* and valid.*."
+                    f"{spec} is a single file: its splits are train and valid (its last "
+                    f"{SINGLE_FILE_VALID:.0%}) and all (the whole file), not {split!r}; pass a directory "
+                    f"holding {split}.* for that."
                 )
+            part = None if split == "all" else split
         elif _looks_like_path(spec):
             raise DataError(f"no such corpus file or directory: {spec}")
         elif spec.count("/") == 1:
             return _load_hub(spec, split, max_docs, max_chars, cache_dir)
         else:
             _preset(spec)  # raises, listing the presets
-    return _load_local(path, normalize, max_docs, max_chars, cache_dir)
+    return _load_local(path, normalize, max_docs, max_chars, cache_dir, part)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -251,7 +258,8 @@ _FEATURES = Features({"text": Value("string")})
 
 
 def _load_local(
-    path: Path, normalize: str | None, max_docs: int | None, max_chars: int | None, cache_dir: str | None
+    path: Path, normalize: str | None, max_docs: int | None, max_chars: int | None, cache_dir: str | None,
+    part: str | None = None,
 ) -> Dataset:
     name = path.name.lower()
     if name.endswith(_TXT):
@@ -272,6 +280,7 @@ def _load_local(
         "max_docs": max_docs,
         "max_chars": max_chars,
         "stamp": (stat.st_size, stat.st_mtime_ns),  # a changed file gets a new cache entry
+        "part": part,
     }
     try:
         return Dataset.from_generator(
@@ -284,13 +293,30 @@ def _load_local(
         raise DataError(f"could not read {path}: {cause or exc}") from exc
 
 
+def single_file_part(docs: list[str], part: str) -> list[str]:
+    """The ``part`` ("train" or "valid") of a single-file corpus: with several documents the last
+    `SINGLE_FILE_VALID` of them (at least one) are valid; one document is cut at the first line break after
+    (1 − `SINGLE_FILE_VALID`) of its characters (at that point if it has none), the tail being valid."""
+    if len(docs) >= 2:
+        n_valid = max(1, round(SINGLE_FILE_VALID * len(docs)))
+        return docs[: len(docs) - n_valid] if part == "train" else docs[len(docs) - n_valid:]
+    text = docs[0] if docs else ""
+    at = int(len(text) * (1.0 - SINGLE_FILE_VALID))
+    newline = text.find("\n", max(at - 1, 0))  # the first line that starts at or after that point
+    cut = newline + 1 if 0 <= newline < len(text) - 1 else at
+    return [text[:cut]] if part == "train" else [text[cut:]]
+
+
 def _generate(
-    path: str, kind: str, normalize: str | None, max_docs: int | None, max_chars: int | None, stamp
+    path: str, kind: str, normalize: str | None, max_docs: int | None, max_chars: int | None, stamp,
+    part: str | None = None,
 ) -> Iterator[dict]:
     """Yield ``{"text": doc}`` rows, turning decoding faults into DataErrors that name the file."""
     docs = {"txt": _read_txt, "jsonl": _read_jsonl, "fasta": _read_fasta}[kind](path)
     n_docs = n_chars = 0
     try:
+        if part is not None:
+            docs = single_file_part([d for d in docs if d], part)
         for doc in docs:
             if normalize == "text8":
                 doc = text8_normalize(doc)

@@ -71,7 +71,8 @@ def _wrap(backend: Tokenizer) -> PreTrainedTokenizerFast:
     kwargs = {key: tok for key, tok in specials.items() if tok in vocab}
     if MASK not in vocab:
         raise DataError(
-            f"the tokenizer has no {MASK} token; build it with edlm.data or load it with load_tokenizer()."
+            f"the tokenizer has no {MASK} token; give the tokenizer/ folder of an `edlm train` run or a hub name "
+            "(e.g. gpt2), which edlm extends with one."
         )
     # clean_up_tokenization_spaces would rewrite " ." as "." on decode and break the round trip.
     return PreTrainedTokenizerFast(tokenizer_object=backend, clean_up_tokenization_spaces=False, **kwargs)
@@ -227,7 +228,8 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerFast:
             if (path / "tokenizer.json").exists():
                 return load_tokenizer(path / "tokenizer.json")
             raise DataError(
-                f"{spec} holds no tokenizer.json or tokenizer_config.json; save one with save_tokenizer()."
+                f"{spec} holds no tokenizer.json or tokenizer_config.json; give the tokenizer/ folder of an `edlm train` "
+                "run, a tokenizer.json file or a hub name (e.g. gpt2)."
             )
         if (path / "tokenizer.json").exists():
             # the base class reads any tokenizer.json and tokenizer_config.json, whichever transformers

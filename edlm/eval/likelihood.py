@@ -111,6 +111,18 @@ def iter_batches(data, batch_size: int = 32) -> Iterator[tuple[Tensor, Tensor | 
             yield batch["input_ids"], batch.get("attention_mask")
 
 
+def _num_batches(data, batch_size: int) -> int | None:
+    """How many batches ``iter_batches`` yields (for a progress bar); None when ``data`` has no length."""
+    if isinstance(data, Tensor):
+        return -(-data.shape[0] // batch_size)
+    if hasattr(data, "column_names") and hasattr(data, "select"):
+        return -(-len(data) // batch_size)
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
 def _device_of(model, device) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -168,7 +180,8 @@ def _energy_correction(energy, x_0: Tensor, x_t: Tensor, t: Tensor, logits: Tens
 
 @torch.no_grad()
 def _evaluate(denoiser, data, schedule, mask_id, num_time_samples, generator, batch_size, t_min, antithetic,
-              device, energy=None, log_z="one", n_neg=16, neg_generator=None, energy_batch_size=None):
+              device, energy=None, log_z="one", n_neg=16, neg_generator=None, energy_batch_size=None,
+              progress=False, name=""):
     """Σ over the data of the per-sequence NELBO terms, for each time sample: (diffusion (K,), edlm (K,), tokens, seqs)."""
     if not isinstance(num_time_samples, int) or num_time_samples < 1:
         raise ValueError(f"`num_time_samples` must be a positive integer, got {num_time_samples!r}.")
@@ -185,7 +198,13 @@ def _evaluate(denoiser, data, schedule, mask_id, num_time_samples, generator, ba
     diffusion = torch.zeros(K, dtype=torch.float64)
     edlm = torch.zeros(K, dtype=torch.float64)
     num_tokens = num_sequences = 0
-    for x_0, attention_mask in iter_batches(data, batch_size):
+    batches = iter_batches(data, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=_num_batches(data, batch_size), desc=name or "scoring", unit="batch",
+                       leave=False, dynamic_ncols=True)
+    for x_0, attention_mask in batches:
         x_0 = x_0.to(device=device, dtype=torch.long)
         attention_mask = None if attention_mask is None else attention_mask.to(device)
         B = x_0.shape[0]
@@ -232,6 +251,7 @@ def mdlm_bound(
     antithetic: bool = True,
     device: torch.device | str | None = None,
     name: str = "MDLM",
+    progress: bool = False,
 ) -> LikelihoodOutput:
     """The MDLM NELBO bound on the NLL per token of held-out data (SPEC 1.5), "PPL ≤".
 
@@ -247,9 +267,11 @@ def mdlm_bound(
         batch_size: sequences per batch when ``data`` is a tensor or Dataset (antithetic strata are per batch).
         t_min, antithetic: as training (SPEC 1.5).
         device: default: the denoiser's.
+        progress: a progress bar over the batches (on stderr, labelled ``name``).
     """
     diffusion, _, num_tokens, num_sequences = _evaluate(denoiser, data, schedule, mask_id, num_time_samples,
-                                                        generator, batch_size, t_min, antithetic, device)
+                                                        generator, batch_size, t_min, antithetic, device,
+                                                        progress=progress, name=name)
     nll, se = _mean_se(diffusion)
     return LikelihoodOutput(name=name, is_bound=True, nll=nll, se=se, num_tokens=num_tokens,
                             num_sequences=num_sequences, num_time_samples=num_time_samples,
@@ -274,12 +296,13 @@ def edlm_estimate(
     antithetic: bool = True,
     device: torch.device | str | None = None,
     name: str = "EDLM",
+    progress: bool = False,
 ) -> LikelihoodOutput:
     """The EDLM NLL estimate per token (SPEC 2.6) — an estimate, not a bound — and the MDLM term of the same draws.
 
     Args:
-        denoiser, data, schedule, mask_id, num_time_samples, generator, batch_size, t_min, antithetic, device:
-            as ``mdlm_bound``. With the same generator seed, ``diffusion_nll`` equals ``mdlm_bound``'s value
+        denoiser, data, schedule, mask_id, num_time_samples, generator, batch_size, t_min, antithetic, device,
+            progress: as ``mdlm_bound``. With the same generator seed, ``diffusion_nll`` equals ``mdlm_bound``'s value
             when ``negatives_generator`` is given (otherwise the negatives share, and shift, the stream).
         energy: ``energy(x_0, x_t, t, log_p_x0) -> (N,)``, lower = more likely: ``AREnergy`` (EDLM-AR) or
             ``NCEEnergy`` (EDLM-NCE). An energy with ``uses_log_p_x0 = False`` gets ``None`` for ``log_p_x0``.
@@ -294,7 +317,7 @@ def edlm_estimate(
     diffusion, edlm, num_tokens, num_sequences = _evaluate(
         denoiser, data, schedule, mask_id, num_time_samples, generator, batch_size, t_min, antithetic, device,
         energy=energy, log_z=log_z, n_neg=n_neg, neg_generator=negatives_generator,
-        energy_batch_size=energy_batch_size)
+        energy_batch_size=energy_batch_size, progress=progress, name=name)
     nll, se = _mean_se(edlm)
     return LikelihoodOutput(name=name, is_bound=False, nll=nll, se=se, num_tokens=num_tokens,
                             num_sequences=num_sequences, num_time_samples=num_time_samples, samples=edlm.tolist(),

@@ -1,7 +1,7 @@
 """The MDLM bound and EDLM estimates of one denoiser on held-out text, as a report (``edlm eval nll``).
 
-    report = evaluate_nll("runs/mdlm_tiny/model", "tinyshakespeare", split="valid",
-                          energies=["nce:runs/energy_tiny/model", "ar:runs/ar_tiny/model"], time_samples=16)
+    report = evaluate_nll("runs/tiny-mdlm", "tinyshakespeare", split="valid",
+                          energies=["nce:runs/tiny-nce", "ar:runs/tiny-ar"], time_samples=16)
     print(report.summary())                                     # a header, the table and what the rows mean
     report.write_json("nll.json")
 
@@ -43,14 +43,17 @@ def _quiet_datasets():
 
 
 def held_out_data(data: str, tokenizer, length: int, *, split: str = "valid", max_docs: int | None = None,
-                  max_chars: int | None = None, packing: str = "wrap", cache_dir: str | None = None):
-    """A corpus split tokenized and packed into rows of ``length`` tokens, as training packs it (torch format)."""
+                  max_chars: int | None = None, packing: str = "wrap", cache_dir: str | None = None,
+                  progress: bool = True):
+    """A corpus split tokenized and packed into rows of ``length`` tokens, as training packs it (torch format);
+    ``progress=False`` also hides the tokenizing bar."""
     from edlm.data import load_corpus, tokenize_and_pack
 
     with _quiet_datasets():  # reading a held-out split is quick; its "Generating split" bar says little
         text = load_corpus(data, split, max_docs=max_docs, max_chars=max_chars,
                            cache_dir=None if cache_dir is None else os.path.join(cache_dir, "corpora"))
-    return tokenize_and_pack(text, tokenizer, length, packing, cache_dir=cache_dir).with_format("torch")
+    with contextlib.nullcontext() if progress else _quiet_datasets():
+        return tokenize_and_pack(text, tokenizer, length, packing, cache_dir=cache_dir).with_format("torch")
 
 
 def format_table(rows) -> str:
@@ -106,7 +109,7 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid"
                  time_samples: int = 8, batch_size: int = 32, max_docs: int | None = None,
                  max_chars: int | None = None, length: int | None = None, packing: str = "wrap",
                  cache_dir: str | None = None, tokenizer=None, log_z: str = "auto", n_neg: int = 16, seed: int = 0,
-                 device: str | torch.device = "auto") -> NLLReport:
+                 device: str | torch.device = "auto", progress: bool = True) -> NLLReport:
     """Load the denoiser, its tokenizer and the energies; score the held-out split (SPEC 1.5, 2.6).
 
     Args:
@@ -120,6 +123,7 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid"
             energies, negatives for nce.
         seed: seed of the (t, x_t) draws; every row reuses the MDLM row's draws.
         device: auto | cpu | cuda | cuda:N.
+        progress: a progress bar over the batches of each row (on stderr).
     """
     from edlm.energy.ar_energy import AREnergy
     from edlm.eval.likelihood import edlm_estimate, mdlm_bound
@@ -133,9 +137,9 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid"
     loaded = [load_energy(spec, bundle, device) for spec in energies]  # all checked before any scoring
     length = length or bundle.length
     rows_data = held_out_data(data, bundle.tokenizer, length, split=split, max_docs=max_docs, max_chars=max_chars,
-                              packing=packing, cache_dir=cache_dir)
+                              packing=packing, cache_dir=cache_dir, progress=progress)
 
-    common = dict(num_time_samples=time_samples, batch_size=batch_size, device=device)
+    common = dict(num_time_samples=time_samples, batch_size=batch_size, device=device, progress=progress)
     seeded = lambda offset=0: torch.Generator(device=device).manual_seed(seed + offset)
     rows = [mdlm_bound(bundle.denoiser, rows_data, generator=seeded(), **common)]
     for i, energy in enumerate(loaded):  # the same seed: each EDLM row reuses the MDLM row's (t, x_t) draws

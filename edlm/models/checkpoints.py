@@ -32,6 +32,7 @@ from edlm.diffusion.schedules import NoiseSchedule, get_schedule
 from edlm.errors import CheckpointError
 from edlm.models.ar import ARTransformer
 from edlm.models.dit import Denoiser, DiT
+from edlm.models.quantize import dequantize_int8, quantize_int8
 
 __all__ = [
     "CONFIG_NAME",
@@ -44,6 +45,7 @@ __all__ = [
     "from_pretrained",
     "load_denoiser",
     "resolve_checkpoint_dir",
+    "looks_local",
     "read_checkpoint_config",
     "convert_mdlm_hub",
     "load_tokenizer_from",
@@ -135,6 +137,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer
 
     ``dtype`` stores floating-point weights in that type (e.g. ``torch.float16`` halves a shipped
     model; buffers keep theirs); `from_pretrained` casts them back to the model's own dtype (float32) on load.
+    ``torch.int8`` stores each weight matrix as int8 with row-wise scales (`edlm.models.quantize`), the other
+    parameters as float16.
 
     A ``Denoiser`` is saved as its backbone plus its ``mask_id`` and schedule, which ``load_denoiser``
     restores. ``extra`` is any JSON-able metadata (training config, step, ...), stored under "extra".
@@ -165,8 +169,11 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer
                               "pass only plain numbers, strings, lists and dicts in `extra`.") from exc
 
     params = {name for name, _ in model.named_parameters()}  # buffers (e.g. rotary frequencies) stay exact
-    state = {k: v.detach().to("cpu", dtype if dtype is not None and k in params else v.dtype).contiguous()
+    stored = torch.float16 if dtype == torch.int8 else dtype
+    state = {k: v.detach().to("cpu", stored if stored is not None and k in params else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
+    if dtype == torch.int8:
+        state = quantize_int8(state, params)
     directory.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
@@ -183,19 +190,57 @@ def _looks_like_hub_id(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None and not name.endswith((".ckpt", ".pt"))
 
 
-def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike) -> Path:
-    """A local checkpoint directory, or a hub id downloaded with ``huggingface_hub.snapshot_download``."""
-    path = Path(path_or_hub_id)
+LOCAL_ROOTS = ("runs",)  # where `edlm train` writes its run dirs: runs/<name> is a path, never a hub id
+
+
+def looks_local(name: str) -> bool:
+    """A name that can only be a local path, never a hub id (exactly ``owner/name``): it starts with ``.``,
+    ``/`` or ``~``; it has more than one path separator; or its first component is a directory here or
+    ``runs`` (where ``edlm train`` writes)."""
+    if name.startswith((".", "/", "~")) or (os.sep == "\\" and "\\" in name):
+        return True
+    if name.count("/") > 1:
+        return True
+    first = name.split("/", 1)[0]
+    return first in LOCAL_ROOTS or Path(first).is_dir()
+
+
+def _run_dir_model(path: Path) -> Path | None:
+    """A training run directory (`edlm train`) holds its exported model in ``model/``: that folder, else None."""
+    if path.is_dir() and not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
+        return path / "model"
+    return None
+
+
+def missing_checkpoint_message(name: str, train_kind: str | None = None) -> str:
+    """What to say about a local-looking path that does not exist, with the command that would make it."""
+    if train_kind == "energy":
+        how = f"`edlm train energy --denoiser DENOISER --run-dir {name}`"
+    elif train_kind is not None:
+        how = f"`edlm train {train_kind} --run-dir {name}`"
+    else:
+        how = f"`edlm train mdlm|ar|energy --run-dir {name}`"
+    return f"no such checkpoint directory: {name} (train one with {how}, or give a model directory / hub id)"
+
+
+def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike, *, train_kind: str | None = None) -> Path:
+    """A local checkpoint directory (a training run directory resolves to its ``model/``), or a hub id
+    (exactly ``owner/name``) downloaded with ``huggingface_hub.snapshot_download``.
+
+    A name that looks local (``looks_local``) and does not exist is a ``CheckpointError`` that says how to
+    make it (``train_kind``: the `edlm train` kind that would, e.g. "mdlm"), with no network access.
+    """
+    path = Path(path_or_hub_id).expanduser()
     if path.is_dir():
-        return path
+        return _run_dir_model(path) or path
     if path.exists():
         hint = (" Lightning .ckpt files are pickles and are not loaded; export the weights with save_pretrained."
                 if path.suffix in (".ckpt", ".pt", ".pth", ".bin") else "")
         raise CheckpointError(f"{path} is a file; expected a checkpoint directory with {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME}.{hint}")
     name = str(path_or_hub_id)
-    if not _looks_like_hub_id(name):
-        raise CheckpointError(f"no checkpoint directory at {name!r}.")
+    if isinstance(path_or_hub_id, Path) or looks_local(name) or not _looks_like_hub_id(name):
+        raise CheckpointError(missing_checkpoint_message(name, train_kind))
     try:
         from huggingface_hub import snapshot_download  # network only when actually needed
 
@@ -249,7 +294,10 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own SafetensorError for bad headers/truncation
             raise CheckpointError(f"{f} is truncated or corrupt and cannot be read as safetensors "
                                   f"({type(exc).__name__}: {exc}); re-save or re-download it.") from exc
-    return state
+    try:
+        return dequantize_int8(state)  # int8 matrices stored with row-wise scales; a no-op for other checkpoints
+    except ValueError as exc:
+        raise CheckpointError(f"the weights in {directory}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- MDLM's hub layout

@@ -8,12 +8,31 @@ logits, ``token_log_probs(x)`` and ``log_prob(x)`` score sequences with the firs
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import Tensor, nn
 
+from edlm.errors import CheckpointError
 from edlm.models.ar import next_token_log_probs
 from edlm.models.dit import check_tokens
 
-__all__ = ["HFCausalLM"]
+__all__ = ["HFCausalLM", "refuse_pickled_weights"]
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # torch.save / pickle files
+
+
+def refuse_pickled_weights(source: str, what: str = "model") -> None:
+    """Refuse a local Hugging Face folder whose weights are only pickles (``pytorch_model.bin``): unpickling can run
+    code. Its loaders also pass ``use_safetensors=True``, so a hub repository with only pickles is refused too."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.gguf")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(_PICKLE_SUFFIXES))
+    if pickles:
+        raise CheckpointError(
+            f"the {what} in {source} has only pickled weights ({pickles[0]}); edlm loads safetensors or GGUF only — "
+            "convert it with transformers if you trust the file: AutoModelForCausalLM.from_pretrained(DIR)"
+            ".save_pretrained(DIR) writes model.safetensors.")
 
 
 class HFCausalLM(nn.Module):

@@ -79,6 +79,25 @@ class _Reveals:
         return at, u
 
 
+class _Advancing:
+    """``range(steps)`` that advances a caller's progress bar by one per step started; ``finish`` adds the steps
+    that an early end (nothing left to reveal) skipped, so a bar shared by several calls stays in step."""
+
+    def __init__(self, bar, steps: int):
+        self.bar, self.steps, self.started = bar, steps, 0
+
+    def __iter__(self):
+        for i in range(self.steps):
+            self.started += 1
+            self.bar.update(1)
+            yield i
+
+    def finish(self) -> None:
+        if self.started < self.steps:
+            self.bar.update(self.steps - self.started)
+            self.started = self.steps
+
+
 def _validate(length, batch_size, vocab_size, mask_id, denoiser, energy):
     """The loop's own arguments; the sampler settings (steps, k, window, temperature, top_p) are checked by
     the sampler (``edlm.samplers.settings``)."""
@@ -86,6 +105,10 @@ def _validate(length, batch_size, vocab_size, mask_id, denoiser, energy):
         check_positive_int(name, value)
     if not 0 <= mask_id <= vocab_size:
         raise ValueError(f"`mask_id` must be in [0, vocab_size={vocab_size}], got {mask_id}.")
+    for name, model in (("denoiser", denoiser), ("energy", energy)):  # another id would sample wrong tokens
+        own = getattr(model, "mask_id", None) if model is not None else None
+        if isinstance(own, int) and not isinstance(own, bool) and own != mask_id:
+            raise ValueError(f"mask_id={mask_id} but the {name}'s [MASK] id is {own}.")
     max_len = getattr(denoiser, "length", None)
     if isinstance(max_len, int) and length > max_len:
         raise ValueError(f"`length` {length} exceeds the denoiser's maximum length {max_len}; "
@@ -95,6 +118,20 @@ def _validate(length, batch_size, vocab_size, mask_id, denoiser, energy):
         if model is not None and isinstance(v, int) and v not in (vocab_size, vocab_size + 1):
             raise ValueError(f"tokenizer mismatch: the {name} has {v} ids but vocab_size={vocab_size} "
                              f"(+1 for [MASK]); denoiser and energy must share one tokenizer.")
+
+
+def _check_x_init(x_init, batch_size: int, length: int, vocab_size: int) -> None:
+    """A (B, L) integer tensor of ids in [0, V] (the real tokens and [MASK]): a bad id would index out of range."""
+    if not isinstance(x_init, Tensor):
+        raise ValueError(f"x_init must be a tensor of token ids, got {type(x_init).__name__}.")
+    if x_init.is_floating_point() or x_init.is_complex() or x_init.dtype == torch.bool:
+        raise ValueError(f"x_init must hold integer token ids, got {x_init.dtype}.")
+    if tuple(x_init.shape) != (batch_size, length):
+        raise ValueError(f"`x_init` must have shape {(batch_size, length)}, got {tuple(x_init.shape)}.")
+    low, high = torch.stack([x_init.min(), x_init.max()]).tolist()  # one host sync per call
+    if low < 0 or high > vocab_size:
+        raise ValueError(f"x_init holds ids outside [0, vocab_size={vocab_size}] (min {low}, max {high}); the "
+                         "real tokens and the [MASK] id are all there is.")
 
 
 @torch.no_grad()
@@ -119,7 +156,7 @@ def generate(
     x_init: Tensor | None = None,
     energy_batch_size: int | None = None,
     device: torch.device | str | None = None,
-    progress: bool = False,
+    progress: bool | object = False,
 ) -> GenerateOutput:
     """Sample B sequences with MDLM (``energy=None`` or k = 1) or EDLM importance sampling (SPEC 2.5).
 
@@ -149,7 +186,8 @@ def generate(
             small vocabularies), else all of them (B·k for a compiled energy). A compiled energy gets
             every call at this size (the last chunk is padded), so it compiles once.
         device: where to sample; default: the denoiser's parameters' device, else CPU.
-        progress: show a progress bar.
+        progress: True: show a progress bar over the steps; or a caller's tqdm-like bar, whose ``update(1)`` is
+            called once per step (``steps`` in all).
 
     Returns:
         ``GenerateOutput`` with ``tokens`` (B, L), ``nfe_denoiser``, ``nfe_energy`` and timings.
@@ -172,8 +210,7 @@ def generate(
     if x_init is None:
         x = torch.full((batch_size, length), mask_id, dtype=torch.long, device=device)
     else:
-        if tuple(x_init.shape) != (batch_size, length):
-            raise ValueError(f"`x_init` must have shape {(batch_size, length)}, got {tuple(x_init.shape)}.")
+        _check_x_init(x_init, batch_size, length, vocab_size)
         x = x_init.to(device=device, dtype=torch.long).clone()
 
     out = GenerateOutput(tokens=x, nfe_denoiser=0, nfe_energy=0, steps=steps)
@@ -218,10 +255,12 @@ def generate(
         return e
 
     iterator = range(steps)
-    if progress:
+    if progress and not hasattr(progress, "update"):  # True (or any other truthy flag)
         from tqdm.auto import tqdm
 
         iterator = tqdm(iterator, desc="sampling", unit="step", leave=False)
+    elif progress:  # the caller's bar (semi-AR: one bar over all its blocks), advanced once per step
+        iterator = _Advancing(progress, steps)
     n_masked = int((x == mask_id).sum())  # kept on the host: a plain step reports what it revealed
     reveals = _Reveals(x, mask_id, device)
     for i in iterator:
@@ -263,6 +302,8 @@ def generate(
             if n_masked == 0:
                 break  # every position is revealed: the remaining steps are identities
 
+    if isinstance(iterator, _Advancing):
+        iterator.finish()  # steps skipped after the last reveal count as done
     if n_masked:  # noise removal (SPEC 1.6)
         if log_p_x0 is None or not cache:
             log_p_x0 = call_denoiser(x, timesteps[-1])

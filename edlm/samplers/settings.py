@@ -15,8 +15,11 @@ __all__ = [
     "DEFAULT_WINDOW",
     "DEFAULT_TEMPERATURE",
     "DEFAULT_TOP_P",
+    "MAX_STEPS",
+    "MAX_SEED",
     "check_positive_int",
     "check_steps",
+    "check_seed",
     "check_k",
     "check_window",
     "check_temperature",
@@ -28,6 +31,15 @@ DEFAULT_K = 1  # proposals per importance-sampled step; 1 = MDLM (SPEC 2.5)
 DEFAULT_WINDOW = (0.0, 1.0)  # (t_lo, t_hi): every step is importance-sampled
 DEFAULT_TEMPERATURE = 1.0  # τ in w ∝ exp(−E/τ)
 DEFAULT_TOP_P = 1.0  # nucleus filtering of x_θ off
+
+# Every reverse step is a pass of the loop and (unless the cached sampler skips it) a network call; past T = L
+# steps a step reveals under one token on average, and the cached sampler makes at most L distinct denoiser
+# calls whatever T is. 100,000 is ~100x the longest context edlm trains (L = 1024) and still a run of minutes
+# for a small model; a larger T is a typo (or an unbounded run), not a setting.
+MAX_STEPS = 100_000
+# torch.Generator.manual_seed takes a 64-bit seed; the signed range is what every seed setting (sampling, the
+# sweep's grid and reference rows) accepts, so a seed means the same thing everywhere and never overflows.
+MAX_SEED = 2**63 - 1
 
 
 def _is_real(value) -> bool:
@@ -42,8 +54,19 @@ def check_positive_int(name: str, value) -> int:
 
 
 def check_steps(steps) -> int:
-    """T, the reverse steps (per block): a positive integer."""
-    return check_positive_int("steps", steps)
+    """T, the reverse steps (per block): a positive integer, at most ``MAX_STEPS``."""
+    check_positive_int("steps", steps)
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps={steps}: each step is a network call; more than {MAX_STEPS} steps is refused — the "
+                         "cached sampler makes at most L distinct calls anyway.")
+    return steps
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed of ``torch.Generator.manual_seed``: an integer in [0, 2**63 − 1] (``MAX_SEED``)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**63 - 1], got {seed!r}.")
+    return seed
 
 
 def check_k(k) -> int:

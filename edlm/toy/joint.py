@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -50,7 +50,8 @@ class ToyJoint:
         g = torch.Generator().manual_seed(seed)
         trans = torch.rand(vocab_size, vocab_size, generator=g, dtype=torch.float64)
         trans.fill_diagonal_(0)
-        trans = (1 - stay) * trans / trans.sum(-1, keepdim=True) + stay * torch.eye(vocab_size, dtype=torch.float64)
+        eye = torch.eye(vocab_size, dtype=torch.float64)
+        trans = (1 - stay) * trans / trans.sum(-1, keepdim=True) + stay * eye
         init = torch.rand(vocab_size, generator=g, dtype=torch.float64) + 0.5
         init = init / init.sum()
         seqs = torch.tensor(list(itertools.product(range(vocab_size), repeat=length)))  # (N, L)
@@ -74,6 +75,14 @@ class ToyJoint:
     def total_variation(self, samples: Tensor) -> float:
         return total_variation(self.empirical(samples), self.probs)
 
+    def _distinct(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The distinct rows of x (B, L) (ids in [0, V]) and each row's index among them: (U, L), (B,)."""
+        x = x.long().cpu()
+        codes = (x * (self.vocab_size + 1) ** torch.arange(self.length - 1, -1, -1)).sum(-1)  # (B,)
+        uniq, inverse = torch.unique(codes, return_inverse=True)
+        first = torch.zeros_like(uniq).scatter_(0, inverse, torch.arange(codes.numel()))  # a row of each
+        return x[first], inverse
+
     # ------------------------------------------------------------------ exact posterior and denoiser
     def posterior(self, x_t: Tensor) -> Tensor:
         """p(x_0 | x_t) over all N sequences: p restricted to sequences consistent with x_t. (B, N)."""
@@ -83,11 +92,44 @@ class ToyJoint:
         w = self.probs[None] * consistent  # (B, N)
         return w / w.sum(-1, keepdim=True)
 
+    # ------------------------------------------------------------------ conditioning on fixed tokens
+    def template(self, fixed: Mapping[int, int]) -> Tensor:
+        """The start state x_init (L,) for fixed tokens {position: value}: those values, ``[MASK]`` elsewhere.
+
+        Masked diffusion conditions by never masking the fixed positions F (a prompt, an infill template):
+        this is the ``x_init`` that ``generate`` keeps.
+        """
+        x = torch.full((self.length,), self.mask_id, dtype=torch.long)
+        for i, v in fixed.items():
+            if not (0 <= int(i) < self.length and 0 <= int(v) < self.vocab_size):
+                raise ValueError(f"fixed token {v} at position {i} is outside "
+                                 f"V = {self.vocab_size}, L = {self.length}.")
+            x[int(i)] = int(v)
+        return x
+
+    def conditional(self, fixed: Mapping[int, int] | Tensor) -> Tensor:
+        """Exact p(x_0 | x_0^F = c) over all N sequences, by enumeration (SPEC §3, conditioned as in 1.6).
+
+        ``fixed`` is {position: value} or a start state x_init (L,) whose non-``[MASK]`` positions are F.
+        p restricted to the sequences with x^F = c, renormalised; it is ``posterior`` of that x_init, the
+        distribution that conditional sampling (fixed tokens never masked) must reach. (N,) float64.
+        """
+        x = self.template(fixed) if isinstance(fixed, Mapping) else torch.as_tensor(fixed, dtype=torch.long)
+        if x.shape != (self.length,):
+            raise ValueError(f"`fixed` must be a mapping or a (L,) = ({self.length},) start state, "
+                             f"got {tuple(x.shape)}.")
+        return self.posterior(x[None])[0]
+
     def marginals(self, x_t: Tensor) -> Tensor:
-        """Exact x_θⁱ(v | x_t) = p(x_0ⁱ = v | unmasked part of x_t), (B, L, V) float64."""
-        post = self.posterior(x_t)  # (B, N)
+        """Exact x_θⁱ(v | x_t) = p(x_0ⁱ = v | unmasked part of x_t), (B, L, V) float64.
+
+        Computed once per distinct row of x_t (there are at most (V+1)^L): a sampler's batch of
+        thousands of rows holds a few dozen states, so the exact denoiser stays cheap.
+        """
+        rows, inverse = self._distinct(x_t)
+        post = self.posterior(rows)  # (U, N)
         onehot = torch.nn.functional.one_hot(self.sequences, self.vocab_size).double()  # (N, L, V)
-        return torch.einsum("bn,nlv->blv", post, onehot)
+        return torch.einsum("bn,nlv->blv", post, onehot)[inverse]
 
     def denoiser(self, x_t: Tensor, t: Tensor | None = None) -> Tensor:
         """The exact factorised denoiser as raw logits (B, L, V+1); the mask logit is −∞."""
@@ -99,8 +141,11 @@ class ToyJoint:
 
     # ------------------------------------------------------------------ exact AR model
     def token_log_probs(self, x: Tensor) -> Tensor:
-        """Exact log p(xⁱ | x^{<i}) at every position, (B, L) float64 (position 0: log p(x⁰))."""
-        x = x.cpu()
+        """Exact log p(xⁱ | x^{<i}) at every position, (B, L) float64 (position 0: log p(x⁰)).
+
+        Computed once per distinct sequence of x (at most V^L), like ``marginals``.
+        """
+        x, inverse = self._distinct(x)
         out = torch.zeros(x.shape, dtype=torch.float64)
         prev = torch.zeros(x.shape[0], dtype=torch.float64)  # log p(x^{<i}) for i = 0
         for i in range(self.length):
@@ -108,7 +153,7 @@ class ToyJoint:
             log_joint = (self.probs[None] * prefix).sum(-1).log()  # log p(x^{≤i})
             out[:, i] = log_joint - prev
             prev = log_joint
-        return out
+        return out[inverse]
 
     def log_density_ratio(self, x_0: Tensor, x_t: Tensor) -> Tensor:
         """log p(x_0 | x_t) − Σ_i log x_θⁱ(x_0ⁱ | x_t) over masked i: what −E should learn (SPEC 2.4)."""
@@ -141,7 +186,8 @@ class ToyJoint:
         """The NELBO (nats) of one sequence under the exact denoiser, with no Monte Carlo (SPEC 1.5).
 
         ``num_steps=None``: continuous time, integrated by Gauss–Legendre quadrature in t (exact for
-        the log-linear schedule, whose integrand is a polynomial of degree L − 1). Otherwise the discrete-time bound with T steps.
+        the log-linear schedule, whose integrand is a polynomial of degree L − 1). Otherwise the
+        discrete-time bound with T steps.
         The schedule must have α_1 = 0 (e.g. ``LogLinearSchedule(eps=0)``, the default here) so that
         the prior term vanishes and the NELBO is a true bound.
         """
@@ -176,16 +222,27 @@ def _gauss_legendre(n: int) -> tuple[Tensor, Tensor]:
 
 
 
-def ancestral_distribution(toy: ToyJoint, num_steps: int, schedule: NoiseSchedule | None = None) -> Tensor:
+def ancestral_distribution(toy: ToyJoint, num_steps: int, schedule: NoiseSchedule | None = None,
+                           x_init: Tensor | Sequence[int] | None = None) -> Tensor:
     """Exact output distribution of the T-step ancestral sampler with the exact factorised denoiser.
 
     Propagates a distribution over partially masked states through T reverse steps (SPEC 1.4) on the
-    grid t = 1, 1 − 1/T, …, 0 (the last step reveals everything, so no noise removal is needed).
+    grid t = 1, 1 − 1/T, …, 0 (the last step reveals everything, so no noise removal is needed): the
+    process of ``generate(..., noise_removal=False)``. ``x_init`` (L,): an optional start state whose
+    non-``[MASK]`` tokens are fixed (SPEC 1.6: conditioning = never masking them); they are copied by
+    every step and the exact denoiser conditions on them (x_θⁱ = p(x_0ⁱ | unmasked part of x_t)), so
+    the T → ∞ limit is ``toy.conditional(x_init)``. Default: all masked.
     Returns (N,) over ``toy.sequences``. Cost grows as (V+1)^L · T: toys only.
     """
     schedule = schedule or LogLinearSchedule(eps=0.0)
     L, m = toy.length, toy.mask_id
-    states = {tuple([m] * L): 1.0}
+    if x_init is None:
+        start = (m,) * L
+    else:
+        start = tuple(int(v) for v in torch.as_tensor(x_init).reshape(-1))
+        if len(start) != L or not all(0 <= v <= m for v in start):
+            raise ValueError(f"`x_init` must be {L} ids in [0, {m}], got {start}.")
+    states = {start: 1.0}
     grid = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
     for t, s in zip(grid[:-1], grid[1:]):
         a_t, a_s = schedule.alpha(t), schedule.alpha(s)

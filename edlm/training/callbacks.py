@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,8 +19,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from edlm.atomic import atomic_write
 from edlm.models.checkpoints import save_pretrained
 
-__all__ = ["SavePretrained", "FinalCheckpoint", "Throughput", "AtomicCheckpointIO", "save_pretrained_atomic",
-           "sweep_staging"]
+__all__ = ["SavePretrained", "FinalCheckpoint", "Throughput", "TrainProgress", "AtomicCheckpointIO",
+           "save_pretrained_atomic", "sweep_staging"]
 
 # What the atomic writers of a run dir stage next to their target, all hidden: "<dir>.tmp-<8 hex>" and
 # "<dir>.old-<8 hex>" folders (save_pretrained_atomic), ".<file>.<random>.tmp" files (mkstemp in
@@ -133,7 +134,7 @@ class FinalCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
-            trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes
+            trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; rank 0 writes
 
 
 class Throughput(Callback):
@@ -152,3 +153,61 @@ class Throughput(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.train_seconds += time.perf_counter() - self._t0
+
+
+# what the progress output calls the metrics the modules log with prog_bar=True
+_SHOWN = {"train/loss": "loss", "train/nce_loss": "NCE loss", "train/nce_acc": "NCE acc", "val/ppl_bound": "val PPL <=",
+          "val/ppl": "val PPL", "val/nce_acc": "val NCE acc"}
+
+
+class TrainProgress(Callback):
+    """edlm's own training progress, in place of Lightning's bar ("Epoch 0/-2 ..."), on global rank 0 only.
+
+    ``bar=True``: one tqdm bar over the optimizer steps (``step/max_steps``, resumed runs start where they stopped)
+    with the loss and the latest validation figure. ``bar=False`` (CI logs, long runs): one line per validation,
+    ``<label>: step N/M: loss ..., val ...``, on stderr.
+    """
+
+    def __init__(self, label: str = "train", bar: bool = True):
+        self.label = label
+        self.bar = bar
+        self._bar = None
+
+    @staticmethod
+    def _figures(trainer: L.Trainer) -> str:
+        shown = []
+        for key, value in trainer.progress_bar_metrics.items():
+            name = _SHOWN.get(key)
+            if name is not None:
+                shown.append(f"{name} {float(value):.4g}")
+        return ", ".join(shown)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        if self.bar and trainer.is_global_zero:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=trainer.max_steps if trainer.max_steps > 0 else None, initial=trainer.global_step,
+                             desc=self.label, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._bar is not None and trainer.global_step > self._bar.n:
+            self._bar.set_postfix_str(self._figures(trainer), refresh=False)
+            self._bar.update(trainer.global_step - self._bar.n)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._figures(trainer))
+        elif not self.bar:
+            total = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+            print(f"{self.label}: step {trainer.global_step}{total}: {self._figures(trainer)}", file=sys.stderr,
+                  flush=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        self.on_train_end(trainer, pl_module)

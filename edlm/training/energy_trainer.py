@@ -31,7 +31,9 @@ from edlm.training.run import (
     build_datamodule,
     build_trainer,
     fit_and_export,
+    own_run_dir,
     prepare_run_dir,
+    quiet_lightning,
     tokens_per_step,
     write_json,
 )
@@ -78,14 +80,14 @@ class EnergyTrainResult:
                 f"margin {fmt(self.val_energy_margin, 3)}, {self.wall_time_s:.0f} s; energy in {self.model_dir}")
 
 
-def _denoiser_tokenizer(cfg: RunConfig, denoiser_path: str):
+def _denoiser_tokenizer(cfg: RunConfig, directory: Path):
     """The tokenizer saved with the denoiser (``data.tokenizer`` may name it when the checkpoint lacks one)."""
-    saved = load_tokenizer_from(resolve_checkpoint_dir(denoiser_path))
+    saved = load_tokenizer_from(directory)
     if saved is not None:
         return saved
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
-    raise CheckpointError(f"the denoiser checkpoint {denoiser_path} holds no tokenizer; set data.tokenizer to the "
+    raise CheckpointError(f"the denoiser checkpoint {directory} holds no tokenizer; set data.tokenizer to the "
                           "tokenizer it was trained with.")
 
 
@@ -104,7 +106,7 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
 
     Args:
         cfg: run settings; ``data.*``, ``optim.*``, ``ema.*``, ``train.*`` and ``diffusion.t_min/antithetic``
-            are used. ``train.run_dir`` defaults to ``runs/energy_<preset>``.
+            are used. ``train.run_dir`` defaults to ``runs/<preset>-nce``.
         denoiser_path: a ``save_pretrained`` directory (or hub id) of the frozen denoiser, with its
             tokenizer; default ``energy_cfg.denoiser``.
         energy_cfg: NCE settings; default ``cfg.energy`` if the RunConfig has that field, else defaults.
@@ -113,19 +115,29 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
         ConfigError: no denoiser given, data.length longer than the denoiser's, a run dir that already
             holds a run (without resume), nothing to resume.
         CheckpointError: the denoiser or its tokenizer cannot be loaded or do not match.
+        OutputError: the run dir is a file, cannot be written, or another live run holds it
+            (``edlm.locks.DirectoryInUseError``).
     """
+    # edlm's own progress and summary lines, not Lightning's banners and tips; the run dir owned (edlm.locks)
+    with quiet_lightning(), own_run_dir(cfg, KIND):
+        return _train_energy(cfg, denoiser_path, energy_cfg)
+
+
+def _train_energy(cfg: RunConfig, denoiser_path: str | None, energy_cfg: EnergyConfig | None) -> EnergyTrainResult:
     energy_cfg = energy_cfg or getattr(cfg, "energy", None) or EnergyConfig()
     denoiser_path = denoiser_path or energy_cfg.denoiser
     if not denoiser_path:
-        raise ConfigError("train_energy needs the frozen denoiser: pass denoiser_path (--denoiser PATH).")
+        raise ConfigError("`edlm train energy` needs --denoiser (the trained MDLM run or model directory, e.g. "
+                          "runs/tiny-mdlm), or energy.denoiser=PATH.")
     denoiser_path = str(denoiser_path)
     energy_cfg = replace(energy_cfg, denoiser=denoiser_path)
     started = time.perf_counter()
     run_dir, resume_from = prepare_run_dir(cfg, KIND)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
-    denoiser = load_denoiser(denoiser_path)
-    tokenizer = _denoiser_tokenizer(cfg, denoiser_path)
+    directory = resolve_checkpoint_dir(denoiser_path, train_kind="mdlm")  # a run dir's model/; a missing path says so
+    denoiser = load_denoiser(directory)
+    tokenizer = _denoiser_tokenizer(cfg, directory)
     check_vocab(denoiser, tokenizer)
     if cfg.data.length > denoiser.length:
         raise ConfigError(f"data.length={cfg.data.length} exceeds the denoiser's maximum length {denoiser.length}.")
@@ -145,7 +157,7 @@ def train_energy(cfg: RunConfig, denoiser_path: str | None = None,
     throughput = Throughput()
     record = {"kind": KIND, "energy_config": asdict(energy_cfg), "run_config": asdict(cfg)}
     saver = SavePretrained(run_dir / "model", tokenizer=tokenizer, extra=record)
-    trainer = build_trainer(cfg, run_dir, [saver, throughput])
+    trainer = build_trainer(cfg, run_dir, [saver, throughput], label="edlm train energy")
     fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
 
     result = _result(cfg, energy_cfg, run_dir, trainer, module, throughput, started)

@@ -1,5 +1,6 @@
 """The run-directory skeleton both trainers share (``train``, ``train_energy``).
 
+    with own_run_dir(cfg, kind):                             # checked up front, locked (edlm.locks) until the end
     run_dir, resume_from = prepare_run_dir(cfg, kind)       # refuses to overwrite a run; checks a resume
     trainer = build_trainer(cfg, run_dir, [saver, throughput])
     datamodule = build_datamodule(cfg, tokenizer)
@@ -11,7 +12,10 @@ The layout of a run directory is in ``edlm.training.trainer``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
 import warnings
 from importlib.util import find_spec
 from pathlib import Path
@@ -21,17 +25,55 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from edlm.atomic import atomic_write_text
 from edlm.config import RunConfig
+from edlm.constants import default_run_dir
 from edlm.data import TextDataModule
 from edlm.errors import CheckpointError, ConfigError
-from edlm.training.callbacks import AtomicCheckpointIO, FinalCheckpoint, SavePretrained, sweep_staging
+from edlm.locks import dir_lock
+from edlm.training.callbacks import (
+    AtomicCheckpointIO,
+    FinalCheckpoint,
+    SavePretrained,
+    TrainProgress,
+    sweep_staging,
+)
 
-__all__ = ["prepare_run_dir", "trainer_settings", "build_trainer", "build_datamodule", "fit_and_export",
-           "write_json", "tokens_per_step"]
+__all__ = ["run_dir_of", "own_run_dir", "prepare_run_dir", "trainer_settings", "build_trainer", "build_datamodule", "fit_and_export",
+           "write_json", "tokens_per_step", "quiet_lightning", "say"]
+
+
+# ----------------------------------------------------------------------------- console
+def say(message: str) -> None:
+    """One line of ours on stderr, from global rank 0 only (Lightning's own info lines are silenced)."""
+    if rank_zero_only.rank == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+_QUIET = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Silence Lightning's info lines while training ("GPU available: False, used: False", "💡 Tip: ...
+    litlogger", "`Trainer.fit` stopped", ...) and its deprecation chatter; its warnings and errors still show."""
+    loggers = [logging.getLogger(name) for name in _QUIET]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+            warnings.filterwarnings("ignore", r".*`weights_only` was not set")
+            # a moved (or differently spelled) run dir: ModelCheckpoint keeps no best-k files here, nothing is lost
+            warnings.filterwarnings("ignore", r"The dirpath has changed from")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 # ----------------------------------------------------------------------------- run directory
@@ -40,9 +82,24 @@ def write_json(path: Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
+def run_dir_of(cfg: RunConfig, kind: str) -> Path:
+    """``train.run_dir``, or the default ``runs/<preset>-<name>`` (runs/tiny-mdlm, as the README)."""
+    return Path(cfg.train.run_dir or default_run_dir(kind, cfg.preset))
+
+
+@contextlib.contextmanager
+def own_run_dir(cfg: RunConfig, kind: str):
+    """Own the run dir for the block (``edlm.locks``); yields it. Up front, before any data or model work: a file in
+    its place or a read-only / full file system is one ``OutputError`` line, and a run dir another live ``edlm
+    train`` holds stops this one at once (a dead run's lock is taken over, so ``--resume`` after a crash works).
+    Only global rank 0 takes the lock (DDP/torchrun ranks share the dir rank 0 owns)."""
+    with dir_lock(run_dir_of(cfg, kind), flag="--run-dir", enabled=rank_zero_only.rank == 0) as run_dir:
+        yield run_dir
+
+
 def prepare_run_dir(cfg: RunConfig, kind: str) -> tuple[Path, Path | None]:
     """(run_dir, checkpoint to resume from or None); refuses to overwrite a finished or started run."""
-    run_dir = Path(cfg.train.run_dir or Path("runs") / f"{kind}_{cfg.preset}")
+    run_dir = run_dir_of(cfg, kind)
     last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.train.resume:
         if not last.is_file():
@@ -53,7 +110,7 @@ def prepare_run_dir(cfg: RunConfig, kind: str) -> tuple[Path, Path | None]:
                           "--run-dir to start a new one elsewhere.")
     if rank_zero_only.rank == 0:  # what a killed run left half-written (its model export, a checkpoint)
         for path in sweep_staging(run_dir, run_dir / "checkpoints"):
-            rank_zero_info(f"edlm: removed {path}, left half-written by an interrupted run")
+            say(f"edlm: removed {path}, left half-written by an interrupted run")
     return run_dir, (last if cfg.train.resume else None)
 
 
@@ -104,19 +161,22 @@ def trainer_settings(cfg: RunConfig) -> dict:
         gradient_clip_val=cfg.optim.grad_clip or None,
         gradient_clip_algorithm="norm",
         log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=False,  # edlm's own TrainProgress instead (train.progress_bar: a bar, else a line)
+        enable_model_summary=False,  # the parameter count is in the final summary and metrics.json
     )
 
 
-def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list) -> L.Trainer:
-    """A Trainer writing into ``run_dir``: periodic and final ``checkpoints/last.ckpt`` (atomic), CSV and (if
-    installed) TensorBoard logs, the learning rate, and ``callbacks``; bad device settings are a ConfigError."""
+def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, label: str = "train") -> L.Trainer:
+    """A Trainer writing into ``run_dir``: periodic and final ``checkpoints/last.ckpt`` (atomic; a resumed run
+    overwrites it, never adds ``last-v1.ckpt``), CSV and (if installed) TensorBoard logs, the learning rate, edlm's
+    progress output (``label``, e.g. "edlm train mdlm") and ``callbacks``; bad device settings are a ConfigError."""
     checkpoints = run_dir / "checkpoints"
     callbacks = [
         ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=cfg.train.val_check_interval, save_top_k=0,
-                        save_last=True),
+                        save_last=True, enable_version_counter=False),
         FinalCheckpoint(checkpoints / "last.ckpt"),
         LearningRateMonitor("step"),
+        TrainProgress(label, bar=cfg.train.progress_bar),
         *callbacks,
     ]
     loggers = [CSVLogger(run_dir, name="csv")]

@@ -24,7 +24,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.utilities import rank_zero_info
 
 from edlm.config import RunConfig, save_config
 from edlm.data import (
@@ -47,7 +46,10 @@ from edlm.training.run import (
     build_datamodule,
     build_trainer,
     fit_and_export,
+    own_run_dir,
     prepare_run_dir,
+    quiet_lightning,
+    say,
     tokens_per_step,
     write_json,
 )
@@ -81,7 +83,8 @@ class TrainResult:
         """One line for the console."""
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
         name = "PPL <=" if self.val_ppl_name == "ppl_bound" else "PPL"
-        below = "" if self.pct_below_unigram is None else f", {self.pct_below_unigram:.1f}% below"
+        pct = self.pct_below_unigram
+        below = "" if pct is None else f", {pct:.1f}% below" if pct >= 0 else f", {-pct:.1f}% above"
         return (f"edlm train {self.kind}: step {self.global_step}, val {name} {fmt(self.val_ppl)} "
                 f"(unigram {fmt(self.unigram_ppl)}{below}), {self.tokens_per_s:,.0f} tokens/s, "
                 f"{self.wall_time_s:.0f} s; model in {self.model_dir}")
@@ -112,7 +115,7 @@ def _build_ar(cfg: RunConfig, tokenizer) -> ARModule:
     return ARModule(model, cfg.optim, cfg.ema.decay, cfg.ema.warmup, val_seed=cfg.train.seed)
 
 
-# kind -> builder(cfg, tokenizer) -> LanguageModelModule; extend together with edlm.config.TRAIN_KINDS.
+# kind -> builder(cfg, tokenizer) -> LanguageModelModule; extend together with edlm.constants.TRAIN_KINDS.
 MODULE_BUILDERS: dict[str, Callable[[RunConfig, object], LanguageModelModule]] = {
     "mdlm": _build_mdlm,
     "ar": _build_ar,
@@ -180,6 +183,8 @@ def train(cfg: RunConfig, kind: str) -> TrainResult:
         ConfigError: unknown kind, a run dir that already holds a run (without resume), nothing to resume.
         DataError: a missing or unreadable corpus.
         CheckpointError: ``model.init_from`` or the resumed run does not match the tokenizer or kind.
+        OutputError: the run dir is a file, cannot be written, or another live run holds it
+            (``edlm.locks.DirectoryInUseError``).
     """
     if kind not in MODULE_BUILDERS:
         raise ConfigError(f"unknown training kind {kind!r}; choose one of {list(MODULE_BUILDERS)}.")
@@ -187,7 +192,9 @@ def train(cfg: RunConfig, kind: str) -> TrainResult:
     try:
         if cfg.train.cpu_threads:
             torch.set_num_threads(cfg.train.cpu_threads)
-        return _train(cfg, kind)
+        # edlm's own progress and summary lines, not Lightning's banners and tips; the run dir owned (edlm.locks)
+        with quiet_lightning(), own_run_dir(cfg, kind):
+            return _train(cfg, kind)
     finally:
         torch.set_num_threads(threads)  # leave the process as it was (tests, notebooks)
 
@@ -198,7 +205,7 @@ def _train(cfg: RunConfig, kind: str) -> TrainResult:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     throughput = Throughput()
     saver = SavePretrained(run_dir / "model", extra={"kind": kind, "run_config": asdict(cfg)})
-    trainer = build_trainer(cfg, run_dir, [saver, throughput])  # before any data work: bad settings fail fast
+    trainer = build_trainer(cfg, run_dir, [saver, throughput], label=f"edlm train {kind}")  # bad settings fail fast
 
     tokenizer = _resume_tokenizer(cfg, run_dir, resume_from is not None)
     saver.tokenizer = tokenizer
@@ -213,8 +220,7 @@ def _train(cfg: RunConfig, kind: str) -> TrainResult:
         save_tokenizer(tokenizer, run_dir / "tokenizer")
         datamodule.prepare_data()
         unigram = corpus_unigram_perplexity(datamodule)
-        rank_zero_info(f"edlm: unigram perplexity of the validation split: {unigram:.4f} "
-                       f"({math.log(unigram):.4f} nats/token)")
+        say(f"edlm: unigram perplexity of the validation split: {unigram:.4f} ({math.log(unigram):.4f} nats/token)")
         for logger in trainer.loggers:
             logger.log_metrics({"data/unigram_ppl": unigram}, step=0)
     fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)

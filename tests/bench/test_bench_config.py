@@ -89,3 +89,38 @@ def test_resolve_shard(monkeypatch):
     for bad in ("3/3", "x", "1-2"):
         with pytest.raises(ValueError):
             resolve_shard(bad)
+
+
+def test_relative_model_paths_are_found_beside_the_config(micro_models, tmp_path, monkeypatch):
+    """A config kept next to its models runs from any directory; names not found beside it stay as written
+    (relative to the cwd), as in benchmarks/configs/*.yaml."""
+    import shutil
+
+    from edlm.loading import load_denoiser_bundle
+
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    shutil.copytree(micro_models["denoiser"], folder / "mdlm")
+    shutil.copytree(micro_models["ar"], folder / "ar")
+    (folder / "sweep.yaml").write_text(
+        "denoiser: mdlm\n"
+        "energies:\n  ar: ar:ar,carry_over=false\n  far: ar:runs/tiny-ar\n"
+        "reference:\n  ar_model: ar:ar\n  corpus: tinyshakespeare\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_sweep_config("../experiment/sweep.yaml")
+    assert cfg.denoiser == str(folder / "mdlm")
+    assert cfg.energies == {"ar": f"ar:{folder / 'ar'},carry_over=false", "far": "ar:runs/tiny-ar"}
+    assert cfg.reference.ar_model == f"ar:{folder / 'ar'}" and cfg.reference.corpus == "tinyshakespeare"
+    assert load_denoiser_bundle(cfg.denoiser).length == 16
+    # an override is typed in a shell: relative to the current directory
+    assert load_sweep_config(folder / "sweep.yaml", ["denoiser=mdlm"]).denoiser == "mdlm"
+
+
+def test_repo_configs_keep_their_repo_root_paths():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_sweep_config(root / "benchmarks" / "configs" / "tiny_cpu.yaml")
+    assert cfg.denoiser == "runs/tiny-mdlm" and cfg.energies == {"ar": "ar:runs/tiny-ar"}

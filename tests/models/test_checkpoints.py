@@ -122,7 +122,7 @@ def test_truncated_safetensors_is_a_checkpoint_error(tiny_dit, tmp_path):
 
 
 def test_missing_paths_and_files_are_checkpoint_errors(tiny_dit, tmp_path):
-    with pytest.raises(CheckpointError, match="no checkpoint directory"):
+    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
         from_pretrained(tmp_path / "nope" / "deeper" / "x")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="has no config.json"):

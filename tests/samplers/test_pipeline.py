@@ -87,7 +87,7 @@ def test_an_ar_checkpoint_is_not_a_denoiser(ckpts):
 
 
 def test_missing_path_and_missing_tokenizer(ckpts):
-    with pytest.raises(CheckpointError, match="no checkpoint directory"):
+    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
         load_denoiser_bundle(ckpts["root"] / "nope")
     with pytest.raises(CheckpointError, match="no tokenizer saved with the denoiser"):
         load_denoiser_bundle(ckpts["dit_no_tok"])
@@ -130,7 +130,7 @@ def test_load_ar_energy(ckpts, bundle):
     ("ar_other_tok", ValueError, "tokenizer mismatch between the denoiser and the energy"),
     ("ar_no_tok", CheckpointError, "no tokenizer saved with the energy"),
     ("dit", CheckpointError, "type 'dit', but the energy ar: needs type 'ar'"),
-    ("nope", CheckpointError, "no checkpoint directory"),
+    ("nope", CheckpointError, "no such checkpoint directory"),
 ])
 def test_load_energy_refuses(ckpts, bundle, name, error, fragment):
     with pytest.raises(error, match=fragment):

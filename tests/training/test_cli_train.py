@@ -83,3 +83,17 @@ def test_cli_trains_and_prints_a_summary(capsys, tmp_path, cache_dir, micro):
     assert main(["train", "ar", *micro(tmp_path / "run", cache_dir, max_steps=5)]) == 0
     out = capsys.readouterr().out
     assert "edlm train ar: step 5, val PPL" in out and "unigram" in out
+
+
+def test_train_on_your_own_text_file_with_data(tmp_path, cache_dir, micro, monkeypatch):
+    """`--data my.txt` trains on a local file with no corpus folder anywhere (a character tokenizer of the file)."""
+    monkeypatch.setenv("EDLM_DATA_DIR", str(tmp_path / "no-corpora-here"))
+    (tmp_path / "no-corpora-here").mkdir()
+    text = "".join(f"Line {i}: the river runs past the mill and the town.\n" for i in range(600))
+    (tmp_path / "my.txt").write_text(text)
+    run = tmp_path / "run"
+    overrides = [o for o in micro(run, cache_dir, max_steps=5) if not o.startswith("data.max_")]
+    assert main(["train", "mdlm", "--data", str(tmp_path / "my.txt"), *overrides]) == 0
+    tokenizer = __import__("edlm.data", fromlist=["load_tokenizer"]).load_tokenizer(run / "tokenizer")
+    assert set(tokenizer.get_vocab()) >= set(text)  # the tokenizer was made from this file's characters
+    assert (run / "model" / "model.safetensors").is_file()

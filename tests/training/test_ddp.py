@@ -29,6 +29,8 @@ def test_ddp_gloo_two_processes(tmp_path, cache_dir, micro):
     assert metrics["tokens_seen"] == 6 * 16 * 32 * 2  # two processes, 16 rows each per step
     assert (run_dir / "model" / "model.safetensors").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # rank 0 owned the run dir (edlm.locks) while rank 1, started under it, took no lock; and it is released
+    assert not (run_dir / ".edlm.lock").exists() and "edlm: warning:" not in proc.stderr
     # each rank draws its own times and masks, and the checkpoint keeps every rank's stream for an exact resume
     import torch
 

@@ -84,10 +84,18 @@ def runs(tmp_path_factory, micro, logged):
     (killed / ".model.tmp-0badf00d" / "config.json").write_text("{")
     (killed / "checkpoints" / ".last.ckpt.x1y2z3w4.tmp").write_bytes(b"half a checkpoint")
 
+    assert (killed / ".edlm.lock").is_file()  # SIGKILL: the dead run's lock (edlm.locks) is left behind
     resumed = subprocess.run(_cmd(micro, killed, cache, "--resume"), env=_env(), capture_output=True, text=True,
                              timeout=HANG_GUARD_S)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    return dict(ref=ref, killed=killed, step=step, killed_losses=killed_losses, stdout=resumed.stdout)
+    return dict(ref=ref, killed=killed, step=step, killed_losses=killed_losses, stdout=resumed.stdout,
+                stderr=resumed.stderr, killed_pid=proc.pid)
+
+
+def test_the_dead_runs_lock_is_taken_over_by_its_resume(runs):
+    warnings = [line for line in runs["stderr"].splitlines() if line.startswith("edlm: warning:")]
+    assert len(warnings) == 1 and f"pid {runs['killed_pid']}" in warnings[0] and "no longer running" in warnings[0]
+    assert not (runs["killed"] / ".edlm.lock").exists()  # and the resumed run released it
 
 
 def test_killed_run_resumes_from_its_checkpoint_to_max_steps(runs, logged):
