@@ -19,7 +19,7 @@ fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done
 tail -n 3 "$RUNS"/mdlm.log "$RUNS"/ar.log
 
 for kind in mdlm ar; do
-  python3 benchmarks/wiki/export_half.py "$RUNS/$kind/model" "$RUNS/$kind/model-fp16"
+  python3 benchmarks/wiki/export_weights.py "$RUNS/$kind/model" "$RUNS/$kind/model-fp16"
   cp "$RUNS/$kind/model-fp16/model.safetensors" "$OUT/$kind.safetensors"
 done
 tar czf "$OUT/stage1.tar.gz" --exclude='*.safetensors' --exclude='checkpoints' --exclude='tb' "$RUNS"

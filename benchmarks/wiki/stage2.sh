@@ -19,7 +19,7 @@ if [ ! -f "$RUNS/nce/model/model.safetensors" ]; then
     > "$RUNS/nce.log" 2>&1 || { tail -n 30 "$RUNS/nce.log"; exit 1; }
   tail -n 2 "$RUNS/nce.log"
 fi
-[ -f "$RUNS/nce/model-fp16/model.safetensors" ] || python3 benchmarks/wiki/export_half.py "$RUNS/nce/model" "$RUNS/nce/model-fp16"
+[ -f "$RUNS/nce/model-fp16/model.safetensors" ] || python3 benchmarks/wiki/export_weights.py "$RUNS/nce/model" "$RUNS/nce/model-fp16"
 cp "$RUNS/nce/model-fp16/model.safetensors" "$OUT/nce.safetensors"
 
 if [ ! -f "$RUNS/nll.json" ]; then
