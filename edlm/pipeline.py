@@ -40,6 +40,7 @@ __all__ = [
     "SampleSettings",
     "SampleRecord",
     "check_compile_options",
+    "prepare_networks",
     "sample",
     "format_records",
     "check_output_path",
@@ -143,6 +144,24 @@ def _energy_length(energy) -> int | None:
     return None
 
 
+def prepare_networks(bundle: DenoiserBundle, energy, *, block: int, device: torch.device, dtype: torch.dtype | None,
+                     compile: bool = False, freeze: bool = True, cuda_graphs: bool = True) -> torch.nn.Module:
+    """The denoiser on ``device`` in eval mode, ready to sample blocks of ``block`` tokens: checks that the energy
+    reads that many, casts both networks to ``dtype`` (None: as saved) and compiles them if asked (see ``sample``).
+    ``edlm.conditional`` prepares its runs with it too."""
+    energy_len = _energy_length(energy)
+    if energy_len is not None and energy_len < block:
+        raise ValueError(f"the energy reads at most {energy_len} tokens but is asked to score blocks of {block}.")
+    denoiser = bundle.denoiser.to(device).eval()
+    if dtype is not None:
+        denoiser.to(dtype=dtype)
+        _cast(energy, dtype)
+    if compile:
+        compile_networks(denoiser, energy, freeze=freeze, cuda_graphs=cuda_graphs)  # the weights never change while sampling
+        compile_draws()  # the exact proposal draw too (fused; same draws)
+    return denoiser
+
+
 def sample(bundle: DenoiserBundle, settings: SampleSettings | None = None, *, energy=None,
            device: str | torch.device = "cpu", progress: bool = True, compile: bool = False, freeze: bool = True,
            cuda_graphs: bool = True, dtype: str | torch.dtype | None = None, **fields) -> list[SampleRecord]:
@@ -175,18 +194,9 @@ def sample(bundle: DenoiserBundle, settings: SampleSettings | None = None, *, en
     check_compile_options(compile, freeze=freeze, cuda_graphs=cuda_graphs)
     s.check_energy(energy is not None)
     length = s.resolve_length(bundle)
-    block = min(length, bundle.length)
-    energy_len = _energy_length(energy)
-    if energy_len is not None and energy_len < block:
-        raise ValueError(f"the energy reads at most {energy_len} tokens but is asked to score blocks of {block}.")
     device = torch.device(device)
-    denoiser = bundle.denoiser.to(device).eval()
-    if dtype is not None:
-        denoiser.to(dtype=dtype)
-        _cast(energy, dtype)
-    if compile:
-        compile_networks(denoiser, energy, freeze=freeze, cuda_graphs=cuda_graphs)  # the weights never change while sampling
-        compile_draws()  # the exact proposal draw too (fused; same draws)
+    denoiser = prepare_networks(bundle, energy, block=min(length, bundle.length), device=device, dtype=dtype,
+                                compile=compile, freeze=freeze, cuda_graphs=cuda_graphs)
     generator = torch.Generator(device).manual_seed(s.seed)
     record_settings = {"denoiser": str(bundle.path), "energy": getattr(energy, "spec", None) if energy is not None
                        else "none", **dataclasses.asdict(s), "length": length, "device": str(device),

@@ -1,6 +1,7 @@
 """`edlm sample`: writes a JSONL of samples; bad input is one `edlm: error:` line, exit code != 0, no file."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +165,85 @@ def test_dtype_casts_denoiser_and_energy_and_is_recorded(capsys, tmp_path, ckpts
     mask = char_tokenizer_from_text(TEXT).mask_token_id
     for row in rows16:
         assert len(row["tokens"]) == L and all(0 <= t < vocab and t != mask for t in row["tokens"])
+
+
+# ----------------------------------------------------------------------------- prompts and infilling (shipped models)
+SHAKESPEARE = Path(__file__).resolve().parents[1] / "edlm" / "assets" / "tiny-shakespeare"
+PROMPT_KEYS = RECORD_KEYS | {"prompt", "completion", "spans"}
+
+
+def _prompt_argv(out, *extra):
+    return ["sample", "--denoiser", str(SHAKESPEARE / "mdlm"), "--steps", "3", "--num-samples", "2", "--device",
+            "cpu", "--no-progress", "--out", str(out), *extra]
+
+
+def test_prompts_give_prompt_by_sample_records(capsys, tmp_path):
+    out = tmp_path / "p.jsonl"
+    assert main(_prompt_argv(out, "--prompt", "ROMEO:", "--prompt", "JULIET:\nO", "--batch-size", "3")) == 0
+    stdout = capsys.readouterr().out
+    rows = _read(out)
+    assert [r["prompt"] for r in rows] == ["ROMEO:"] * 2 + ["JULIET:\nO"] * 2 and [r["index"] for r in rows] == [0, 1, 2, 3]
+    for r in rows:
+        assert set(r) == PROMPT_KEYS and r["text"].startswith(r["prompt"]) and r["spans"] == [r["completion"]]
+        assert r["text"] == r["prompt"] + r["completion"]  # char level: the whole text is prompt + continuation
+        assert r["settings"]["mode"] == "prompt" and r["settings"]["num_samples"] == 2
+    assert "----- sample 3 -----" in stdout and f"wrote 4 samples to {out}" in stdout
+
+
+def test_prompt_file_gives_prompts_times_samples_records(capsys, tmp_path):
+    prompts = tmp_path / "in" / "prompts.txt"
+    prompts.parent.mkdir()
+    prompts.write_text("ROMEO:\n\nFirst Citizen:\n   \nKING RICHARD III:\n", encoding="utf-8")
+    out = tmp_path / "out" / "p.jsonl"
+    assert main(_prompt_argv(out, "--prompt-file", str(prompts), "--max-new-tokens", "12", "--no-stop-at-eos",
+                             "--energy", f"nce:{SHAKESPEARE / 'nce'}", "--k", "2", "--no-print")) == 0
+    rows = _read(out)
+    assert [r["prompt"] for r in rows] == [p for p in ("ROMEO:", "First Citizen:", "KING RICHARD III:") for _ in "ab"]
+    for r in rows:
+        assert set(r) == PROMPT_KEYS and len(r["completion"]) == 12 and r["text"] == r["prompt"] + r["completion"]
+        assert r["nfe_energy"] > 0 and r["settings"]["max_new_tokens"] == 12 and not r["settings"]["stop_at_eos"]
+    assert "----- sample" not in capsys.readouterr().out
+
+
+def test_max_new_tokens_past_the_context_is_semi_autoregressive(capsys, tmp_path):
+    out = tmp_path / "p.jsonl"
+    argv = _prompt_argv(out, "--prompt", "ROMEO:", "--max-new-tokens", "150", "--stride", "64", "--no-stop-at-eos")
+    assert main(argv) == 0
+    rows = _read(out)
+    assert all(len(r["tokens"]) == 6 + 150 and len(r["completion"]) == 150 for r in rows)
+    assert rows[0]["settings"]["stride"] == 64
+
+
+def test_infill_fills_the_spans(capsys, tmp_path):
+    out = tmp_path / "i.jsonl"
+    template = "ROMEO:\nBut soft, what [MASK:8] yonder window breaks?"
+    assert main(_prompt_argv(out, "--infill", template, "--energy", f"ar:{SHAKESPEARE / 'ar'},carry_over=false",
+                             "--k", "2", "--no-stop-at-eos")) == 0
+    rows = _read(out)
+    assert len(rows) == 2 and all(set(r) == PROMPT_KEYS for r in rows)
+    for r in rows:
+        assert r["prompt"] == template and len(r["spans"]) == 1 and len(r["spans"][0]) == 8
+        assert r["text"] == f"ROMEO:\nBut soft, what {r['spans'][0]} yonder window breaks?"
+        assert r["settings"]["mode"] == "infill"
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--prompt", "ROMEO: " * 30], "the model's context is 128: no token is left to generate"),
+    (["--infill", "ROMEO: the night."], "has no [MASK:n] marker"),
+    (["--infill", "ROMEO: [MASK] night."], "unknown marker '[MASK]'"),
+    (["--infill", "ROMEO: [MAKS:3] night."], "unknown marker '[MAKS:3]'"),
+    (["--infill", "ROMEO: [MASK:0] night."], "[MASK:0] in template"),
+    (["--infill", "ROMEO: [MASK:200] night."], "but the model's context is 128"),
+    (["--prompt", ""], "tokenizes to nothing"),
+    (["--prompt", "ROMEO:", "--infill", "ROMEO: [MASK:3]"], "give prompts (--prompt, --prompt-file) or templates"),
+    (["--max-new-tokens", "5"], "--max-new-tokens applies to prompts"),
+    (["--prompt", "ROMEO:", "--max-new-tokens", "0"], "--max-new-tokens must be a positive integer"),
+    (["--prompt", "ROMEO:", "--length", "64"], "--length does not apply to prompts or templates"),
+    (["--prompt", "ROMEO:", "--stride", "32"], "--stride 32 applies only where a prompt plus max_new_tokens"),
+    (["--prompt", "ROMEO:", "--k", "2"], "only apply with an energy"),
+    (["--prompt-file", "/nonexistent/prompts.txt"], "the prompt file: cannot access /nonexistent/prompts.txt"),
+    (["--no-stop-at-eos"], "--no-stop-at-eos applies to prompts and templates"),
+])
+def test_bad_prompts_are_one_line(capsys, tmp_path, extra, fragment):
+    out = tmp_path / "out.jsonl"
+    _fails_cleanly(capsys, _prompt_argv(out, *extra), out, fragment)

@@ -25,6 +25,33 @@ def test_demo_cli_prints_a_table(capsys):
     assert main(["demo", "--judge", "none", "--steps", "2", "--num-samples", "1"]) == 0
     out = capsys.readouterr().out
     assert "EDLM-NCE" in out and "entropy (bits)" in out
+    prompted = out[out.index("=== Prompted: 'The history of the city'"):]  # after the table and its legend
+    assert out.index("entropy (bits)") < out.index("=== Prompted")
+    assert "Expect on-topic words, not coherent prose: 8 M-parameter models" in prompted
+    for method in ("MDLM", "EDLM-AR (k=4)", "EDLM-NCE (k=4)"):
+        block = prompted[prompted.index(f"--- {method}: "):]
+        assert block.splitlines()[1].startswith("The history of the city")
+
+
+def test_demo_continues_a_prompt_with_each_method():
+    from edlm.conditional import encode_condition
+    from edlm.demo import format_prompted, run_prompted
+    from edlm.loading import load_denoiser_bundle
+
+    out = run_prompted(steps=2, k=2)  # wikipedia_en, "The history of the city"
+    assert [m for m, _ in out] == ["MDLM", "EDLM-AR (k=2)", "EDLM-NCE (k=2)"]
+    x_init, fixed = encode_condition(load_denoiser_bundle(ASSETS / "wikipedia_en" / "mdlm"),
+                                     prompt="The history of the city")
+    p = int(fixed.sum())
+    for _, c in out:
+        assert c.tokens[:p] == x_init[0, :p].tolist() and c.text.startswith("The history of the city")
+        assert 0 < len(c.completion_tokens) <= 40 or c.ended
+    assert out[0][1].nfe_energy == 0 and out[1][1].nfe_energy > 0 and out[2][1].nfe_energy > 0
+    text = format_prompted(out)
+    assert text.startswith("=== Prompted: 'The history of the city'")
+    assert f"--- MDLM: {len(out[0][1].completion_tokens)} new tokens" in text
+    shakespeare = run_prompted("tiny-shakespeare", steps=2, k=2)
+    assert all(c.text.startswith("ROMEO:\nWhat light") for _, c in shakespeare)
 
 
 def test_demo_explains_itself_and_judges_only_when_asked(capsys):

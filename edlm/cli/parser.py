@@ -1,201 +1,20 @@
-"""The `edlm` command. Each subcommand is one short function; the logic lives in the library.
-
-    edlm train {mdlm,ar,energy} ...   edlm sample ...   edlm eval {nll,genppl} ...
-    edlm bench {sweep,merge,plot,speed} ...  edlm data fetch NAME ...  edlm demo
-
-Importing this module and building its parser import nothing heavy (torch, omegaconf, transformers,
-lightning): each subcommand imports what it needs when it runs.
-"""
+"""The `edlm` argument parser: every subcommand, its options and their defaults (shown in `--help`)."""
 
 from __future__ import annotations
 
 import argparse
-import functools
-import re
-import sys
 
+from edlm.cli.commands import (
+    cmd_bench,
+    cmd_bench_speed,
+    cmd_data,
+    cmd_demo,
+    cmd_eval,
+    cmd_sample,
+    cmd_train,
+)
 from edlm.constants import JUDGE_INSTALL
-from edlm.errors import EdlmError
 
-# the library's checks name Python arguments ("num_samples must be ..."); the command line names its flags
-_FLAGS = {name: "--" + name.replace("_", "-") for name in (
-    "num_samples", "batch_size", "length", "stride", "steps", "k", "window", "temperature", "top_p", "seed",
-    "time_samples", "n_neg", "max_docs", "max_chars")}
-
-
-def _in_flag_terms(command):
-    """Run a subcommand; a ValueError whose message starts with a Python argument that has a flag is raised
-    again with the flag in its place (``--num-samples must be a positive integer, got 0.``)."""
-
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except ValueError as exc:
-            text = str(exc)
-            match = re.match(r"`?([a-z_]+)`?(?=[ =])", text)
-            if match is None or match[1] not in _FLAGS:
-                raise
-            message = _FLAGS[match[1]] + text[match.end():]
-            try:
-                renamed = type(exc)(message)
-            except Exception:  # an exception class that takes other arguments
-                renamed = ValueError(message)
-            raise renamed from exc
-
-    return run
-
-
-# ----------------------------------------------------------------------------- subcommands
-def cmd_train(args: argparse.Namespace) -> int:
-    from edlm.config import load_config
-
-    overrides = list(args.overrides)
-    if args.run_dir is not None:
-        overrides.append(f"train.run_dir={args.run_dir}")
-    if args.resume:
-        overrides.append("train.resume=true")
-    if args.data is not None:
-        overrides.append(f"data.corpus={args.data}")
-    cfg = load_config(args.preset, overrides)  # fails fast, before the heavy imports below
-
-    if args.kind == "energy":
-        from edlm.training.energy_trainer import train_energy
-
-        result = train_energy(cfg, args.denoiser)
-    else:
-        from edlm.training.trainer import train
-
-        result = train(cfg, args.kind)
-    if result.rank == 0:  # under DDP every process runs this; one summary is enough
-        print(result.summary())
-    return 0
-
-
-@_in_flag_terms
-def cmd_sample(args: argparse.Namespace) -> int:
-    from edlm import loading, pipeline
-
-    settings = pipeline.SampleSettings(  # every check that needs no model, before anything loads
-        num_samples=args.num_samples, batch_size=args.batch_size, length=args.length, steps=args.steps, k=args.k,
-        window=tuple(args.window), temperature=args.temperature, seed=args.seed, top_p=args.top_p,
-        stride=args.stride)
-    spec = loading.parse_energy_spec(args.energy)
-    settings.check_energy(spec is not None)
-    options = dict(compile=args.compile, freeze=not args.no_freeze, cuda_graphs=not args.no_cuda_graphs)
-    pipeline.check_compile_options(**options)
-    dtype = loading.resolve_dtype(args.dtype)
-    pipeline.check_output_path(args.out)
-    device = loading.resolve_device(args.device)
-    bundle = loading.load_denoiser_bundle(args.denoiser, tokenizer=args.tokenizer, map_location=device)
-    settings.resolve_length(bundle)  # a too-long length fails before the energy loads
-    energy = loading.load_energy(spec, bundle, device)
-    records = pipeline.sample(bundle, settings, energy=energy, device=device, progress=not args.no_progress,
-                              dtype=dtype, **options)
-    print(pipeline.format_records(records, show_text=not args.no_print))
-    path = pipeline.write_jsonl(records, args.out)  # atomic: all records or no file
-    print(f"# wrote {len(records)} samples to {path}")
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    if args.metric == "nll":  # SPEC 1.5 bound and SPEC 2.6 estimates on held-out text
-        return cmd_eval_nll(args)
-    if args.metric == "genppl":  # SPEC 4: gen-PPL under an independent judge, unigram entropy beside it
-        return cmd_eval_genppl(args)
-    raise EdlmError(f"`edlm eval {args.metric}` is not implemented yet.")
-
-
-@_in_flag_terms
-def cmd_eval_nll(args: argparse.Namespace) -> int:
-    from edlm.eval.nll_report import evaluate_nll
-
-    report = evaluate_nll(
-        args.denoiser, args.data, split=args.split, energies=args.energy, time_samples=args.time_samples,
-        batch_size=args.batch_size, max_docs=args.max_docs, max_chars=args.max_chars, length=args.length,
-        packing=args.packing, cache_dir=args.cache_dir, tokenizer=args.tokenizer, log_z=args.log_z,
-        n_neg=args.n_neg, seed=args.seed, device=args.device, progress=not args.no_progress)
-    print(report.summary())
-    if args.json:
-        report.write_json(args.json)
-    return 0
-
-
-def cmd_eval_genppl(args: argparse.Namespace) -> int:
-    from edlm.bench.records import read_sample_texts
-    from edlm.eval import entropy_report, generative_perplexity, load_judge
-    from edlm.loading import resolve_device
-
-    texts, tokens = read_sample_texts(args.samples)
-    judge = load_judge(args.judge, device=resolve_device(args.device))
-    print(generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length,
-                                progress=not args.no_progress))
-    print(entropy_report(tokens) if tokens else "unigram entropy: n/a (the records hold no `tokens`)")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from edlm.bench import merge_results, plot_sweep
-
-    if args.action == "merge":
-        path = merge_results(args.dir)
-        print(f"edlm bench merge: {sum(1 for _ in open(path))} rows -> {path}")
-        return 0
-    if args.action == "plot":
-        for path in plot_sweep(args.dir, judge=args.judge):
-            print(path)
-        return 0
-    from edlm.bench import load_sweep_config, run_sweep  # action == "sweep"
-
-    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
-    cfg = load_sweep_config(args.config, overrides)  # fails fast, before any model loads
-    report = run_sweep(cfg, args.out, stage=args.stage, judge=args.judge, shard=args.shard,
-                       plot=not args.no_plot, progress=not args.no_progress)
-    print(report.summary())
-    return 0
-
-
-def cmd_bench_speed(args: argparse.Namespace) -> int:
-    import shlex
-    from pathlib import Path
-
-    from edlm.bench.speed import run_speed
-    from edlm.bench.speed_report import render_markdown
-
-    from_shell = Path(sys.argv[0]).name in ("edlm", "__main__.py")  # in-process calls record their settings
-    results = run_speed(preset=args.preset, models=args.models, batch_size=args.batch_size,
-                        length=args.length, steps=args.steps, ks=args.k, window=args.window,
-                        compile=args.compile, device=args.device, out=args.out, quick=args.quick,
-                        long=args.long,
-                        command=shlex.join(["edlm", *sys.argv[1:]]) if from_shell else None)
-    print("\n" + render_markdown(results))
-    return 1 if results["errors"] else 0
-
-
-@_in_flag_terms
-def cmd_demo(args: argparse.Namespace) -> int:
-    from edlm.demo import describe_model_set, format_legend, format_table, run_demo
-
-    print(describe_model_set(args.models) + "\n")  # what the models are, and what to expect of their text
-    rows = run_demo(args.models, steps=args.steps, k=args.k, num_samples=args.num_samples, seed=args.seed,
-                    judge=args.judge, device=args.device)
-    for row in rows:
-        print(f"=== {row.method}: {row.steps} steps, first sample ===\n{row.texts[0]}\n")
-    print(format_table(rows))
-    print("\n" + format_legend(rows))
-    return 0
-
-
-def cmd_data(args: argparse.Namespace) -> int:
-    from edlm.data.fetch import fetch_corpus
-
-    for name in args.names:
-        path = fetch_corpus(name, args.dest, progress=not args.no_progress)
-        print(f"edlm data fetch: {name} -> {path}")
-    return 0
-
-
-# ----------------------------------------------------------------------------- parser
 DESCRIPTION = """\
 edlm: energy-based diffusion language models. Train masked-diffusion denoisers (MDLM), autoregressive models and NCE energies; sample with MDLM or with EDLM importance sampling; measure likelihoods and judge perplexity.
 
@@ -329,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "sample", "generate text with MDLM or EDLM (importance sampling)",
                  "Generate text with an MDLM denoiser, alone (MDLM) or with an energy that reweights k proposals "
-                 "per step (EDLM), and write one JSON record per sample (text, tokens, settings, seconds, network "
-                 "calls).")
+                 "per step (EDLM), from nothing, from prompts (--prompt: continued) or from templates (--infill: "
+                 "[MASK:n] spans filled), and write one JSON record per sample (text, tokens, settings, seconds, "
+                 "network calls; with prompts also prompt and completion).")
     p.add_argument("--denoiser", required=True, help="a training run dir (e.g. runs/tiny-mdlm), a model dir or a "
                    "Hugging Face hub id (owner/name)")
     p.add_argument("--energy", default="none", help="none | ar:PATH | hf:NAME_OR_PATH | nce:PATH [,carry_over=false]")
@@ -340,10 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, nargs=2, default=(0.0, 1.0), metavar=("T_LO", "T_HI"),
                    help="importance-sample the steps that start at t in [T_LO, T_HI]")
     p.add_argument("--temperature", type=float, default=1.0, help="tau in w ~ exp(-E / tau)")
-    p.add_argument("--num-samples", type=int, default=8, help="samples to generate")
+    p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="continue TEXT (repeatable; --num-samples each)")
+    p.add_argument("--prompt-file", default=None, metavar="FILE", help="more prompts, one a line (blank lines skipped)")
+    p.add_argument("--infill", action="append", default=[], metavar="TEMPLATE", help="fill each [MASK:n] span of "
+                   "TEMPLATE with n tokens, e.g. 'The river [MASK:20] the city.' (repeatable; --num-samples each)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens to continue a prompt by (default: up to "
+                   "the model's context; beyond it semi-autoregressive, --stride new tokens a block, default L/2)")
+    p.add_argument("--no-stop-at-eos", action="store_true", help="keep what follows an end-of-text token (else cut)")
+    p.add_argument("--num-samples", type=int, default=8, help="samples to generate (per prompt or template)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per network call")
     p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's length)")
-    p.add_argument("--stride", type=int, default=None, help="new tokens per block when --length > model length")
+    p.add_argument("--stride", type=int, default=None, help="new tokens per block beyond the model's context (--length "
+                   "> L, or a prompt + --max-new-tokens > L; then default L/2)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus filtering of the proposals (1 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same settings and seed: same samples)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -421,8 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=None,
                    help="B of the end-to-end runs and of the energy calls; forward rows at 1, B, 2B "
                         "(default: 32; tiny 4; --models: 32768 // L)")
-    b.add_argument("--length", type=int, default=None,
-                   help="tokens per sequence L (default: the preset's or models')")
+    b.add_argument("--length", type=int, default=None, help="tokens per sequence L (default: the preset's or models')")
     b.add_argument("--steps", type=int, nargs="+", default=None,
                    help="T of every end-to-end run (default: 32 128; tiny 4 8)")
     b.add_argument("--k", type=int, nargs="+", default=None,
@@ -466,30 +293,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.set_defaults(func=cmd_demo)
     return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (EdlmError, FileNotFoundError, ValueError, KeyError) as exc:
-        if args.debug:
-            raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"edlm: error: {msg}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a read-only file system, a full disk, a file in a directory's place: one line
-        if args.debug:
-            raise
-        from edlm.errors import describe_os_error
-
-        print(f"edlm: error: {describe_os_error(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("edlm: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
