@@ -83,7 +83,7 @@ class SweepConfig:
     batch_size: int = 64  # sequences per generate() call
     length: int | None = None  # tokens per sample; None = the denoiser's context length
     cache: bool = True  # MDLM's cached sampler (SPEC 1.6)
-    judge: str = "smollm2"  # smollm2 | none | a Hugging Face causal LM id or folder | a .gguf file
+    judge: str = "smollm2"  # smollm2 | gemma3 | none | a HF causal LM id or folder | a .gguf file; or a comma list
     judge_batch_size: int = 16  # texts per judge forward pass (does not change the result)
     device: str = "auto"  # generation and scoring device: auto | cpu | cuda | cuda:N
     out: str | None = None  # output directory; None = runs/bench/<name>

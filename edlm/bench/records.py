@@ -157,6 +157,18 @@ def read_sample_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int
     return [r["text"] for r in records], tokens
 
 
+def read_sample_energies(path: str | os.PathLike) -> set[str]:
+    """The energy specs that chose the samples of a JSONL (``settings.energy`` of ``edlm sample`` records,
+    ``settings.energy_spec`` of a sweep's cell header); "none" entries are left out."""
+    specs = set()
+    for r in read_jsonl(Path(path)):
+        settings = r.get("settings") or {}
+        spec = settings.get("energy_spec", settings.get("energy"))
+        if isinstance(spec, str) and spec.strip().lower() not in ("", "none"):
+            specs.add(spec)
+    return specs
+
+
 def samples_finished(out: Path, cell: Cell) -> bool:
     """Does ``out`` hold every sample of ``cell`` (a complete samples file with the cell's key)?"""
     path = samples_path(out, cell)

@@ -161,6 +161,17 @@ def _judge_name(judge) -> str:
     return judge.name
 
 
+def _judge_is_cell_energy(judge, cell: Cell) -> bool:
+    """Judge ≠ energy: a judge never scores samples its own model chose as the energy (warned, then skipped)."""
+    from edlm.eval.gen_ppl import judge_is_energy
+
+    if not judge_is_energy(judge, cell.energy_spec):
+        return False
+    warnings.warn(f"cell {cell.key}: judge {_judge_name(judge)!r} is the cell's energy {cell.energy_spec!r}; "
+                  "not scored by that judge (its gen-PPL would not be independent).", stacklevel=3)
+    return True
+
+
 # ----------------------------------------------------------------------------- the sweep
 @dataclass
 class SweepReport:
@@ -236,7 +247,9 @@ def run_sweep(
         out: output directory; None = ``cfg.out`` or ``runs/bench/<cfg.name>``.
         stage: "generate" (samples only), "score" (existing samples only) or "all" (each cell generated
             then scored at once, so its results row lands as soon as it ends).
-        judge: a ``Judge``, a judge name (``load_judge``), "none" (entropy only), or None = ``cfg.judge``.
+        judge: a ``Judge``, a judge name (``load_judge``), "none" (entropy only), a list of those or a comma
+            list ("smollm2,gemma3": one row per cell and judge), or None = ``cfg.judge``. A judge that is a
+            cell's ``hf:`` energy does not score that cell (a warning says so; ``judge_is_energy``).
         shard: "i/n" or (i, n): take the cells whose index ≡ i (mod n); None = ``RANK``/``WORLD_SIZE`` if
             set (torchrun), else all cells.
         plot: write results.md and the PNGs at the end (rank 0, unless stage is "generate").
@@ -263,8 +276,10 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
                progress: bool, command: str | None, on_cell_done) -> SweepReport:
     """``run_sweep`` in the directory it owns."""
     device = _device(cfg.device)
-    judge = cfg.judge if judge is None else judge
-    judge_name = _judge_name(judge)
+    from edlm.eval.gen_ppl import parse_judges
+
+    judges = parse_judges(cfg.judge if judge is None else judge)  # one results row per (cell, judge)
+    judge_names = [_judge_name(j) for j in judges]
     command = command or command_line()
     cells = expand_cells(cfg, corpus=training_corpus(cfg))
     mine = [c for i, c in enumerate(cells) if i % world == rank]
@@ -274,9 +289,9 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
     if rank == 0:
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
-    scored = {r["cell_key"] for r in read_results(out, judge=judge_name)}
+    scored = {name: {r["cell_key"] for r in read_results(out, judge=name)} for name in judge_names}
     models = SweepModels(cfg, device)
-    judge_obj = None
+    judge_objs: dict[int, object] = {}  # judge index -> loaded judge, once per process
     scoring_hw = hardware_string(device)
     iterator = mine
     if progress:
@@ -297,16 +312,19 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
             did = True
             if on_cell_done is not None:
                 on_cell_done(cell, "generate")
-        if stage in ("score", "all") and cell.key not in scored:
+        todo = [i for i, name in enumerate(judge_names) if cell.key not in scored[name]] if stage != "generate" else []
+        todo = [i for i in todo if not _judge_is_cell_energy(judges[i], cell)]  # judge ≠ energy: warned, skipped
+        if todo:
             if not samples_finished(out, cell):
                 report.missing_samples.append(cell.key)
                 continue
-            if judge_obj is None:
-                judge_obj = _load_judge(judge, device)  # once per process (load_judge caches it too)
             header, samples = read_samples(path)
-            quality = _score_cell(header, samples, judge_obj, cfg.judge_batch_size)
-            append_jsonl(results_path, _row(header, quality, judge_name, scoring_hw, command))
-            scored.add(cell.key)
+            for i in todo:
+                if i not in judge_objs:
+                    judge_objs[i] = _load_judge(judges[i], device)  # once per process (load_judge caches it too)
+                quality = _score_cell(header, samples, judge_objs[i], cfg.judge_batch_size)
+                append_jsonl(results_path, _row(header, quality, judge_names[i], scoring_hw, command))
+                scored[judge_names[i]].add(cell.key)
             report.scored += 1
             did = True
             if on_cell_done is not None:
@@ -324,7 +342,7 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
         if stage != "generate" and plot:
             from edlm.bench.plots import plot_sweep
 
-            report.plots = plot_sweep(out, judge=judge_name)
+            report.plots = plot_sweep(out, judge=judge_names[0])  # the first judge's (`edlm bench plot --judge`)
         _write_meta(out, cfg, report, device, command)
     report.seconds = time.perf_counter() - started
     return report

@@ -118,14 +118,19 @@ def cmd_eval_nll(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_genppl(args: argparse.Namespace) -> int:
-    from edlm.bench.records import read_sample_texts
+    from edlm.bench.records import read_sample_energies, read_sample_texts
     from edlm.eval import entropy_report, generative_perplexity, load_judge
+    from edlm.eval.gen_ppl import check_judge_independent, parse_judges
     from edlm.loading import resolve_device
 
     texts, tokens = read_sample_texts(args.samples)
-    judge = load_judge(args.judge, device=resolve_device(args.device))
-    print(generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length,
-                                progress=not args.no_progress))
+    judges = parse_judges(args.judge)
+    for name in judges:  # judge ≠ energy: every judge checked before any loads
+        check_judge_independent(name, read_sample_energies(args.samples))
+    for name in judges:
+        judge = load_judge(name, device=resolve_device(args.device))
+        print(generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length,
+                                    progress=not args.no_progress))
     print(entropy_report(tokens) if tokens else "unigram entropy: n/a (the records hold no `tokens`)")
     return 0
 

