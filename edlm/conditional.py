@@ -53,7 +53,14 @@ import torch
 
 from edlm.errors import describe_os_error
 from edlm.loading import DenoiserBundle, resolve_dtype
-from edlm.pipeline import SampleRecord, SampleSettings, check_compile_options, prepare_networks
+from edlm.pipeline import (
+    SampleRecord,
+    SampleSettings,
+    check_compile_options,
+    generate_kwargs,
+    prepare_networks,
+    settings_record,
+)
 from edlm.samplers.loop import generate
 from edlm.samplers.semi_ar import generate_semi_ar
 from edlm.samplers.settings import check_positive_int
@@ -343,8 +350,7 @@ def _sample(bundle, layouts, s: SampleSettings, energy, stop_at_eos, device, pro
     device = torch.device(device)
     denoiser = prepare_networks(bundle, energy, block=L, device=device, dtype=dtype, **options)
     generator = torch.Generator(device).manual_seed(s.seed)
-    kwargs = dict(energy=energy, k=s.k, window=s.window, temperature=s.temperature, cache=s.cache,
-                  generator=generator, noise_removal=s.noise_removal, top_p=s.top_p, device=device, progress=progress)
+    kwargs = generate_kwargs(s, energy, generator, device=device, progress=progress)
     rows = [(i, j) for i in range(len(layouts)) for j in range(s.num_samples)]
     eos = _eos_id(bundle.tokenizer) if stop_at_eos else None
     out_list: list[Completion] = []
@@ -449,12 +455,10 @@ def sample_records(bundle: DenoiserBundle, settings: SampleSettings, *, prompts:
                        stop_at_eos=stop_at_eos, device=device, **options)
     else:
         out = infill(bundle, templates, settings, energy=energy, stop_at_eos=stop_at_eos, device=device, **options)
-    record_settings = {"denoiser": str(bundle.path), "energy": getattr(energy, "spec", None) if energy is not None
-                       else "none", **dataclasses.asdict(settings), "length": bundle.length, "device": str(device),
-                       "dtype": str(next(bundle.denoiser.parameters()).dtype).removeprefix("torch."),
-                       "mode": "prompt" if prompts else "infill", "max_new_tokens": max_new_tokens,
-                       "stop_at_eos": stop_at_eos}
-    record_settings["window"] = list(settings.window)
+    record_settings = settings_record(bundle, settings, energy, bundle.denoiser, length=bundle.length,
+                                      device=torch.device(device))
+    record_settings.update(mode="prompt" if prompts else "infill", max_new_tokens=max_new_tokens,
+                           stop_at_eos=stop_at_eos)
     return to_records(out, record_settings)
 
 

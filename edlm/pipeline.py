@@ -41,6 +41,8 @@ __all__ = [
     "SampleRecord",
     "check_compile_options",
     "prepare_networks",
+    "generate_kwargs",
+    "settings_record",
     "sample",
     "format_records",
     "check_output_path",
@@ -162,6 +164,23 @@ def prepare_networks(bundle: DenoiserBundle, energy, *, block: int, device: torc
     return denoiser
 
 
+def generate_kwargs(s: SampleSettings, energy, generator: torch.Generator, *, device: torch.device,
+                    progress) -> dict:
+    """The keyword arguments of ``generate`` / ``generate_semi_ar`` that ``s`` and the run decide."""
+    return dict(energy=energy, k=s.k, window=s.window, temperature=s.temperature, cache=s.cache, generator=generator,
+                noise_removal=s.noise_removal, top_p=s.top_p, device=device, progress=progress)
+
+
+def settings_record(bundle: DenoiserBundle, s: SampleSettings, energy, denoiser, *, length: int,
+                    device: torch.device) -> dict:
+    """The JSON-able ``settings`` of a run's records: models, sampler settings, length, device, dtype."""
+    record = {"denoiser": str(bundle.path), "energy": getattr(energy, "spec", None) if energy is not None else "none",
+              **dataclasses.asdict(s), "length": length, "device": str(device),
+              "dtype": str(next(denoiser.parameters()).dtype).removeprefix("torch.")}
+    record["window"] = list(s.window)
+    return record
+
+
 def sample(bundle: DenoiserBundle, settings: SampleSettings | None = None, *, energy=None,
            device: str | torch.device = "cpu", progress: bool = True, compile: bool = False, freeze: bool = True,
            cuda_graphs: bool = True, dtype: str | torch.dtype | None = None, **fields) -> list[SampleRecord]:
@@ -198,12 +217,8 @@ def sample(bundle: DenoiserBundle, settings: SampleSettings | None = None, *, en
     denoiser = prepare_networks(bundle, energy, block=min(length, bundle.length), device=device, dtype=dtype,
                                 compile=compile, freeze=freeze, cuda_graphs=cuda_graphs)
     generator = torch.Generator(device).manual_seed(s.seed)
-    record_settings = {"denoiser": str(bundle.path), "energy": getattr(energy, "spec", None) if energy is not None
-                       else "none", **dataclasses.asdict(s), "length": length, "device": str(device),
-                       "dtype": str(next(denoiser.parameters()).dtype).removeprefix("torch.")}
-    record_settings["window"] = list(s.window)
-    kwargs = dict(energy=energy, k=s.k, window=s.window, temperature=s.temperature, cache=s.cache,
-                  generator=generator, noise_removal=s.noise_removal, top_p=s.top_p, device=device, progress=progress)
+    record_settings = settings_record(bundle, s, energy, denoiser, length=length, device=device)
+    kwargs = generate_kwargs(s, energy, generator, device=device, progress=progress)
     records: list[SampleRecord] = []
     while len(records) < s.num_samples:
         n = min(s.batch_size, s.num_samples - len(records))
