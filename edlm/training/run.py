@@ -13,6 +13,7 @@ The layout of a run directory is in ``edlm.training.trainer``.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import sys
@@ -22,13 +23,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from edlm.atomic import atomic_write_text
+from edlm.atomic import atomic_write, atomic_write_text
 from edlm.config import RunConfig
 from edlm.constants import default_run_dir
 from edlm.data import TextDataModule
@@ -166,6 +169,36 @@ def trainer_settings(cfg: RunConfig) -> dict:
     )
 
 
+class _AtomicHeaderWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that a change of columns (a first validation, a new metric) rewrites
+    ``metrics.csv`` through a staged file: a kill or a reader in the middle sees the old rows or the new file,
+    never a truncated one. Appends stay appends (a kill mid-append can cut only the last row)."""
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fieldnames)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(self.metrics_file_path, write)
+
+
+class AtomicCSVLogger(CSVLogger):
+    """``CSVLogger`` writing through ``_AtomicHeaderWriter`` (local run directories)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AtomicHeaderWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, label: str = "train") -> L.Trainer:
     """A Trainer writing into ``run_dir``: periodic and final ``checkpoints/last.ckpt`` (atomic; a resumed run
     overwrites it, never adds ``last-v1.ckpt``), CSV and (if installed) TensorBoard logs, the learning rate, edlm's
@@ -179,7 +212,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, label: str = "
         TrainProgress(label, bar=cfg.train.progress_bar),
         *callbacks,
     ]
-    loggers = [CSVLogger(run_dir, name="csv")]
+    loggers = [AtomicCSVLogger(run_dir, name="csv")]
     if find_spec("tensorboard") or find_spec("tensorboardX"):
         loggers.append(TensorBoardLogger(run_dir, name="tb"))
     else:
