@@ -183,7 +183,8 @@ def settings_record(bundle: DenoiserBundle, s: SampleSettings, energy, denoiser,
 
 def sample(bundle: DenoiserBundle, settings: SampleSettings | None = None, *, energy=None,
            device: str | torch.device = "cpu", progress: bool = True, compile: bool = False, freeze: bool = True,
-           cuda_graphs: bool = True, dtype: str | torch.dtype | None = None, **fields) -> list[SampleRecord]:
+           cuda_graphs: bool = True, dtype: str | torch.dtype | None = None, x_init: torch.Tensor | None = None,
+           **fields) -> list[SampleRecord]:
     """Generate ``settings.num_samples`` sequences, ``batch_size`` at a time, with MDLM or EDLM (SPEC 1.6, 2.5).
 
     ``settings`` is a ``SampleSettings``; or leave it out and pass its fields as keywords
@@ -198,7 +199,9 @@ def sample(bundle: DenoiserBundle, settings: SampleSettings | None = None, *, en
     graphs keep these weights as constants and hold a second copy of them: faster calls, more memory; with
     ``cuda_graphs`` each energy call on a GPU replays a CUDA graph, its outputs being small), and the exact
     proposal draw (`edlm.diffusion.categorical.compile_draws`, process-wide): worth it on a GPU for long runs;
-    the samples are the same up to floating-point rounding. ``dtype`` (``bfloat16``, ``float32``; None: as
+    the samples are the same up to floating-point rounding. ``x_init`` (num_samples, L) conditions sample i on the
+    unmasked tokens of row i (kept in place, scored by the energy; ``mask_id`` where tokens are generated); with
+    semi-autoregressive sampling it is the first block's start. ``dtype`` (``bfloat16``, ``float32``; None: as
     saved) casts the denoiser and the energy network in place first; bf16 is what `edlm bench speed`
     measures on a GPU, and its samples differ from float32's by the networks' rounding (the draws stay exact:
     float64, and on a GPU an IS step's k proposals come from float32 block bounds with an exact float64
@@ -219,14 +222,19 @@ def sample(bundle: DenoiserBundle, settings: SampleSettings | None = None, *, en
     generator = torch.Generator(device).manual_seed(s.seed)
     record_settings = settings_record(bundle, s, energy, denoiser, length=length, device=device)
     kwargs = generate_kwargs(s, energy, generator, device=device, progress=progress)
+    block = min(length, bundle.length)
+    if x_init is not None and (not isinstance(x_init, torch.Tensor) or tuple(x_init.shape) != (s.num_samples, block)):
+        raise ValueError(f"x_init must be a ({s.num_samples}, {block}) tensor of token ids (num_samples, the first "
+                         f"block's length), got {tuple(getattr(x_init, 'shape', ())) or type(x_init).__name__}.")
     records: list[SampleRecord] = []
     while len(records) < s.num_samples:
         n = min(s.batch_size, s.num_samples - len(records))
+        start = None if x_init is None else x_init[len(records):len(records) + n].to(device)  # (n, block)
         if length > bundle.length:  # SPEC 1.6, semi-autoregressive
             out = generate_semi_ar(denoiser, length, bundle.length, s.stride, n, bundle.vocab_size, bundle.mask_id,
-                                   s.steps, **kwargs)
+                                   s.steps, x_init=start, **kwargs)
         else:
-            out = generate(denoiser, length, n, bundle.vocab_size, bundle.mask_id, s.steps, **kwargs)
+            out = generate(denoiser, length, n, bundle.vocab_size, bundle.mask_id, s.steps, x_init=start, **kwargs)
         for row in out.tokens.cpu().tolist():
             records.append(SampleRecord(
                 index=len(records), text=bundle.tokenizer.decode(row, skip_special_tokens=True), tokens=row,

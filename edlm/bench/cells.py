@@ -83,6 +83,7 @@ class SweepConfig:
     batch_size: int = 64  # sequences per generate() call
     length: int | None = None  # tokens per sample; None = the denoiser's context length
     cache: bool = True  # MDLM's cached sampler (SPEC 1.6)
+    prompt_tokens: int = 0  # > 0: prefix completion: each sample continues the first N tokens of a held-out window
     judge: str = "smollm2"  # smollm2 | gemma3 | none | a HF causal LM id or folder | a .gguf file; or a comma list
     judge_batch_size: int = 16  # texts per judge forward pass (does not change the result)
     device: str = "auto"  # generation and scoring device: auto | cpu | cuda | cuda:N
@@ -121,6 +122,9 @@ class SweepConfig:
                 raise ConfigError(f"{name} must be positive, got {value}.")
         if self.length is not None and self.length <= 0:
             raise ConfigError(f"length must be positive or null, got {self.length}.")
+        if self.prompt_tokens < 0 or (self.length is not None and self.prompt_tokens >= self.length):
+            raise ConfigError(f"prompt_tokens must be in [0, length) (0 = unconditional samples), got "
+                              f"{self.prompt_tokens} with length {self.length}.")
         if not self.judge:
             raise ConfigError("judge must be smollm2, none, or a causal LM id/path.")
         ref = self.reference
@@ -259,11 +263,16 @@ class Cell:
     batch_size: int | None = None  # diffusion and AR samples: sequences per call (it fixes the random stream)
     cache: bool = True
     source: str | None = None  # real text: "corpus:split"; AR samples: the AR model's spec
+    prompt_tokens: int = 0  # > 0: every sample continues the first prompt_tokens tokens of a held-out window
+    prompts: str | None = None  # "corpus:split" of those windows (with prompt_tokens > 0)
 
     def settings(self) -> dict:
-        """JSON-able settings; the cell key hashes exactly these."""
+        """JSON-able settings; the cell key hashes exactly these (unconditional cells leave the prompt fields out,
+        so their keys are those of sweeps that had no prompts)."""
         d = asdict(self)
         d["window"] = list(self.window)
+        if not self.prompt_tokens:
+            del d["prompt_tokens"], d["prompts"]
         return d
 
     @property
@@ -274,15 +283,16 @@ class Cell:
 
     @property
     def slug(self) -> str:
+        prompt = f"-p{self.prompt_tokens}" if self.prompt_tokens else ""
         if self.kind == "real_text":
-            return "ref-real-text"
+            return f"ref-real-text{prompt}"
         if self.kind == "ar_samples":
-            return f"ref-ar-samples-s{self.seed}"
+            return f"ref-ar-samples{prompt}-s{self.seed}"
         if self.energy == "none":
-            return f"mdlm-T{self.steps}-s{self.seed}"
+            return f"mdlm{prompt}-T{self.steps}-s{self.seed}"
         lo, hi = self.window
         name = re.sub(r"[^A-Za-z0-9]+", "_", self.energy)
-        return f"edlm-{name}-k{self.k}-w{lo:g}_{hi:g}-tau{self.temperature:g}-T{self.steps}-s{self.seed}"
+        return f"edlm-{name}{prompt}-k{self.k}-w{lo:g}_{hi:g}-tau{self.temperature:g}-T{self.steps}-s{self.seed}"
 
     @property
     def method(self) -> str:
@@ -310,11 +320,14 @@ def expand_cells(cfg: SweepConfig, corpus: str | None = None) -> list[Cell]:
     common = dict(num_samples=cfg.num_samples, length=cfg.length, denoiser=str(cfg.denoiser))
     cells: list[Cell] = []
     ref = cfg.reference
+    src = ref.corpus or corpus
+    if src is None and (ref.real_text or cfg.prompt_tokens):
+        needs = "reference.real_text" if ref.real_text else "prompt_tokens"
+        raise ConfigError(f"{needs} needs reference.corpus: the denoiser's checkpoint does not name its training "
+                          "corpus (or is not on this machine); set reference.corpus=NAME_OR_PATH.")
+    if cfg.prompt_tokens:  # prefix completion: every cell continues the same held-out prompts
+        common.update(prompt_tokens=cfg.prompt_tokens, prompts=f"{src}:{ref.split}")
     if ref.real_text:
-        src = ref.corpus or corpus
-        if src is None:
-            raise ConfigError("reference.real_text needs reference.corpus: the denoiser's checkpoint does not name "
-                              "its training corpus (or is not on this machine); set reference.corpus=NAME_OR_PATH.")
         cells.append(Cell("real_text", **common, source=f"{src}:{ref.split}"))
     ar_spec = cfg.ar_reference_spec()
     if ref.ar_samples:

@@ -5,6 +5,11 @@
 
 A diffusion cell runs ``edlm.pipeline.sample``; the reference cells are chunks of held-out text and
 samples of the AR model. ``edlm.bench.sweep`` writes what this returns.
+
+Prefix completion (``prompt_tokens`` = P > 0): the held-out windows of ``held_out_windows`` give every cell the same
+prompts, window i's first P tokens for sample i; diffusion cells keep them fixed (``x_init``), the AR reference
+continues them, and the real-text reference is the windows themselves, so its continuations are the true ones.
+Each sample record then also holds ``prompt`` and ``continuation`` (texts; ``text`` is the whole sequence).
 """
 
 from __future__ import annotations
@@ -86,20 +91,30 @@ def generate_cell(cell: Cell, models: SweepModels) -> tuple[list[dict], dict]:
 
     bundle, device = models.bundle, models.device
     length = bundle.length if cell.length is None else cell.length
+    P = cell.prompt_tokens
+    if P and not 0 < P < min(length, bundle.length):
+        raise ConfigError(f"prompt_tokens must be below the sample length and the denoiser's context "
+                          f"({min(length, bundle.length)} tokens), got {P}.")
+    windows = held_out_windows(cell.prompts, bundle, min(length, bundle.length), cell.num_samples) if P else None
     reset_peak_memory(device)
     if cell.kind == "real_text":
-        tokens, seconds, nfe_d, nfe_e = _real_text(cell, bundle, length), None, 0, 0
+        tokens = windows.tolist() if P else _real_text(cell, bundle, length)
+        seconds, nfe_d, nfe_e = None, 0, 0
     elif cell.kind == "ar_samples":
-        tokens, seconds, nfe_d = _ar_samples(cell, models, length)
+        tokens, seconds, nfe_d = _ar_samples(cell, models, length, None if windows is None else windows[:, :P])
         nfe_e = 0
     else:
         from edlm.pipeline import sample
 
         models.warm_up(cell)
+        x_init = None
+        if P:
+            x_init = windows.clone()  # (n, L): the prompt, then masks
+            x_init[:, P:] = bundle.mask_id
         records = sample(bundle, num_samples=cell.num_samples, batch_size=cell.batch_size, length=length,
                          steps=cell.steps, energy=models.energy(cell.energy_spec), k=cell.k, window=cell.window,
                          temperature=cell.temperature, seed=cell.seed, cache=cell.cache, device=device,
-                         progress=False)
+                         progress=False, x_init=x_init)
         tokens = [r.tokens for r in records]
         seconds = sum(r.seconds for r in records)  # each record holds its batch's time / batch size
         batches = math.ceil(cell.num_samples / cell.batch_size)
@@ -122,7 +137,31 @@ def generate_cell(cell: Cell, models: SweepModels) -> tuple[list[dict], dict]:
         "generated_date": utc_now(),
     }
     samples = [{"record": "sample", "index": i, "text": x, "tokens": t} for i, (x, t) in enumerate(zip(texts, tokens))]
+    if P:
+        for r in samples:
+            r["prompt"] = bundle.tokenizer.decode(r["tokens"][:P], skip_special_tokens=True)
+            r["continuation"] = bundle.tokenizer.decode(r["tokens"][P:], skip_special_tokens=True)
     return samples, speed
+
+
+def held_out_windows(source: str, bundle, length: int, n: int) -> torch.Tensor:
+    """(n, length) token windows of held-out text ("corpus:split"), spread over the documents: each document gives
+    at most ceil(n / documents) consecutive windows from its start (more where documents are too short), so a
+    corpus of many documents gives prompts from many of them and a single-stream corpus still gives n."""
+    from edlm.data import load_corpus
+    from edlm.errors import DataError
+    from edlm.eval.reference import real_text_reference
+
+    corpus, _, split = source.rpartition(":")
+    texts = load_corpus(corpus, split)["text"]
+    per = max(1, math.ceil(n / max(1, len(texts))))
+    while True:
+        try:
+            return real_text_reference(texts, length, bundle.tokenizer, n, chunks_per_text=per).tokens
+        except DataError:
+            if per >= n:
+                raise
+            per = min(n, 2 * per)
 
 
 def _real_text(cell: Cell, bundle, length: int) -> list[list[int]]:
@@ -136,8 +175,10 @@ def _real_text(cell: Cell, bundle, length: int) -> list[list[int]]:
     return ref.tokens.tolist()
 
 
-def _ar_samples(cell: Cell, models: SweepModels, length: int) -> tuple[list[list[int]], float, float]:
-    """AR-model samples of ``length`` tokens; the first token is drawn from the denoiser's position-0 marginal.
+def _ar_samples(cell: Cell, models: SweepModels, length: int,
+                prompts: torch.Tensor | None = None) -> tuple[list[list[int]], float, float]:
+    """AR-model samples of ``length`` tokens: continuations of ``prompts`` (n, P) when given; else the first token is
+    drawn from the denoiser's position-0 marginal.
 
     An AR model conditions on its first token and never predicts it, and rows packed by "wrap" start
     anywhere in the stream, so the first token comes from x_θ⁰(· | all masked): the denoiser's estimate
@@ -159,14 +200,17 @@ def _ar_samples(cell: Cell, models: SweepModels, length: int) -> tuple[list[list
     for start in range(0, cell.num_samples, cell.batch_size):
         n = min(cell.batch_size, cell.num_samples - start)
         with Timer(device) as timer:
-            x_t = torch.full((n, length), bundle.mask_id, dtype=torch.long, device=device)  # (n, L) all masked
-            with torch.no_grad():
-                logits = bundle.denoiser(x_t, torch.ones(n, device=device))  # (n, L, V+1)
-            log_p0 = subs_log_probs(logits, x_t, bundle.mask_id)[:, 0]  # (n, V+1)
-            if exclude:
-                log_p0 = log_p0.index_fill(-1, torch.tensor(exclude, device=device), float("-inf"))
-            first = sample_categorical(log_p0, uniform64((n,), generator, device))  # (n,)
-            out = ar_sample(ar_model, first[:, None], length, generator, exclude_ids=exclude)
+            if prompts is not None:
+                first = prompts[start:start + n].to(device)  # (n, P)
+            else:
+                x_t = torch.full((n, length), bundle.mask_id, dtype=torch.long, device=device)  # (n, L) all masked
+                with torch.no_grad():
+                    logits = bundle.denoiser(x_t, torch.ones(n, device=device))  # (n, L, V+1)
+                log_p0 = subs_log_probs(logits, x_t, bundle.mask_id)[:, 0]  # (n, V+1)
+                if exclude:
+                    log_p0 = log_p0.index_fill(-1, torch.tensor(exclude, device=device), float("-inf"))
+                first = sample_categorical(log_p0, uniform64((n,), generator, device))[:, None]  # (n, 1)
+            out = ar_sample(ar_model, first, length, generator, exclude_ids=exclude)
         tokens += out.tokens.cpu().tolist()
         seconds += timer.seconds
         nfe += out.nfe

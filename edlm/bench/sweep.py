@@ -100,17 +100,26 @@ STAGES = ("generate", "score", "all")
 
 # ----------------------------------------------------------------------------- scoring
 def _score_cell(header: dict, samples: list[dict], judge, judge_batch_size: int) -> dict:
-    """Quality of one cell's samples: gen-PPL under the judge (or None) and unigram entropy (SPEC 4)."""
+    """Quality of one cell's samples: gen-PPL under the judge (or None) and unigram entropy (SPEC 4).
+
+    Prefix-completion cells (``prompt_tokens`` > 0) are scored on their continuations: the judge reads each prompt
+    and scores only the continuation after it, and the entropy counts the continuation's tokens.
+    """
     from edlm.eval.entropy import entropy_report
 
     start = time.perf_counter()
-    ent = entropy_report([s["tokens"] for s in samples])
+    P = header["settings"].get("prompt_tokens") or 0
+    ent = entropy_report([s["tokens"][P:] for s in samples])
     quality = {"gen_ppl": None, "gen_ppl_se": None, "mean_nll_nats": None, "judge_tokens": None,
                "judge_skipped": None}
     if judge is not None:
         from edlm.eval.gen_ppl import generative_perplexity
 
-        g = generative_perplexity([s["text"] for s in samples], judge, batch_size=judge_batch_size)
+        if P:
+            g = generative_perplexity([s["continuation"] for s in samples], judge, batch_size=judge_batch_size,
+                                      contexts=[s["prompt"] for s in samples])
+        else:
+            g = generative_perplexity([s["text"] for s in samples], judge, batch_size=judge_batch_size)
         per = [x for x in g.per_sample_nll if not math.isnan(x)]
         # spread over samples: standard error of the per-sample mean NLL, carried to gen-PPL by the delta method
         se = statistics.stdev(per) / math.sqrt(len(per)) if len(per) > 1 else None

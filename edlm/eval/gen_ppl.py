@@ -268,7 +268,8 @@ def _pick_bos_id(tokenizer) -> int | None:
 
 def generative_perplexity(texts: list[str], judge: Judge, batch_size: int = 8, max_length: int | None = None,
                           add_bos: bool = True, stride: int | None = None,
-                          chunk_size: int | None = None, progress: bool = False) -> GenPPLOutput:
+                          chunk_size: int | None = None, progress: bool = False,
+                          contexts: list[str] | None = None) -> GenPPLOutput:
     """Score texts with the judge: exp of the token-weighted mean NLL over all judge tokens (SPEC 4).
 
     Each text is tokenised with the judge's tokenizer (no special tokens) and, with ``add_bos``,
@@ -289,6 +290,9 @@ def generative_perplexity(texts: list[str], judge: Judge, batch_size: int = 8, m
             (B, L, V) float32 logits exist. (A model whose head cannot be split off, e.g. one with
             logit soft-capping, falls back to full logits in its own dtype.)
         progress: a progress bar over the judge's batches (on stderr).
+        contexts: one string per text (e.g. the prompt a continuation was generated from), read by the judge before
+            its text and never scored: the figure is then the perplexity of the texts given their contexts. Context
+            and text are tokenized each on its own (the judge sees exactly the text's own tokens).
 
     Returns:
         GenPPLOutput.
@@ -309,10 +313,20 @@ def generative_perplexity(texts: list[str], judge: Judge, batch_size: int = 8, m
         raise ValueError(f"judge {judge.name!r} has no BOS/EOS token to prepend; pass add_bos=False.")
 
     token_lists = _tokenize(texts, judge.tokenizer, judge.bos_id if add_bos else None)
+    firsts = [1] * len(texts)  # the first scored position of each sequence
+    if contexts is not None:
+        if isinstance(contexts, str) or len(contexts) != len(texts):
+            raise ValueError(f"`contexts` must be a list of one string per text ({len(texts)}), got "
+                             f"{'one string' if isinstance(contexts, str) else len(contexts)}.")
+        context_lists = _tokenize(list(contexts), judge.tokenizer, judge.bos_id if add_bos else None)
+        for i, (ctx, ids) in enumerate(zip(context_lists, token_lists)):
+            own = ids[1:] if (ids and add_bos) else ids  # the text's tokens without its BOS
+            if own and ctx:
+                token_lists[i], firsts[i] = ctx + own, len(ctx)
     windows = []  # (sample index, token ids, index of the first scored position within the window)
     for i, ids in enumerate(token_lists):
-        windows.extend((i, w, first) for w, first in _windows(ids, max_length, stride))
-    n_skipped = sum(1 for ids in token_lists if len(ids) < 2)
+        windows.extend((i, w, first) for w, first in _windows(ids, max_length, stride, firsts[i]))
+    n_skipped = sum(1 for ids, f in zip(token_lists, firsts) if len(ids) <= f)
     if not windows:
         raise DataError(f"nothing to score: all {len(texts)} texts are empty (or a single token "
                         "with add_bos=False).")
@@ -350,13 +364,14 @@ def _tokenize(texts: list[str], tokenizer, bos_id: int | None) -> list[list[int]
     return out
 
 
-def _windows(ids: list[int], max_length: int, stride: int):
-    """Yield (window ids, first scored position) covering targets 1 … len(ids) − 1 exactly once."""
+def _windows(ids: list[int], max_length: int, stride: int, first: int = 1):
+    """Yield (window ids, first scored position) covering targets ``first`` … len(ids) − 1 exactly once."""
     n = len(ids)
-    if n < 2:
+    if n <= first:
         return
-    end = min(max_length, n)
-    yield ids[:end], 1
+    end = min(n, max(max_length, first + 1))
+    begin = max(0, end - max_length)
+    yield ids[begin:end], first - begin
     while end < n:
         new_end = min(end + stride, n)
         begin = new_end - max_length if new_end > max_length else 0

@@ -100,6 +100,34 @@ def test_long_text_is_scored_in_sliding_windows(tiny_judge):
     assert out.mean_nll == pytest.approx(total / count, rel=1e-5)
 
 
+def test_contexts_are_read_but_not_scored(tiny_judge):
+    """With a context, a text's tokens are scored after [BOS] + the context's tokens, and only they are counted."""
+    contexts, texts = ["the big red dog", "a cat", "the mat"], ["ran far away", "sat on the mat", ""]
+    out = generative_perplexity(texts, tiny_judge, contexts=contexts)
+    total, count = 0.0, 0
+    for ctx, text in zip(contexts, texts):
+        c = tiny_judge.tokenizer(ctx, add_special_tokens=False)["input_ids"]
+        t = tiny_judge.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not t:
+            continue
+        x = torch.tensor([tiny_judge.bos_id, *c, *t])
+        with torch.no_grad():
+            lp = torch.log_softmax(tiny_judge.model(x[None]).logits[0].double(), -1)  # (n, V)
+        first = 1 + len(c)
+        total += float(-lp[torch.arange(first - 1, len(x) - 1), x[first:]].sum())
+        count += len(t)
+    assert out.num_tokens == count == 3 + 4 and out.num_skipped == 1
+    assert out.mean_nll == pytest.approx(total / count, rel=1e-5)
+    assert out.mean_nll != pytest.approx(generative_perplexity(texts, tiny_judge).mean_nll, rel=1e-3)  # it is read
+
+
+def test_a_context_past_the_window_keeps_every_target_scored_once(tiny_judge):
+    words = sorted(tiny_judge.tokenizer.get_vocab().keys() - {"<|endoftext|>", "[UNK]"})
+    context, text = " ".join(words[i % len(words)] for i in range(20)), " ".join(words[:9])
+    out = generative_perplexity([text], tiny_judge, contexts=[context], max_length=16, stride=5)
+    assert out.num_tokens == 9 and math.isfinite(out.mean_nll)
+
+
 def test_bad_arguments_are_rejected(tiny_judge):
     with pytest.raises(TypeError, match="list"):
         generative_perplexity("the cat", tiny_judge)
@@ -109,6 +137,8 @@ def test_bad_arguments_are_rejected(tiny_judge):
         generative_perplexity(TEXTS, tiny_judge, stride=16)
     with pytest.raises(DataError, match="all 2 texts are empty"):
         generative_perplexity(["", ""], tiny_judge)
+    with pytest.raises(ValueError, match="one string per text"):
+        generative_perplexity(TEXTS, tiny_judge, contexts=["the"])
 
 
 def test_missing_judge_package_says_what_to_install(monkeypatch):
