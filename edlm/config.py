@@ -92,6 +92,9 @@ class DataConfig:
     max_val_chars: int | None = None  # None = the whole validation split (the reported bound covers it all)
     num_workers: int = 0  # rows are packed in memory up front, so workers would only add start-up time
     cache_dir: str | None = None  # None = edlm.data's default ($EDLM_CACHE_DIR or ~/.cache/edlm)
+    # DNA only: also train on the reverse complement of every block (the other strand, equally real; off so that a
+    # run sees the data as given); checked against the tokenizer by TextDataModule
+    reverse_complement: bool = False
 
     def __post_init__(self) -> None:
         if self.length <= 0 or self.batch_size <= 0 or self.eval_batch_size <= 0:

@@ -22,6 +22,7 @@ import torch
 
 from edlm.accel.compiling import compile_networks, compiled_target
 from edlm.atomic import atomic_write
+from edlm.data.dna import FastaRecord, bases_from_ids, is_dna_tokenizer, write_fasta
 from edlm.diffusion.categorical import compile_draws
 from edlm.loading import DenoiserBundle, resolve_dtype
 from edlm.samplers.loop import generate
@@ -47,6 +48,8 @@ __all__ = [
     "format_records",
     "check_output_path",
     "write_jsonl",
+    "fasta_path",
+    "write_fasta_samples",
 ]
 
 
@@ -287,3 +290,26 @@ def write_jsonl(records: Iterable[SampleRecord | dict], path: str | os.PathLike)
                 f.write(json.dumps(r.to_json() if isinstance(r, SampleRecord) else r, ensure_ascii=False) + "\n")
 
     return atomic_write(check_output_path(path), write)
+
+
+def fasta_path(fasta: str | os.PathLike | None, out: str | os.PathLike, tokenizer) -> Path | None:
+    """Where a run's FASTA goes: ``fasta`` if given (a DNA denoiser only), else, for a DNA denoiser, ``out`` with
+    ``.fa`` in place of its suffix (``samples.jsonl`` -> ``samples.fa``); None for a text denoiser."""
+    dna = is_dna_tokenizer(tokenizer)
+    if fasta is not None:
+        if not dna:
+            raise ValueError(f"--fasta {fasta}: FASTA output needs a DNA denoiser (A, C, G, T tokens); this one's "
+                             "tokenizer is text.")
+        return check_output_path(fasta)
+    return check_output_path(Path(out).with_suffix(".fa")) if dna else None
+
+
+def write_fasta_samples(records: list[SampleRecord], tokenizer, path: str | os.PathLike) -> Path:
+    """The samples as FASTA, atomically: one record per sample, ``>sample_<index>`` and its settings, the bases of
+    its tokens (an id that is not a base, such as a separator, written N, so every base keeps its position)."""
+    fasta = []
+    for r in records:
+        s = r.settings
+        about = " ".join(f"{key}={s[key]}" for key in ("energy", "steps", "k", "seed", "length") if key in s)
+        fasta.append(FastaRecord(f"sample_{r.index} {about}".strip(), bases_from_ids(r.tokens, tokenizer)))
+    return write_fasta(fasta, check_output_path(path))

@@ -247,3 +247,55 @@ def test_infill_fills_the_spans(capsys, tmp_path):
 def test_bad_prompts_are_one_line(capsys, tmp_path, extra, fragment):
     out = tmp_path / "out.jsonl"
     _fails_cleanly(capsys, _prompt_argv(out, *extra), out, fragment)
+
+
+@pytest.fixture(scope="module")
+def dna_ckpts(tmp_path_factory):
+    from edlm.data import dna_tokenizer
+
+    root = tmp_path_factory.mktemp("dna_ckpts")
+    tok = dna_tokenizer()
+    dit = _randomize(DiT(len(tok), L, hidden_size=32, n_blocks=1, n_heads=2, cond_dim=16, dropout=0.0), 0)
+    save_pretrained(Denoiser(dit, get_schedule("loglinear"), tok.mask_token_id), root / "dit", tokenizer=tok)
+    ar = ARTransformer(len(tok), L, hidden_size=32, n_blocks=1, n_heads=2, dropout=0.0, mask_id=tok.mask_token_id)
+    save_pretrained(_randomize(ar, 1), root / "ar", tokenizer=tok)
+    return root
+
+
+def test_a_dna_model_writes_fasta_beside_the_jsonl(tmp_path, dna_ckpts, capsys):
+    from edlm.data.dna import read_fasta
+
+    out = tmp_path / "dna.jsonl"
+    assert main(_argv(dna_ckpts, out, "--energy", f"ar:{dna_ckpts / 'ar'}", "--k", "2")) == 0
+    assert f"wrote their bases to {tmp_path / 'dna.fa'}" in capsys.readouterr().out
+    rows, fasta = _read(out), read_fasta(tmp_path / "dna.fa")
+    assert [r.name.split()[0] for r in fasta] == ["sample_0", "sample_1", "sample_2"]
+    assert "k=2" in fasta[0].name and "steps=4" in fasta[0].name
+    for row, rec in zip(rows, fasta):
+        assert len(rec.seq) == L  # a token that is not a base is an N: every base keeps its position
+        assert rec.seq.replace("N", "") == row["text"]
+    gz = tmp_path / "chosen.fa.gz"
+    assert main(_argv(dna_ckpts, tmp_path / "b.jsonl", "--fasta", str(gz))) == 0
+    assert len(read_fasta(gz)) == 3 and not (tmp_path / "b.fa").exists()
+
+
+def test_fasta_of_a_text_model_is_refused(tmp_path, ckpts, capsys):
+    assert main(_argv(ckpts, tmp_path / "t.jsonl", "--fasta", str(tmp_path / "t.fa"))) != 0
+    err = capsys.readouterr().err.strip()
+    assert "FASTA output needs a DNA denoiser" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "t.jsonl").exists() and not (tmp_path / "t.fa").exists()
+
+
+def test_eval_nll_of_a_dna_model_in_bits_per_base_with_the_ar_reference(tmp_path, dna_ckpts, capsys):
+    import math
+
+    out = tmp_path / "nll.json"
+    assert main(["eval", "nll", "--denoiser", str(dna_ckpts / "dit"), "--data", "dna_ecoli_k12", "--max-chars",
+                 "2000", "--ar", str(dna_ckpts / "ar"), "--time-samples", "2", "--device", "cpu", "--no-progress",
+                 "--json", str(out)]) == 0
+    assert "bits/base" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["results"]
+    assert [r["label"] for r in rows] == ["bound", "exact"]
+    for r in rows:
+        assert r["bits_per_base"] == pytest.approx(r["nll"] / math.log(2))
+    assert rows[1]["num_tokens"] == rows[1]["num_sequences"] * (L - 1)  # the first base of each row is given

@@ -89,6 +89,9 @@ class SweepConfig:
     device: str = "auto"  # generation and scoring device: auto | cpu | cuda | cuda:N
     out: str | None = None  # output directory; None = runs/bench/<name>
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    # DNA models: score every cell also with edlm.eval.dna (GC, k-mer JS to the held-out reference.split of
+    # reference.corpus or the training corpus, ORFs), dna_* columns with 95 % bootstrap bounds
+    dna: bool = False
 
     def __post_init__(self) -> None:
         g = self.grid

@@ -99,8 +99,9 @@ STAGES = ("generate", "score", "all")
 
 
 # ----------------------------------------------------------------------------- scoring
-def _score_cell(header: dict, samples: list[dict], judge, judge_batch_size: int) -> dict:
-    """Quality of one cell's samples: gen-PPL under the judge (or None) and unigram entropy (SPEC 4).
+def _score_cell(header: dict, samples: list[dict], judge, judge_batch_size: int, dna_reference=None) -> dict:
+    """Quality of one cell's samples: gen-PPL under the judge (or None) and unigram entropy (SPEC 4); with a
+    ``dna_reference`` (``edlm.eval.dna.DnaReference``) also the DNA measures, as ``dna_*`` columns.
 
     Prefix-completion cells (``prompt_tokens`` > 0) are scored on their continuations: the judge reads each prompt
     and scores only the continuation after it, and the entropy counts the continuation's tokens.
@@ -127,6 +128,10 @@ def _score_cell(header: dict, samples: list[dict], judge, judge_batch_size: int)
                    "mean_nll_nats": g.mean_nll, "judge_tokens": g.num_tokens, "judge_skipped": g.num_skipped}
     n = ent.num_samples
     ent_se = statistics.stdev(ent.per_sample_bits) / math.sqrt(n) if n > 1 else None  # over samples
+    if dna_reference is not None:
+        from edlm.eval.dna import sample_metrics
+
+        quality.update(sample_metrics([s["text"] for s in samples], dna_reference).flat())
     quality.update(entropy_bits=ent.mean_bits, entropy_bits_se=ent_se, entropy_nats=ent.mean_nats,
                    score_seconds=time.perf_counter() - start)
     return quality
@@ -301,6 +306,7 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
     scored = {name: {r["cell_key"] for r in read_results(out, judge=name)} for name in judge_names}
     models = SweepModels(cfg, device)
     judge_objs: dict[int, object] = {}  # judge index -> loaded judge, once per process
+    dna_reference = _dna_reference(cfg) if cfg.dna and stage != "generate" else None
     scoring_hw = hardware_string(device)
     iterator = mine
     if progress:
@@ -331,7 +337,7 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
             for i in todo:
                 if i not in judge_objs:
                     judge_objs[i] = _load_judge(judges[i], device)  # once per process (load_judge caches it too)
-                quality = _score_cell(header, samples, judge_objs[i], cfg.judge_batch_size)
+                quality = _score_cell(header, samples, judge_objs[i], cfg.judge_batch_size, dna_reference)
                 append_jsonl(results_path, _row(header, quality, judge_names[i], scoring_hw, command))
                 scored[judge_names[i]].add(cell.key)
             report.scored += 1
@@ -355,6 +361,21 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
         _write_meta(out, cfg, report, device, command)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _dna_reference(cfg: SweepConfig):
+    """The k-mer reference of ``dna: true``: ``reference.split`` of ``reference.corpus`` or the training corpus."""
+    from dataclasses import replace
+
+    from edlm.errors import ConfigError
+    from edlm.eval.dna import DnaReference
+    from edlm.eval.dna_report import reference_sequence
+
+    # training_corpus reads the denoiser's record only for a real-text row; ask it whether or not there is one
+    corpus = cfg.reference.corpus or training_corpus(replace(cfg, reference=replace(cfg.reference, real_text=True)))
+    if corpus is None:
+        raise ConfigError("dna: true needs the held-out sequence: set reference.corpus (e.g. dna_ecoli_k12).")
+    return DnaReference.from_sequence(reference_sequence(corpus, cfg.reference.split))
 
 
 def _write_meta(out: Path, cfg: SweepConfig, report: SweepReport, device: torch.device, command: str) -> None:

@@ -13,7 +13,7 @@ from edlm.errors import EdlmError
 # the library's checks name Python arguments ("num_samples must be ..."); the command line names its flags
 _FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "num_samples", "batch_size", "length", "stride", "steps", "k", "window", "temperature", "top_p", "seed",
-    "time_samples", "n_neg", "max_docs", "max_chars", "max_new_tokens")}
+    "time_samples", "n_neg", "max_docs", "max_chars", "max_new_tokens", "names", "windows", "bootstrap")}
 
 
 def _in_flag_terms(command):
@@ -82,6 +82,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     pipeline.check_output_path(args.out)
     device = loading.resolve_device(args.device)
     bundle = loading.load_denoiser_bundle(args.denoiser, tokenizer=args.tokenizer, map_location=device)
+    fasta = pipeline.fasta_path(args.fasta, args.out, bundle.tokenizer)  # DNA: FASTA beside the JSONL
     if conditions is None:
         settings.resolve_length(bundle)  # a too-long length fails before the energy loads
     energy = loading.load_energy(spec, bundle, device)
@@ -91,6 +92,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(pipeline.format_records(records, show_text=not args.no_print))
     path = pipeline.write_jsonl(records, args.out)  # atomic: all records or no file
     print(f"# wrote {len(records)} samples to {path}")
+    if fasta is not None:
+        print(f"# wrote their bases to {pipeline.write_fasta_samples(records, bundle.tokenizer, fasta)}")
     return 0
 
 
@@ -99,6 +102,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return cmd_eval_nll(args)
     if args.metric == "genppl":  # SPEC 4: gen-PPL under an independent judge, unigram entropy beside it
         return cmd_eval_genppl(args)
+    if args.metric == "dna":  # GC, k-mer spectra, ORFs of DNA samples against real and shuffled windows
+        return cmd_eval_dna(args)
     raise EdlmError(f"`edlm eval {args.metric}` is not implemented yet.")
 
 
@@ -110,10 +115,22 @@ def cmd_eval_nll(args: argparse.Namespace) -> int:
         args.denoiser, args.data, split=args.split, energies=args.energy, time_samples=args.time_samples,
         batch_size=args.batch_size, max_docs=args.max_docs, max_chars=args.max_chars, length=args.length,
         packing=args.packing, cache_dir=args.cache_dir, tokenizer=args.tokenizer, log_z=args.log_z,
-        n_neg=args.n_neg, seed=args.seed, device=args.device, progress=not args.no_progress)
+        n_neg=args.n_neg, seed=args.seed, device=args.device, progress=not args.no_progress, ar=args.ar)
     print(report.summary())
     if args.json:
         report.write_json(args.json)
+    return 0
+
+
+@_in_flag_terms
+def cmd_eval_dna(args: argparse.Namespace) -> int:
+    from edlm.eval.dna_report import dna_report
+
+    report = dna_report(args.samples, args.data, args.split, names=args.names, bootstrap=args.bootstrap,
+                        seed=args.seed, windows=args.windows, length=args.length)
+    print(report.summary())
+    if args.json:
+        print(f"# wrote {report.write_json(args.json)}")
     return 0
 
 

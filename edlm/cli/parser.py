@@ -112,8 +112,27 @@ def _add_nll_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the (t, x_t) draws (training validates with "
                    "train.seed)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--ar", default=None, metavar="PATH", help="an AR model (edlm train ar run or model dir): its "
+                   "exact NLL on the same rows as a last row, the reference point (default: none)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_dna_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `edlm eval dna` (edlm.eval.dna_report.dna_report)."""
+    p.add_argument("samples", nargs="*", help="sample files: FASTA (.fa, .fasta, .fna, optionally .gz; A C G T N, "
+                   "lowercase read as uppercase) or JSONL records with `text` (edlm sample --out)")
+    p.add_argument("--data", default="dna_ecoli_k12", help="the held-out sequence: a corpus preset or a FASTA path")
+    p.add_argument("--split", default="valid", help="its split; the k-mer reference is its second half, the real "
+                   "and shuffled windows come from its first half")
+    p.add_argument("--names", nargs="+", default=None, help="a row name per sample file (default: the file names)")
+    p.add_argument("--windows", type=int, default=None, help="real and shuffled windows to draw (default: as many "
+                   "as the largest sample set)")
+    p.add_argument("--length", type=int, default=None, help="bases per real / shuffled window (default: the "
+                   "samples' mean length; 1024 without samples)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the sequences per interval")
+    p.add_argument("--seed", type=int, default=0, help="seed of the windows, the shuffle and the resamples")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,12 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "train", "train an MDLM denoiser, an AR model or an NCE energy",
                  "Train a model with Lightning into a run directory (config.yaml, tokenizer/, model/, "
                  "checkpoints/last.ckpt, csv/, metrics.json). Presets (edlm/configs): tiny (CPU, char-level "
-                 "tinyshakespeare), wiki (the shipped wikipedia_en models), small (MDLM-small).",
+                 "tinyshakespeare), wiki (the shipped wikipedia_en models), small (MDLM-small), dna (E. coli, base level).",
                  epilog="Run `edlm train KIND --help` for the options; any config key can follow as key=value.")
     kinds = p.add_subparsers(dest="kind", required=True, metavar="{" + ",".join(TRAIN_KINDS) + "}")
     for kind, help_text in TRAIN_KINDS.items():  # one sub-parser per kind, so key=value may follow options
         k = _command(kinds, kind, help_text, f"Train {help_text}.")
-        k.add_argument("--preset", default="tiny", help="packaged preset (tiny, wiki, small) or a YAML path")
+        k.add_argument("--preset", default="tiny", help="packaged preset (tiny, wiki, small, dna) or a YAML path")
         k.add_argument("--run-dir", default=None,
                        help=f"run directory (default: {default_run_dir(kind, 'PRESET')}, e.g. "
                             f"{default_run_dir(kind, 'tiny')})")
@@ -176,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same settings and seed: same samples)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", default="samples.jsonl", help="JSONL output (written only when all samples exist)")
+    p.add_argument("--fasta", default=None, metavar="PATH", help="FASTA of the samples too (DNA denoisers; .gz: "
+                   "gzip); default: for a DNA denoiser, --out with .fa in place of its suffix, for text none")
     p.add_argument("--no-print", action="store_true", help="print only the header, not the samples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true",
@@ -194,14 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = _command(sub, "eval", "likelihood bounds/estimates and generative perplexity",
-                 "Evaluate: `edlm eval nll` scores held-out text (the MDLM bound, EDLM estimates); "
-                 "`edlm eval genppl` scores samples under a judge language model (generative perplexity) with "
-                 "their unigram entropy.")
+                 "Evaluate: `edlm eval nll` scores held-out text (the MDLM bound, EDLM estimates; bits per base "
+                 "for DNA); `edlm eval genppl` scores samples under a judge language model (generative perplexity) "
+                 "with their unigram entropy; `edlm eval dna` measures DNA samples as biologists would.")
     metrics = p.add_subparsers(dest="metric", required=True)
     _add_nll_arguments(_command(metrics, "nll", "MDLM NLL bound and EDLM estimates on held-out text",
                                 "The MDLM denoiser's upper bound on the NLL of held-out text (nats/token, PPL <=), "
                                 "and an EDLM estimate per energy (an estimate, not a bound), on the data packed "
                                 "as training packs its validation split."))
+    _add_dna_arguments(_command(metrics, "dna", "DNA samples against real and shuffled held-out windows",
+                                "GC content, k-mer spectrum Jensen-Shannon distance to held-out sequence (k = 1..6) "
+                                "and open reading frames on both strands, of sample files and of real and shuffled "
+                                "held-out windows (ceiling and floor), with bootstrap intervals over sequences."))
     g = _command(metrics, "genppl", "gen-PPL of samples under a judge LM, with unigram entropy")
     g.add_argument("samples", help="JSONL of samples with a `text` field (edlm sample --out, or a sweep's "
                    "samples/<cell>.jsonl); `tokens` too for the entropy")

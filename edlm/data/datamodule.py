@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerFast
 
+from edlm.data.dna import ReverseComplementRows, complement_ids
 from edlm.data.packing import tokenize_and_pack
 from edlm.data.sources import load_corpus
 from edlm.data.tokenizers import load_tokenizer
@@ -77,6 +78,8 @@ class TextDataModule(L.LightningDataModule):
         seed: seed of the training shuffle.
         eval_batch_size: B for validation (default ``batch_size``).
         num_proc: processes for tokenising (see `tokenize_and_pack`).
+        reverse_complement: DNA only: train on every block and its reverse complement (`ReverseComplementRows`:
+            twice the rows per epoch); validation stays one strand. Needs the DNA tokenizer.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int | None = None,
         num_proc: int | None = None,
+        reverse_complement: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -115,6 +119,8 @@ class TextDataModule(L.LightningDataModule):
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.seed = seed
         self.num_proc = num_proc
+        # the id table of the other strand; checked here, before any data is read
+        self.complement = complement_ids(self.tokenizer) if reverse_complement else None
         self.train_data: Dataset | None = None
         self.valid_data: Dataset | None = None
         self.train_sampler: ResumableSampler | None = None  # that of the latest train_dataloader()
@@ -147,19 +153,20 @@ class TextDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_data is None:
             self.setup("fit")
-        if len(self.train_data) < self.batch_size:
+        rows = self.train_rows()
+        if len(rows) < self.batch_size:
             raise DataError(
-                f"training data has {len(self.train_data)} rows of length {self.length}, fewer than one batch "
+                f"training data has {len(rows)} rows of length {self.length}, fewer than one batch "
                 f"of {self.batch_size}; lower batch_size or length, or use more text."
             )
         trainer = self.trainer
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        self.train_sampler = ResumableSampler(self.train_data, num_replicas=world_size, rank=rank, seed=self.seed)
+        self.train_sampler = ResumableSampler(rows, num_replicas=world_size, rank=rank, seed=self.seed)
         if self._resume_state is not None:
             self._resume(self._resume_state)
             self._resume_state = None
         return DataLoader(
-            self.train_data,
+            rows,
             batch_size=self.batch_size,
             sampler=self.train_sampler,
             generator=torch.Generator().manual_seed(self.seed),  # worker seeds; keeps the global RNG untouched
@@ -167,6 +174,13 @@ class TextDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def train_rows(self):
+        """What training batches are drawn from: the packed train rows, followed by their reverse complements
+        when ``reverse_complement`` is on."""
+        if self.train_data is None:
+            self.setup("fit")
+        return self.train_data if self.complement is None else ReverseComplementRows(self.train_data, self.complement)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.valid_split is None:
@@ -196,7 +210,7 @@ class TextDataModule(L.LightningDataModule):
         epoch = self.train_sampler.epoch
         if batches >= trainer.num_training_batches:  # the epoch is over: resume at the start of the next one
             epoch, batches = epoch + 1, 0
-        return {"epoch": epoch, "seen": batches * self.batch_size, "rows": len(self.train_data),
+        return {"epoch": epoch, "seen": batches * self.batch_size, "rows": len(self.train_sampler.dataset),
                 "world_size": self.train_sampler.num_replicas}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
@@ -207,9 +221,10 @@ class TextDataModule(L.LightningDataModule):
     def _resume(self, state: dict[str, int]) -> None:
         sampler = self.train_sampler
         epoch, seen = int(state["epoch"]), int(state["seen"])
-        if (state.get("rows"), state.get("world_size")) != (len(self.train_data), sampler.num_replicas):
+        rows = len(sampler.dataset)
+        if (state.get("rows"), state.get("world_size")) != (rows, sampler.num_replicas):
             rank_zero_warn(f"the checkpoint was trained on {state.get('rows')} rows by {state.get('world_size')} "
-                           f"process(es), this run has {len(self.train_data)} rows and {sampler.num_replicas}: "
+                           f"process(es), this run has {rows} rows and {sampler.num_replicas}: "
                            f"it starts epoch {epoch} from its first batch, not where the checkpoint stopped.")
             seen = 0
         if seen > sampler.num_samples - self.batch_size:  # no full batch left in that epoch

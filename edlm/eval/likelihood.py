@@ -42,7 +42,7 @@ from edlm.diffusion.subs import SubsLogProbs, log_likelihood_of, subs_log_probs
 from edlm.energy.nce_loss import sample_negatives
 from edlm.errors import NumericalError
 
-__all__ = ["LikelihoodOutput", "mdlm_bound", "edlm_estimate", "iter_batches", "LOG_Z_MODES"]
+__all__ = ["LikelihoodOutput", "mdlm_bound", "edlm_estimate", "ar_nll", "iter_batches", "LOG_Z_MODES"]
 
 LOG_Z_MODES = ("one", "negatives")
 ESTIMATE_LABEL = "estimate (not a bound)"
@@ -62,6 +62,7 @@ class LikelihoodOutput:
     samples: list[float] = field(default_factory=list)  # the token-weighted NLL of each time sample
     diffusion_nll: float | None = None  # EDLM only: the MDLM term of the same draws
     log_z: str | None = None  # EDLM only: "one" or "negatives (n=…)"
+    exact: bool = False  # True: the exact NLL (an AR model's next-token NLL), neither bound nor estimate
 
     @property
     def ppl(self) -> float:
@@ -74,10 +75,12 @@ class LikelihoodOutput:
 
     @property
     def label(self) -> str:
-        return "bound" if self.is_bound else ESTIMATE_LABEL
+        return "bound" if self.is_bound else "exact" if self.exact else ESTIMATE_LABEL
 
     @property
     def ppl_text(self) -> str:
+        if self.exact:
+            return f"PPL = {self.ppl:.4f}"
         return f"PPL <= {self.ppl:.4f}" if self.is_bound else f"PPL ~ {self.ppl:.4f} ({ESTIMATE_LABEL})"
 
     def to_dict(self) -> dict:
@@ -323,3 +326,38 @@ def edlm_estimate(
                             num_sequences=num_sequences, num_time_samples=num_time_samples, samples=edlm.tolist(),
                             diffusion_nll=float(diffusion.mean()),
                             log_z="one" if log_z == "one" else f"negatives (n={n_neg})")
+
+
+@torch.no_grad()
+def ar_nll(model, data: Tensor | Iterable, *, batch_size: int = 32, device: torch.device | str | None = None,
+           name: str = "AR", progress: bool = False) -> LikelihoodOutput:
+    """The exact next-token NLL per token of an autoregressive model on held-out rows, as ``edlm train ar``
+    validates: the first token of each row is given (not scored), padding is never scored.
+
+    Args:
+        model: ``model(x (B, L)) -> logits (B, L, V+1)`` where position i predicts token i + 1 (``ARTransformer``).
+        data, batch_size, device, progress: as ``mdlm_bound``.
+    """
+    from edlm.models.ar import next_token_log_probs
+
+    device = _device_of(model, device)
+    total = 0.0
+    num_tokens = num_sequences = 0
+    batches = iter_batches(data, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=_num_batches(data, batch_size), desc=name, unit="batch", leave=False,
+                       dynamic_ncols=True)
+    for x, attention_mask in batches:
+        x = x.to(device=device, dtype=torch.long)
+        log_p = next_token_log_probs(model(x), x).double()  # (B, L), column 0 = 0 (given)
+        scored = torch.ones_like(log_p) if attention_mask is None else attention_mask.to(device, torch.float64)
+        scored[:, 0] = 0.0
+        total -= float((log_p * scored).sum())
+        num_tokens += int(scored.sum())
+        num_sequences += x.shape[0]
+    if num_tokens == 0:
+        raise ValueError("no tokens to evaluate: the data set is empty.")
+    return LikelihoodOutput(name=name, is_bound=False, nll=total / num_tokens, se=None, num_tokens=num_tokens,
+                            num_sequences=num_sequences, num_time_samples=1, exact=True)

@@ -23,11 +23,11 @@ import torch
 from edlm.atomic import atomic_write_text
 from edlm.errors import ConfigError
 
-__all__ = ["NLLReport", "evaluate_nll", "held_out_data", "format_table"]
+__all__ = ["NLLReport", "evaluate_nll", "held_out_data", "format_table", "quiet_datasets"]
 
 
 @contextlib.contextmanager
-def _quiet_datasets():
+def quiet_datasets():
     """No ``datasets`` progress bars or warnings while a corpus is read: a bad file gives one error line."""
     from datasets.utils import logging as datasets_logging
 
@@ -49,23 +49,28 @@ def held_out_data(data: str, tokenizer, length: int, *, split: str = "valid", ma
     ``progress=False`` also hides the tokenizing bar."""
     from edlm.data import load_corpus, tokenize_and_pack
 
-    with _quiet_datasets():  # reading a held-out split is quick; its "Generating split" bar says little
+    with quiet_datasets():  # reading a held-out split is quick; its "Generating split" bar says little
         text = load_corpus(data, split, max_docs=max_docs, max_chars=max_chars,
                            cache_dir=None if cache_dir is None else os.path.join(cache_dir, "corpora"))
-    with contextlib.nullcontext() if progress else _quiet_datasets():
+    with contextlib.nullcontext() if progress else quiet_datasets():
         return tokenize_and_pack(text, tokenizer, length, packing, cache_dir=cache_dir).with_format("torch")
 
 
-def format_table(rows) -> str:
-    """The results as an aligned text table (one row per LikelihoodOutput)."""
+def format_table(rows, bits_per_base: bool = False) -> str:
+    """The results as an aligned text table (one row per LikelihoodOutput); ``bits_per_base`` adds the NLL in
+    bits per base (DNA: one token is one base, `edlm.eval.dna.bits_per_base`)."""
+    from edlm.eval.dna import bits_per_base as to_bits
+
     w = max(5, *(len(r.name) for r in rows))
-    head = f"{'model':<{w}} {'NLL (nats/tok)':>14} {'± SE':>8} {'PPL':>11}  {'EDLM − MDLM':>11}  kind"
+    bits = f" {'bits/base':>9}" if bits_per_base else ""
+    head = f"{'model':<{w}} {'NLL (nats/tok)':>14} {'± SE':>8}{bits} {'PPL':>11}  {'EDLM − MDLM':>11}  kind"
     lines = [head, "-" * len(head)]
     for r in rows:
         se = "n/a" if r.se is None else f"{r.se:.4f}"
         corr = "" if r.energy_correction is None else f"{r.energy_correction:+.4f}"
-        ppl = ("<= " if r.is_bound else "~ ") + f"{r.ppl:.4f}"
-        lines.append(f"{r.name:<{w}} {r.nll:>14.4f} {se:>8} {ppl:>11}  {corr:>11}  {r.label}")
+        ppl = ("<= " if r.is_bound else "= " if r.exact else "~ ") + f"{r.ppl:.4f}"
+        per_base = f" {to_bits(r.nll):>9.4f}" if bits_per_base else ""
+        lines.append(f"{r.name:<{w}} {r.nll:>14.4f} {se:>8}{per_base} {ppl:>11}  {corr:>11}  {r.label}")
     return "\n".join(lines)
 
 
@@ -81,21 +86,27 @@ class NLLReport:
     seed: int
     batch_size: int
     rows: list = field(default_factory=list)  # LikelihoodOutput
+    dna: bool = False  # the denoiser's tokenizer is base-level DNA: NLLs are also given in bits per base
 
     def summary(self) -> str:
         """A header line, the table, and (with energies) what the EDLM rows are."""
         first = self.rows[0]
         lines = [f"edlm eval nll: {self.denoiser} on {self.data}:{self.split}, {first.num_sequences} sequences x "
                  f"{self.length} tokens ({first.num_tokens} tokens), {self.time_samples} time samples, "
-                 f"seed {self.seed}", format_table(self.rows)]
-        if len(self.rows) > 1:
+                 f"seed {self.seed}", format_table(self.rows, bits_per_base=self.dna)]
+        if any(not r.is_bound and not r.exact for r in self.rows):
             lines.append("EDLM rows are estimates, not bounds (SPEC 2.6); the MDLM row is an upper bound on the NLL.")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
         return {"denoiser": self.denoiser, "data": self.data, "split": self.split, "length": self.length,
                 "time_samples": self.time_samples, "seed": self.seed, "batch_size": self.batch_size,
-                "results": [r.to_dict() for r in self.rows]}
+                "results": [self._row_json(r) for r in self.rows]}
+
+    def _row_json(self, row) -> dict:
+        from edlm.eval.dna import bits_per_base
+
+        return {**row.to_dict(), **({"bits_per_base": bits_per_base(row.nll)} if self.dna else {})}
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write ``to_json()`` atomically (the parent directory is created if needed)."""
@@ -109,7 +120,7 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid"
                  time_samples: int = 8, batch_size: int = 32, max_docs: int | None = None,
                  max_chars: int | None = None, length: int | None = None, packing: str = "wrap",
                  cache_dir: str | None = None, tokenizer=None, log_z: str = "auto", n_neg: int = 16, seed: int = 0,
-                 device: str | torch.device = "auto", progress: bool = True) -> NLLReport:
+                 device: str | torch.device = "auto", progress: bool = True, ar: str | None = None) -> NLLReport:
     """Load the denoiser, its tokenizer and the energies; score the held-out split (SPEC 1.5, 2.6).
 
     Args:
@@ -124,9 +135,12 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid"
         seed: seed of the (t, x_t) draws; every row reuses the MDLM row's draws.
         device: auto | cpu | cuda | cuda:N.
         progress: a progress bar over the batches of each row (on stderr).
+        ar: an AR model (``edlm train ar`` run or model dir) whose exact next-token NLL on the same rows is a
+            last row, the reference point of the others.
     """
+    from edlm.data.dna import is_dna_tokenizer
     from edlm.energy.ar_energy import AREnergy
-    from edlm.eval.likelihood import edlm_estimate, mdlm_bound
+    from edlm.eval.likelihood import ar_nll, edlm_estimate, mdlm_bound
     from edlm.loading import load_denoiser_bundle, load_energy, resolve_device
 
     for name, value in (("time_samples", time_samples), ("batch_size", batch_size), ("n_neg", n_neg)):
@@ -135,6 +149,7 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid"
     device = resolve_device(device)
     bundle = load_denoiser_bundle(denoiser, tokenizer=tokenizer, map_location=device)
     loaded = [load_energy(spec, bundle, device) for spec in energies]  # all checked before any scoring
+    ar_model = None if ar is None else _load_ar(ar, bundle, device)
     length = length or bundle.length
     rows_data = held_out_data(data, bundle.tokenizer, length, split=split, max_docs=max_docs, max_chars=max_chars,
                               packing=packing, cache_dir=cache_dir, progress=progress)
@@ -148,5 +163,16 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid"
         name = f"{'EDLM-AR' if is_ar else 'EDLM-NCE'} ({energy.spec})"
         rows.append(edlm_estimate(bundle.denoiser, energy, rows_data, generator=seeded(), log_z=mode, n_neg=n_neg,
                                   negatives_generator=seeded(1000 + i), name=name, **common))
+    if ar_model is not None:
+        rows.append(ar_nll(ar_model, rows_data, batch_size=batch_size, device=device, progress=progress,
+                           name=f"AR ({ar})"))
     return NLLReport(denoiser=str(denoiser), data=str(data), split=split, length=length, time_samples=time_samples,
-                     seed=seed, batch_size=batch_size, rows=rows)
+                     seed=seed, batch_size=batch_size, rows=rows, dna=is_dna_tokenizer(bundle.tokenizer))
+
+
+def _load_ar(path: str, bundle, device: torch.device):
+    """An ``edlm train ar`` model on ``device`` in eval mode, checked against the denoiser's tokenizer (as the
+    ``ar:`` energy loads it)."""
+    from edlm.loading import load_energy
+
+    return load_energy(f"ar:{path}", bundle, device).ar_model.eval()

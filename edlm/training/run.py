@@ -245,7 +245,7 @@ def build_datamodule(cfg: RunConfig, tokenizer) -> TextDataModule:
     return TextDataModule(
         d.corpus, tokenizer, d.length, d.batch_size, mode=d.packing, max_chars={"train": d.max_train_chars,
         "valid": d.max_val_chars}, num_workers=d.num_workers, cache_dir=d.cache_dir, seed=cfg.train.seed,
-        eval_batch_size=d.eval_batch_size,
+        eval_batch_size=d.eval_batch_size, reverse_complement=d.reverse_complement,
     )
 
 

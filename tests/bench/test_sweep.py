@@ -212,3 +212,20 @@ def test_sweep_skips_a_judge_on_cells_whose_energy_it_is(tmp_path, sweep_cfg, fa
     with pytest.warns(UserWarning, match="is the cell's energy"):  # a re-run has nothing left to do
         again = run_sweep(cfg, tmp_path / "out", judge=f"{judge_dir},none", progress=False, plot=False)
     assert again.scored == 0 and again.skipped == again.cells_total
+
+
+def test_dna_cells_get_dna_columns():
+    from edlm.bench.sweep import _score_cell
+    from edlm.eval.dna import DnaReference, sample_metrics
+
+    rng = __import__("numpy").random.default_rng(0)
+    genome = "".join(rng.choice(list("ACGT"), 4000))
+    ref = DnaReference.from_sequence(genome)
+    samples = [{"text": genome[i: i + 300], "tokens": [0] * 300} for i in range(0, 1800, 300)]
+    plain = _score_cell({}, samples, None, 8)
+    quality = _score_cell({}, samples, None, 8, dna_reference=ref)
+    assert not any(k.startswith("dna_") for k in plain)
+    expected = sample_metrics([s["text"] for s in samples], ref)
+    assert quality["dna_gc"] == expected.gc.value and quality["dna_js_k6"] == expected.kmer_js[6].value
+    assert quality["dna_orf_coverage_low"] <= quality["dna_orf_coverage"] <= quality["dna_orf_coverage_high"]
+    assert {f"dna_js_k{k}" for k in range(1, 7)} <= set(quality)

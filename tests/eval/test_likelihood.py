@@ -220,3 +220,22 @@ def load_tokenizer_from_dir(path):
     from edlm.models import load_tokenizer_from
 
     return load_tokenizer_from(path)
+
+
+def test_ar_nll_is_the_models_exact_next_token_nll():
+    from edlm.eval.likelihood import ar_nll
+    from edlm.models import ARTransformer
+
+    torch.manual_seed(3)
+    model = ARTransformer(6, 12, hidden_size=16, n_blocks=1, n_heads=2, dropout=0.0, mask_id=5).eval()
+    x = torch.randint(0, 5, (7, 12))
+    out = ar_nll(model, x, batch_size=3)
+    with torch.no_grad():
+        expected = -model.log_prob(x).double().sum() / (7 * 11)  # the first token of each row is given
+    assert out.exact and not out.is_bound and out.label == "exact" and out.ppl_text.startswith("PPL = ")
+    assert out.nll == pytest.approx(float(expected), rel=1e-6) and out.num_tokens == 7 * 11
+    padded = [{"input_ids": x[:4], "attention_mask": torch.ones(4, 12, dtype=torch.long)}]
+    padded[0]["attention_mask"][:, 6:] = 0  # padding is not scored
+    with torch.no_grad():
+        lp = model.token_log_probs(x[:4]).double()[:, 1:6]
+    assert ar_nll(model, padded).nll == pytest.approx(float(-lp.sum() / 20), rel=1e-6)
