@@ -188,3 +188,22 @@ def cmd_data(args: argparse.Namespace) -> int:
         path = fetch_corpus(name, args.dest, progress=not args.no_progress)
         print(f"edlm data fetch: {name} -> {path}")
     return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from edlm.models.mdlm_release import convert_mdlm_checkpoint
+
+    tokenizer = None
+    if args.tokenizer is not None:
+        from edlm.data.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)  # a hub tokenizer without [MASK] gets it as its last id
+    path = convert_mdlm_checkpoint(args.src, args.dst, weights=args.weights, length=args.length,
+                                   time_conditioning=args.time_conditioning, tokenizer=tokenizer)
+    from edlm.models import read_checkpoint_config
+
+    c = read_checkpoint_config(path)["config"]
+    print(f"edlm convert: {args.src} -> {path} (DiT {c['n_blocks']} x {c['hidden_size']}, {c['n_heads']} heads, "
+          f"vocab {c['vocab_size']}, L {c['length']}; use it with --denoiser {path}"
+          f"{'' if tokenizer is not None else ' --tokenizer gpt2'})")
+    return 0

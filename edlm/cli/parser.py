@@ -7,6 +7,7 @@ import argparse
 from edlm.cli.commands import (
     cmd_bench,
     cmd_bench_speed,
+    cmd_convert,
     cmd_data,
     cmd_demo,
     cmd_eval,
@@ -279,6 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "directory (or set EDLM_DATA_DIR to it)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data)
+
+    p = _command(sub, "convert", "convert MDLM's released checkpoint into an edlm model folder",
+                 "Convert MDLM's released denoiser (kuleshov-group/mdlm) into an edlm model folder (config.json + "
+                 "model.safetensors) that --denoiser takes: its Lightning checkpoint (mdlm.ckpt, read as tensors "
+                 "and plain data only; a pickle that would run code is refused), a torch.save'd state dict, or "
+                 "a hub-layout folder (config.json + model.safetensors, keys under backbone. or bare; "
+                 "--denoiser also takes such a folder as it is).")
+    p.add_argument("src", help="mdlm.ckpt, a state-dict .pt, or a hub-layout folder")
+    p.add_argument("dst", help="the new model folder")
+    p.add_argument("--weights", default="ema", metavar="{ema,raw}",
+                   help="a Lightning checkpoint's EMA weights (what MDLM evaluates) or its raw training weights")
+    p.add_argument("--length", type=int, default=None,
+                   help="context L (default: the checkpoint's config, else MDLM-small's 1024)")
+    p.add_argument("--time-conditioning", action=argparse.BooleanOptionalAction, default=None,
+                   help="condition on t (default: the checkpoint's config, else off as MDLM-OWT)")
+    p.add_argument("--tokenizer", default=None, help="save this tokenizer beside the weights (a folder, a "
+                   "tokenizer.json or a hub name such as gpt2, which gets [MASK] as id 50257); default: none, "
+                   "pass --tokenizer when sampling")
+    p.set_defaults(func=cmd_convert)
 
     p = _command(sub, "demo", "run the shipped models offline and print a comparison table",
                  "Sample with the shipped models (MDLM, EDLM-AR, EDLM-NCE) at a few steps, offline, on CPU, and "
