@@ -48,8 +48,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.run_dir={args.run_dir}")
     if args.resume:
         overrides.append("train.resume=true")
-    if args.data is not None:
-        overrides.append(f"data.corpus={args.data}")
+    for flag, key in (("data", "corpus"), ("text_column", "text_column"), ("train_split", "train_split"),
+                      ("valid_split", "valid_split")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"data.{key}={getattr(args, flag)}")
     cfg = load_config(args.preset, overrides)  # fails fast, before the heavy imports below
 
     if args.kind == "energy":
@@ -110,7 +112,8 @@ def cmd_eval_nll(args: argparse.Namespace) -> int:
         args.denoiser, args.data, split=args.split, energies=args.energy, time_samples=args.time_samples,
         batch_size=args.batch_size, max_docs=args.max_docs, max_chars=args.max_chars, length=args.length,
         packing=args.packing, cache_dir=args.cache_dir, tokenizer=args.tokenizer, log_z=args.log_z,
-        n_neg=args.n_neg, seed=args.seed, device=args.device, progress=not args.no_progress)
+        n_neg=args.n_neg, seed=args.seed, device=args.device, progress=not args.no_progress,
+        text_column=args.text_column)
     print(report.summary())
     if args.json:
         report.write_json(args.json)

@@ -92,8 +92,11 @@ def _command(sub, name: str, help_text: str, description: str | None = None, **k
 def _add_nll_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `edlm eval nll` (edlm.eval.nll_report.evaluate_nll)."""
     p.add_argument("--denoiser", required=True, help="the MDLM denoiser: a training run dir, a model dir or a hub id")
-    p.add_argument("--data", required=True, help="corpus preset (e.g. tinyshakespeare) or a path")
-    p.add_argument("--split", default="valid", help="split to score")
+    p.add_argument("--data", required=True, help="corpus preset (e.g. tinyshakespeare), a .txt / .jsonl / FASTA "
+                   "file or a folder, or a hub dataset hf:NAME[:CONFIG]")
+    p.add_argument("--split", default=None, help="split to score (default: valid; validation for an hf: dataset; "
+                   "a hub dataset's own names and slices work too)")
+    p.add_argument("--text-column", default="text", help="the JSONL field or hub dataset column holding the text")
     p.add_argument("--energy", action="append", default=[], metavar="KIND:PATH",
                    help="EDLM energy, repeatable: ar:PATH (edlm AR model), hf:NAME (Hugging Face causal LM), "
                         "nce:PATH (NCE energy); AR kinds take ,carry_over=false (as edlm sample)")
@@ -138,9 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"run directory (default: {default_run_dir(kind, 'PRESET')}, e.g. "
                             f"{default_run_dir(kind, 'tiny')})")
         k.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.ckpt")
-        k.add_argument("--data", default=None, help="the training corpus: a preset (wikipedia_en, tinyshakespeare, "
-                       "dna_ecoli_k12, text8_wiki), a .txt / .jsonl / FASTA file or a folder of <split>.<ext> "
-                       "files, or a datasets hub id; default: the preset's (same as data.corpus=...)")
+        k.add_argument("--data", default=None, help="the training corpus: a bundled corpus (wikipedia_en, "
+                       "tinyshakespeare, dna_ecoli_k12, text8_wiki), a .txt / .jsonl / FASTA file (its last 5 %% is "
+                       "valid), a folder (train.<ext> + valid.<ext>, or any corpus files), or a hub dataset "
+                       "hf:NAME[:CONFIG]; default: the preset's (same as data.corpus=...)")
+        k.add_argument("--text-column", default=None, help="the JSONL field or hub dataset column holding the "
+                       "text (default: text; data.text_column)")
+        k.add_argument("--train-split", default=None, help="split to train on (default: train; data.train_split)")
+        k.add_argument("--valid-split", default=None, help="split to validate on (default: valid; validation for "
+                       "an hf: dataset; data.valid_split)")
         if kind == "energy":
             k.add_argument("--denoiser", default=None,
                            help="the frozen denoiser: a trained MDLM run dir (e.g. runs/tiny-mdlm) or a model dir")

@@ -80,6 +80,8 @@ def read_plain_checkpoint(path: str | os.PathLike) -> object:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint file: {path}")
+    if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+        raise CheckpointError(f"reading {path} as plain data needs torch >= 2.6 (this is {torch.__version__}).")
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as exc:  # not a zip archive, no pickle inside
@@ -131,6 +133,9 @@ def lightning_weights(ckpt: dict, weights: str = "ema") -> dict[str, torch.Tenso
     if not state:
         raise CheckpointError(f"the checkpoint's state_dict has no '{MDLM_PREFIX}' keys (e.g. "
                               f"{list(ckpt['state_dict'])[:3]}); it is not an MDLM Diffusion checkpoint.")
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"the checkpoint's {not_tensors[0]} is not a tensor; it is not a weights checkpoint.")
     if weights == "raw":
         return state
     ema = ckpt.get("ema")
