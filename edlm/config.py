@@ -95,8 +95,13 @@ class DataConfig:
     # DNA only: also train on the reverse complement of every block (the other strand, equally real; off so that a
     # run sees the data as given); checked against the tokenizer by TextDataModule
     reverse_complement: bool = False
+    text_column: str = "text"  # the JSONL field or hub dataset column that holds each document
+    train_split: str = "train"  # a hub dataset's own split names and slices work too, e.g. "train[:10%]"
+    valid_split: str | None = None  # None = edlm.data.held_out_split: "validation" for hf: datasets, else "valid"
 
     def __post_init__(self) -> None:
+        if not self.text_column or not self.train_split or self.valid_split == "":
+            raise ConfigError("data.text_column, data.train_split and data.valid_split must not be empty.")
         if self.length <= 0 or self.batch_size <= 0 or self.eval_batch_size <= 0:
             raise ConfigError("data.length, data.batch_size and data.eval_batch_size must be positive.")
         if self.packing not in ("wrap", "pad"):

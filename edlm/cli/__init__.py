@@ -1,7 +1,7 @@
 """The `edlm` command. Each subcommand is one short function; the logic lives in the library.
 
     edlm train {mdlm,ar,energy} ...   edlm sample ...   edlm eval {nll,genppl} ...
-    edlm bench {sweep,merge,plot,speed} ...  edlm data fetch NAME ...  edlm demo
+    edlm bench {sweep,merge,plot,speed} ...  edlm data fetch NAME ...  edlm convert SRC DST  edlm demo
 
 Importing this module and building its parser import nothing heavy (torch, omegaconf, transformers,
 lightning): each subcommand imports what it needs when it runs.

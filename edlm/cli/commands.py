@@ -48,8 +48,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.run_dir={args.run_dir}")
     if args.resume:
         overrides.append("train.resume=true")
-    if args.data is not None:
-        overrides.append(f"data.corpus={args.data}")
+    for flag, key in (("data", "corpus"), ("text_column", "text_column"), ("train_split", "train_split"),
+                      ("valid_split", "valid_split")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"data.{key}={getattr(args, flag)}")
     cfg = load_config(args.preset, overrides)  # fails fast, before the heavy imports below
 
     if args.kind == "energy":
@@ -115,7 +117,8 @@ def cmd_eval_nll(args: argparse.Namespace) -> int:
         args.denoiser, args.data, split=args.split, energies=args.energy, time_samples=args.time_samples,
         batch_size=args.batch_size, max_docs=args.max_docs, max_chars=args.max_chars, length=args.length,
         packing=args.packing, cache_dir=args.cache_dir, tokenizer=args.tokenizer, log_z=args.log_z,
-        n_neg=args.n_neg, seed=args.seed, device=args.device, progress=not args.no_progress, ar=args.ar)
+        n_neg=args.n_neg, seed=args.seed, device=args.device, progress=not args.no_progress, ar=args.ar,
+        text_column=args.text_column)
     print(report.summary())
     if args.json:
         report.write_json(args.json)
@@ -204,4 +207,23 @@ def cmd_data(args: argparse.Namespace) -> int:
     for name in args.names:
         path = fetch_corpus(name, args.dest, progress=not args.no_progress)
         print(f"edlm data fetch: {name} -> {path}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from edlm.models.mdlm_release import convert_mdlm_checkpoint
+
+    tokenizer = None
+    if args.tokenizer is not None:
+        from edlm.data.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)  # a hub tokenizer without [MASK] gets it as its last id
+    path = convert_mdlm_checkpoint(args.src, args.dst, weights=args.weights, length=args.length,
+                                   time_conditioning=args.time_conditioning, tokenizer=tokenizer)
+    from edlm.models import read_checkpoint_config
+
+    c = read_checkpoint_config(path)["config"]
+    print(f"edlm convert: {args.src} -> {path} (DiT {c['n_blocks']} x {c['hidden_size']}, {c['n_heads']} heads, "
+          f"vocab {c['vocab_size']}, L {c['length']}; use it with --denoiser {path}"
+          f"{'' if tokenizer is not None else ' --tokenizer gpt2'})")
     return 0

@@ -7,6 +7,7 @@ import argparse
 from edlm.cli.commands import (
     cmd_bench,
     cmd_bench_speed,
+    cmd_convert,
     cmd_data,
     cmd_demo,
     cmd_eval,
@@ -91,8 +92,11 @@ def _command(sub, name: str, help_text: str, description: str | None = None, **k
 def _add_nll_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `edlm eval nll` (edlm.eval.nll_report.evaluate_nll)."""
     p.add_argument("--denoiser", required=True, help="the MDLM denoiser: a training run dir, a model dir or a hub id")
-    p.add_argument("--data", required=True, help="corpus preset (e.g. tinyshakespeare) or a path")
-    p.add_argument("--split", default="valid", help="split to score")
+    p.add_argument("--data", required=True, help="corpus preset (e.g. tinyshakespeare), a .txt / .jsonl / FASTA "
+                   "file or a folder, or a hub dataset hf:NAME[:CONFIG]")
+    p.add_argument("--split", default=None, help="split to score (default: valid; validation for an hf: dataset; "
+                   "a hub dataset's own names and slices work too)")
+    p.add_argument("--text-column", default="text", help="the JSONL field or hub dataset column holding the text")
     p.add_argument("--energy", action="append", default=[], metavar="KIND:PATH",
                    help="EDLM energy, repeatable: ar:PATH (edlm AR model), hf:NAME (Hugging Face causal LM), "
                         "nce:PATH (NCE energy); AR kinds take ,carry_over=false (as edlm sample)")
@@ -156,9 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"run directory (default: {default_run_dir(kind, 'PRESET')}, e.g. "
                             f"{default_run_dir(kind, 'tiny')})")
         k.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.ckpt")
-        k.add_argument("--data", default=None, help="the training corpus: a preset (wikipedia_en, tinyshakespeare, "
-                       "dna_ecoli_k12, text8_wiki), a .txt / .jsonl / FASTA file or a folder of <split>.<ext> "
-                       "files, or a datasets hub id; default: the preset's (same as data.corpus=...)")
+        k.add_argument("--data", default=None, help="the training corpus: a bundled corpus (wikipedia_en, "
+                       "tinyshakespeare, dna_ecoli_k12, text8_wiki), a .txt / .jsonl / FASTA file (its last 5 %% is "
+                       "valid), a folder (train.<ext> + valid.<ext>, or any corpus files), or a hub dataset "
+                       "hf:NAME[:CONFIG]; default: the preset's (same as data.corpus=...)")
+        k.add_argument("--text-column", default=None, help="the JSONL field or hub dataset column holding the "
+                       "text (default: text; data.text_column)")
+        k.add_argument("--train-split", default=None, help="split to train on (default: train; data.train_split)")
+        k.add_argument("--valid-split", default=None, help="split to validate on (default: valid; validation for "
+                       "an hf: dataset; data.valid_split)")
         if kind == "energy":
             k.add_argument("--denoiser", default=None,
                            help="the frozen denoiser: a trained MDLM run dir (e.g. runs/tiny-mdlm) or a model dir")
@@ -304,6 +314,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "directory (or set EDLM_DATA_DIR to it)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data)
+
+    p = _command(sub, "convert", "convert MDLM's released checkpoint into an edlm model folder",
+                 "Convert MDLM's released denoiser (kuleshov-group/mdlm) into an edlm model folder (config.json + "
+                 "model.safetensors) that --denoiser takes: its Lightning checkpoint (mdlm.ckpt, read as tensors "
+                 "and plain data only; a pickle that would run code is refused), a torch.save'd state dict, or "
+                 "a hub-layout folder (config.json + model.safetensors, keys under backbone. or bare; "
+                 "--denoiser also takes such a folder as it is).")
+    p.add_argument("src", help="mdlm.ckpt, a state-dict .pt, or a hub-layout folder")
+    p.add_argument("dst", help="the new model folder")
+    p.add_argument("--weights", default="ema", metavar="{ema,raw}",
+                   help="a Lightning checkpoint's EMA weights (what MDLM evaluates) or its raw training weights")
+    p.add_argument("--length", type=int, default=None,
+                   help="context L (default: the checkpoint's config, else MDLM-small's 1024)")
+    p.add_argument("--time-conditioning", action=argparse.BooleanOptionalAction, default=None,
+                   help="condition on t (default: the checkpoint's config, else off as MDLM-OWT)")
+    p.add_argument("--tokenizer", default=None, help="save this tokenizer beside the weights (a folder, a "
+                   "tokenizer.json or a hub name such as gpt2, which gets [MASK] as id 50257); default: none, "
+                   "pass --tokenizer when sampling")
+    p.set_defaults(func=cmd_convert)
 
     p = _command(sub, "demo", "run the shipped models offline and print a comparison table",
                  "Sample with the shipped models (MDLM, EDLM-AR, EDLM-NCE) at a few steps, offline, on CPU, and "

@@ -3,6 +3,7 @@
 Example::
 
     text = load_corpus("tinyshakespeare", "train")                 # Dataset, column "text"
+    text = load_corpus("hf:wikitext:wikitext-2-raw-v1", "validation")  # or a file, a folder, a hub dataset
     tok = char_tokenizer_from_text(text["text"])                     # [MASK] = len(tok) - 1
     blocks = tokenize_and_pack(text, tok, length=256, mode="wrap")   # column "input_ids" (int64, 256)
     dm = TextDataModule("tinyshakespeare", tok, length=256, batch_size=32)
@@ -16,6 +17,7 @@ from edlm.data.sources import (
     CorpusPreset,
     corpus_files,
     find_data_dir,
+    held_out_split,
     load_corpus,
     preset_tokenizer,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "default_cache_dir",
     "dna_tokenizer",
     "find_data_dir",
+    "held_out_split",
     "load_corpus",
     "load_tokenizer",
     "preset_tokenizer",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerFast
 
 from edlm.data.dna import ReverseComplementRows, complement_ids
+from edlm.data.files import split_file
 from edlm.data.packing import tokenize_and_pack
 from edlm.data.sources import load_corpus
 from edlm.data.tokenizers import load_tokenizer
@@ -64,13 +66,15 @@ class TextDataModule(L.LightningDataModule):
     starts at the first batch not yet seen, in the order of the uninterrupted run.
 
     Args:
-        corpus: a preset name, a file, a directory with ``train.*``/``valid.*``, or a hub id
-            (see `load_corpus`).
+        corpus: a preset name, a file, a folder (of ``train.*``/``valid.*`` or of any corpus files), or a hub
+            dataset ``hf:NAME[:CONFIG]`` (see `load_corpus`).
         tokenizer: a tokenizer, or a spec for `load_tokenizer`.
         length: L, ids per row.
         batch_size: B for training; also for validation unless ``eval_batch_size`` is given.
         mode: ``"wrap"`` (MDLM) or ``"pad"`` (see `tokenize_and_pack`).
         valid_split: the split used for validation; None = no validation data.
+        train_split: the split used for training ("train"; a hub dataset's own names and slices work too).
+        text_column: the JSONL field or hub dataset column that holds the text.
         valid_corpus: read validation data from this corpus instead (e.g. a second file).
         max_docs, max_chars: prefix limits, an int for every split or a dict by split name.
         num_workers: DataLoader worker processes.
@@ -99,6 +103,8 @@ class TextDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_proc: int | None = None,
         reverse_complement: bool = False,
+        train_split: str = "train",
+        text_column: str = "text",
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -112,6 +118,8 @@ class TextDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.mode = mode
         self.valid_split = valid_split
+        self.train_split = train_split
+        self.text_column = text_column
         self.valid_corpus = None if valid_corpus is None else str(valid_corpus)
         self.max_docs = max_docs
         self.max_chars = max_chars
@@ -232,13 +240,15 @@ class TextDataModule(L.LightningDataModule):
         sampler.resume(epoch, seen)
 
     def _build(self, role: str) -> Dataset:
-        """role "train" → (corpus, "train"); role "valid" → (valid_corpus, its train split, or all of it when it
-        is one file) or (corpus, valid_split)."""
+        """role "train" → (corpus, train_split); role "valid" → (valid_corpus, its train split, or all of it when
+        it is one file or an unsplit folder) or (corpus, valid_split)."""
         if role == "train":
-            corpus, split = self.corpus, "train"
+            corpus, split = self.corpus, self.train_split
         elif self.valid_corpus is not None:  # a second corpus is read whole
             corpus = self.valid_corpus
-            split = "all" if os.path.isfile(os.path.expanduser(corpus)) else "train"
+            path = Path(corpus).expanduser()
+            whole = path.is_file() or (path.is_dir() and split_file(path, "train") is None)
+            split = "all" if whole else "train"
         else:
             corpus, split = self.corpus, self.valid_split
         text = load_corpus(
@@ -247,6 +257,7 @@ class TextDataModule(L.LightningDataModule):
             max_docs=_for_split(self.max_docs, role, "max_docs"),
             max_chars=_for_split(self.max_chars, role, "max_chars"),
             cache_dir=None if self.cache_dir is None else os.path.join(self.cache_dir, "corpora"),
+            text_column=self.text_column,
         )
         packed = tokenize_and_pack(
             text, self.tokenizer, self.length, self.mode, cache_dir=self.cache_dir, num_proc=self.num_proc

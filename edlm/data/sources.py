@@ -1,46 +1,41 @@
-"""Corpora: presets over the shared data folder, local files, and Hugging Face hub datasets.
+"""Corpora: presets over the shared data folder, local files and folders, and Hugging Face hub datasets.
 
-`load_corpus` always returns a `datasets.Dataset` with one string column ``text``, one row per
-document. Local formats (picked by file name):
+`load_corpus` always returns a `datasets.Dataset` with one string column ``text``, one row per document. What
+it reads (the ``--data`` of ``edlm train`` and ``edlm eval nll``):
 
-- ``.txt`` / ``.txt.gz``: the **whole file is one document**. tinyshakespeare is one stream of
-  speeches, and "wrap" packing must not put separators inside it. For many documents, use jsonl.
-- ``.jsonl`` / ``.jsonl.gz``: one JSON object per line, the document in its ``text`` field
-  (other fields are dropped; empty texts are skipped).
-- FASTA (``.fa``, ``.fasta``, ``.fna``, each optionally ``.gz``): one document per ``>`` record,
-  its sequence lines joined and uppercased. Non-ACGT letters (N, IUPAC codes) are kept; the DNA
-  tokenizer maps them to ``[UNK]``.
-
-A directory is read as ``<dir>/<split>.<ext>`` with any extension above. Anything else that is
-not a preset and contains one ``/`` is tried as a hub dataset id (``owner/name`` or
-``owner/name:config``) through `datasets.load_dataset`.
+- a preset name (`PRESETS`): the bundled corpora, found in the data folder (`find_data_dir`); a missing one
+  is built with ``edlm data fetch NAME``;
+- a file: ``.txt`` (one document), ``.jsonl`` (one per line, in the text column) or FASTA (one per record),
+  each optionally gzipped (`edlm.data.files`); its last 5 % is the valid split;
+- a folder: ``<split>.<ext>`` files when it holds ``train.<ext>``, else every corpus file under it, read as
+  one corpus whose last 5 % of documents is valid;
+- ``hf:NAME[:CONFIG]``: a dataset through `datasets.load_dataset` (`edlm.data.hub`), its splits by their own
+  names (the held-out one is usually "validation": `held_out_split`).
 """
 
 from __future__ import annotations
 
-import codecs
-import gzip
-import json
 import os
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
-from datasets import Dataset, Features, Value
+from datasets import Dataset
 from transformers import PreTrainedTokenizerFast
 
-from edlm.data.tokenizers import (
-    char_tokenizer_from_text,
-    dna_tokenizer,
-    text8_normalize,
-    text8_tokenizer,
-    train_bpe_tokenizer,
+from edlm.data.files import (
+    EXTENSIONS,
+    SINGLE_FILE_SPLITS,
+    SINGLE_FILE_VALID,
+    folder_files,
+    load_files,
+    split_file,
 )
-from edlm.errors import DataError, first_line
+from edlm.data.hub import HUB_PREFIX, load_hub_corpus
+from edlm.data.tokenizers import char_tokenizer_from_text, dna_tokenizer, text8_tokenizer, train_bpe_tokenizer
+from edlm.errors import DataError
 
-__all__ = ["CorpusPreset", "PRESETS", "find_data_dir", "load_corpus", "corpus_files", "preset_tokenizer"]
+__all__ = ["CorpusPreset", "PRESETS", "find_data_dir", "load_corpus", "corpus_files", "preset_tokenizer",
+           "held_out_split"]
 
 
 # ----------------------------------------------------------------------------- presets
@@ -86,12 +81,6 @@ PRESETS: dict[str, CorpusPreset] = {
     )
 }
 
-_TXT = (".txt", ".txt.gz")
-_JSONL = (".jsonl", ".jsonl.gz")
-_FASTA = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz")
-_EXTENSIONS = _TXT + _JSONL + _FASTA
-SINGLE_FILE_SPLITS = ("train", "valid", "all")
-SINGLE_FILE_VALID = 0.05  # a single corpus file holds out its last 5 % (documents, or characters) as valid
 _REPO_ROOT = Path(__file__).resolve().parents[2]  # edlm/data/sources.py -> repo root
 
 
@@ -129,9 +118,15 @@ def find_data_dir(corpus_folder: str | None = None) -> Path:
 
 
 def corpus_files(name: str) -> dict[str, Path]:
-    """The files of preset ``name`` by split (they need not exist)."""
+    """The files of preset ``name`` by split (they need not exist). No data folder at all is a DataError that
+    says how to get this corpus."""
     preset = _preset(name)
-    root = find_data_dir(Path(next(iter(preset.files.values()))).parts[0])
+    try:
+        root = find_data_dir(Path(next(iter(preset.files.values()))).parts[0])
+    except DataError as exc:
+        reason = str(exc).split(";")[0]  # what was looked for, without the generic remedy
+        raise DataError(f"bundled corpus {name!r} is not here ({reason}); get it with `edlm data fetch {name}` "
+                        "(into ./.data), or train on your own text with --data PATH.") from None
     return {split: root / rel for split, rel in preset.files.items()}
 
 
@@ -164,11 +159,21 @@ def preset_tokenizer(
 
 def _preset(name: str) -> CorpusPreset:
     if name not in PRESETS:
-        raise DataError(
-            f"unknown corpus {name!r}: presets are {', '.join(PRESETS)}; "
-            "or give a .txt/.jsonl(.gz)/FASTA path, a directory, or a hub id owner/name."
-        )
+        raise _unknown_corpus(name)
     return PRESETS[name]
+
+
+def _unknown_corpus(name: str) -> DataError:
+    return DataError(f"unknown corpus {name!r}: presets are {', '.join(PRESETS)}; or give a .txt/.jsonl/FASTA "
+                     "file (optionally .gz), a folder of them, or a hub dataset hf:NAME[:CONFIG].")
+
+
+
+
+def held_out_split(corpus: str | os.PathLike) -> str:
+    """The split that validation reads by default: "validation" for a hub dataset (its usual name there), "valid"
+    for a preset, a file or a folder."""
+    return "validation" if str(corpus).startswith(HUB_PREFIX) else "valid"
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -178,28 +183,35 @@ def load_corpus(
     max_docs: int | None = None,
     max_chars: int | None = None,
     cache_dir: str | None = None,
+    text_column: str = "text",
 ) -> Dataset:
     """Load a corpus as a `Dataset` with one column ``text`` (one row per document).
 
     Args:
-        name_or_path: a preset (`PRESETS`), a file, a directory holding ``<split>.<ext>``, or a
-            hub dataset id ``owner/name[:config]``.
-        split: which split; a single file has "train" and "valid" (its last 5 %, `single_file_part`) and "all".
+        name_or_path: a preset (`PRESETS`), a file, a folder, or a hub dataset ``hf:NAME[:CONFIG]`` (module
+            docstring).
+        split: which split. A single file, or a folder without ``train.<ext>``, has "train", "valid" (its last
+            5 %, `edlm.data.files.single_file_part`) and "all"; a folder with ``<split>.<ext>`` files has those;
+            a hub dataset has its own (e.g. "validation", "train[:1%]").
         max_docs: keep only the first this many documents.
         max_chars: keep only the first this many characters (the last document is cut).
         cache_dir: where `datasets` keeps its Arrow copy (default: its own cache). A second call
             with the same file (same size and mtime) and options reuses that copy.
+        text_column: the JSONL field or hub dataset column that holds the text.
 
     Raises:
         DataError: missing path, unknown preset or split, empty corpus, corrupt gzip, bytes
-            that are not UTF-8, a JSON line without ``text``.
+            that are not UTF-8, a JSON line without the text column.
     """
     for arg, value in (("max_docs", max_docs), ("max_chars", max_chars)):
         if value is not None and value <= 0:
             raise DataError(f"{arg} must be a positive number or None, got {value}.")
+    if not text_column:
+        raise DataError("text_column must name a field or column, got an empty name.")
     spec = str(name_or_path)
-    normalize = None
-    part = None  # a single file: "train" (all but its tail) or "valid" (the tail)
+    limits = dict(max_docs=max_docs, max_chars=max_chars, cache_dir=cache_dir)
+    if spec.startswith(HUB_PREFIX):
+        return load_hub_corpus(spec, split, text_column=text_column, **limits)
     if spec in PRESETS:
         preset = PRESETS[spec]
         if split not in preset.files:
@@ -212,237 +224,32 @@ def load_corpus(
                 f"corpus {spec!r} split {split!r}: file {path} is missing; build it with `edlm data fetch {spec}` "
                 "(into ./.data), or set EDLM_DATA_DIR to a folder that holds it."
             )
-        normalize = preset.normalize
-    else:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            path = _split_file(path, split)
-        elif path.is_file():
-            if split not in SINGLE_FILE_SPLITS:
-                raise DataError(
-                    f"{spec} is a single file: its splits are train and valid (its last "
-                    f"{SINGLE_FILE_VALID:.0%}) and all (the whole file), not {split!r}; pass a directory "
-                    f"holding {split}.* for that."
-                )
-            part = None if split == "all" else split
-        elif _looks_like_path(spec):
-            raise DataError(f"no such corpus file or directory: {spec}")
-        elif spec.count("/") == 1:
-            return _load_hub(spec, split, max_docs, max_chars, cache_dir)
-        else:
-            _preset(spec)  # raises, listing the presets
-    return _load_local(path, normalize, max_docs, max_chars, cache_dir, part)
+        return load_files([path], normalize=preset.normalize, text_column=text_column, **limits)
+    path = Path(spec).expanduser()
+    if path.is_dir() and split_file(path, "train") is not None:  # a folder split into files
+        found = split_file(path, split)
+        if found is None:
+            raise DataError(f"directory {path} has no {split}.<ext> file (ext one of {', '.join(EXTENSIONS)}); "
+                            "name the split its file has (e.g. --valid-split validation).")
+        return load_files([found], text_column=text_column, **limits)
+    if path.is_dir() or path.is_file():
+        if split not in SINGLE_FILE_SPLITS:
+            what = "a single file" if path.is_file() else "a folder without train.<ext>, read as one corpus"
+            raise DataError(
+                f"{spec} is {what}: its splits are train and valid (its last {SINGLE_FILE_VALID:.0%}) and all "
+                f"(the whole of it), not {split!r}; for other splits use a folder holding {split}.<ext> files."
+            )
+        files = folder_files(path) if path.is_dir() else [path]
+        return load_files(files, text_column=text_column, part=None if split == "all" else split, **limits)
+    if _looks_like_path(spec):
+        raise DataError(f"no such corpus file or directory: {spec}")
+    if "/" in spec:
+        raise DataError(f"no such corpus file or directory: {spec} (for a Hugging Face hub dataset write "
+                        f"{HUB_PREFIX}{spec})")
+    raise _unknown_corpus(spec)
 
 
 def _looks_like_path(spec: str) -> bool:
     return (
-        spec.startswith((".", "/", "~")) or spec.endswith(_EXTENSIONS) or spec.count("/") > 1 or "\\" in spec
+        spec.startswith((".", "/", "~")) or spec.endswith(EXTENSIONS) or spec.count("/") > 1 or "\\" in spec
     )
-
-
-def _split_file(directory: Path, split: str) -> Path:
-    found = [directory / f"{split}{ext}" for ext in _EXTENSIONS if (directory / f"{split}{ext}").is_file()]
-    if not found:
-        raise DataError(
-            f"directory {directory} has no {split}.<ext> file (ext one of {', '.join(_EXTENSIONS)})."
-        )
-    if len(found) > 1:
-        raise DataError(
-            f"directory {directory} has several {split} files ({', '.join(p.name for p in found)}); keep one."
-        )
-    return found[0]
-
-
-# ----------------------------------------------------------------------------- local files
-_FEATURES = Features({"text": Value("string")})
-
-
-def _load_local(
-    path: Path, normalize: str | None, max_docs: int | None, max_chars: int | None, cache_dir: str | None,
-    part: str | None = None,
-) -> Dataset:
-    name = path.name.lower()
-    if name.endswith(_TXT):
-        kind = "txt"
-    elif name.endswith(_JSONL):
-        kind = "jsonl"
-    elif name.endswith(_FASTA):
-        kind = "fasta"
-    else:
-        raise DataError(
-            f"cannot tell the format of {path}: use .txt, .jsonl, .jsonl.gz or FASTA (.fa/.fasta/.fna, optionally .gz)."
-        )
-    stat = path.stat()
-    gen_kwargs = {
-        "path": str(path.resolve()),
-        "kind": kind,
-        "normalize": normalize,
-        "max_docs": max_docs,
-        "max_chars": max_chars,
-        "stamp": (stat.st_size, stat.st_mtime_ns),  # a changed file gets a new cache entry
-        "part": part,
-    }
-    try:
-        return Dataset.from_generator(
-            _generate, features=_FEATURES, gen_kwargs=gen_kwargs, cache_dir=cache_dir
-        )
-    except datasets.exceptions.DatasetGenerationError as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, DataError):
-            raise cause from None
-        raise DataError(f"could not read {path}: {cause or exc}") from exc
-
-
-def single_file_part(docs: list[str], part: str) -> list[str]:
-    """The ``part`` ("train" or "valid") of a single-file corpus: with several documents the last
-    `SINGLE_FILE_VALID` of them (at least one) are valid; one document is cut at the first line break after
-    (1 − `SINGLE_FILE_VALID`) of its characters (at that point if it has none), the tail being valid."""
-    if len(docs) >= 2:
-        n_valid = max(1, round(SINGLE_FILE_VALID * len(docs)))
-        return docs[: len(docs) - n_valid] if part == "train" else docs[len(docs) - n_valid:]
-    text = docs[0] if docs else ""
-    at = int(len(text) * (1.0 - SINGLE_FILE_VALID))
-    newline = text.find("\n", max(at - 1, 0))  # the first line that starts at or after that point
-    cut = newline + 1 if 0 <= newline < len(text) - 1 else at
-    return [text[:cut]] if part == "train" else [text[cut:]]
-
-
-def _generate(
-    path: str, kind: str, normalize: str | None, max_docs: int | None, max_chars: int | None, stamp,
-    part: str | None = None,
-) -> Iterator[dict]:
-    """Yield ``{"text": doc}`` rows, turning decoding faults into DataErrors that name the file."""
-    docs = {"txt": _read_txt, "jsonl": _read_jsonl, "fasta": _read_fasta}[kind](path)
-    n_docs = n_chars = 0
-    try:
-        if part is not None:
-            docs = single_file_part([d for d in docs if d], part)
-        for doc in docs:
-            if normalize == "text8":
-                doc = text8_normalize(doc)
-            if not doc:
-                continue
-            if max_chars is not None and n_chars + len(doc) > max_chars:
-                doc = doc[: max_chars - n_chars]
-            yield {"text": doc}
-            n_docs += 1
-            n_chars += len(doc)
-            if (max_docs is not None and n_docs >= max_docs) or (
-                max_chars is not None and n_chars >= max_chars
-            ):
-                break
-    except UnicodeDecodeError:
-        offset = _first_bad_byte(path)
-        raise DataError(
-            f"{path} is not UTF-8 text (invalid byte at offset {offset}); re-encode it as UTF-8."
-        ) from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(
-            f"{path} is not a readable gzip file ({exc}); it is corrupt or truncated, copy it again."
-        ) from None
-    if n_docs == 0:
-        raise DataError(f"corpus file {path} holds no text (0 documents); check the file and its format.")
-
-
-def _open_text(path: str):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="strict", newline="")
-    return open(path, encoding="utf-8", errors="strict", newline="")  # newline="": keep \r\n as written
-
-
-def _first_bad_byte(path: str) -> int | str:
-    """Offset (in the uncompressed stream) of the first byte that is not valid UTF-8."""
-    opener = gzip.open if path.endswith(".gz") else open
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = pending = 0
-    try:
-        with opener(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                pending = len(decoder.getstate()[0])  # bytes of a split character held from the last chunk
-                decoder.decode(chunk)
-                offset += len(chunk)
-            pending = len(decoder.getstate()[0])
-            decoder.decode(b"", final=True)  # a cut-off character at the very end
-    except UnicodeDecodeError as exc:
-        return offset - pending + exc.start
-    except (OSError, EOFError, zlib.error):
-        pass
-    return "unknown"
-
-
-def _read_txt(path: str) -> Iterator[str]:
-    with _open_text(path) as f:
-        yield f.read()
-
-
-def _read_jsonl(path: str) -> Iterator[str]:
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path} line {lineno} is not valid JSON ({exc.msg}); each line must be one JSON object."
-                ) from None
-            if not isinstance(record, dict) or "text" not in record:
-                raise DataError(
-                    f'{path} line {lineno} has no \'text\' field; each line must be an object like {{"text": "..."}}.'
-                )
-            text = record["text"]
-            if not isinstance(text, str):
-                raise DataError(f"{path} line {lineno}: 'text' must be a string, got {type(text).__name__}.")
-            yield text
-
-
-def _read_fasta(path: str) -> Iterator[str]:
-    with _open_text(path) as f:
-        parts: list[str] | None = None
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if line.startswith(">"):
-                if parts:
-                    yield "".join(parts)
-                parts = []
-            elif line and not line.startswith(";"):  # ';' = old-style FASTA comment
-                if parts is None:
-                    raise DataError(
-                        f"{path} line {lineno}: sequence before the first '>' header; is this a FASTA file?"
-                    )
-                parts.append(line.upper())
-        if parts:
-            yield "".join(parts)
-
-
-# ----------------------------------------------------------------------------- hub
-def _load_hub(
-    spec: str, split: str, max_docs: int | None, max_chars: int | None, cache_dir: str | None
-) -> Dataset:
-    """``owner/name[:config]`` through `datasets.load_dataset`; needs a network (not run in tests)."""
-    name, _, config = spec.partition(":")
-    try:
-        ds = datasets.load_dataset(name, config or None, split=split, cache_dir=cache_dir)
-    except Exception as exc:
-        raise DataError(f"could not load hub dataset {spec!r} split {split!r}: {first_line(exc)}") from exc
-    if "text" not in ds.column_names:
-        raise DataError(f"hub dataset {spec!r} has no 'text' column (columns: {', '.join(ds.column_names)}).")
-    ds = ds.select_columns(["text"])
-    if max_docs is not None:
-        ds = ds.select(range(min(max_docs, len(ds))))
-    if max_chars is not None:
-        ds = _take_chars(ds, max_chars)
-    if len(ds) == 0:
-        raise DataError(f"hub dataset {spec!r} split {split!r} is empty.")
-    return ds
-
-
-def _take_chars(ds: Dataset, max_chars: int) -> Dataset:
-    total = 0
-    for i, text in enumerate(ds["text"]):
-        if total + len(text) >= max_chars:
-            head = ds.select(range(i))
-            cut = Dataset.from_dict({"text": [text[: max_chars - total]]}, features=_FEATURES)
-            return datasets.concatenate_datasets([head, cut])
-        total += len(text)
-    return ds

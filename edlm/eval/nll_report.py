@@ -44,13 +44,13 @@ def quiet_datasets():
 
 def held_out_data(data: str, tokenizer, length: int, *, split: str = "valid", max_docs: int | None = None,
                   max_chars: int | None = None, packing: str = "wrap", cache_dir: str | None = None,
-                  progress: bool = True):
+                  progress: bool = True, text_column: str = "text"):
     """A corpus split tokenized and packed into rows of ``length`` tokens, as training packs it (torch format);
     ``progress=False`` also hides the tokenizing bar."""
     from edlm.data import load_corpus, tokenize_and_pack
 
     with quiet_datasets():  # reading a held-out split is quick; its "Generating split" bar says little
-        text = load_corpus(data, split, max_docs=max_docs, max_chars=max_chars,
+        text = load_corpus(data, split, max_docs=max_docs, max_chars=max_chars, text_column=text_column,
                            cache_dir=None if cache_dir is None else os.path.join(cache_dir, "corpora"))
     with contextlib.nullcontext() if progress else quiet_datasets():
         return tokenize_and_pack(text, tokenizer, length, packing, cache_dir=cache_dir).with_format("torch")
@@ -116,16 +116,18 @@ class NLLReport:
         return path
 
 
-def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid", energies: Iterable[str] = (),
+def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str | None = None, energies: Iterable[str] = (),
                  time_samples: int = 8, batch_size: int = 32, max_docs: int | None = None,
                  max_chars: int | None = None, length: int | None = None, packing: str = "wrap",
                  cache_dir: str | None = None, tokenizer=None, log_z: str = "auto", n_neg: int = 16, seed: int = 0,
-                 device: str | torch.device = "auto", progress: bool = True, ar: str | None = None) -> NLLReport:
+                 device: str | torch.device = "auto", progress: bool = True, ar: str | None = None,
+                 text_column: str = "text") -> NLLReport:
     """Load the denoiser, its tokenizer and the energies; score the held-out split (SPEC 1.5, 2.6).
 
     Args:
         denoiser: save_pretrained dir (or hub id) of the MDLM denoiser.
-        data, split, max_docs, max_chars, packing, cache_dir: the held-out text, as training's ``data.*``.
+        data, split, max_docs, max_chars, packing, cache_dir, text_column: the held-out text, as training's
+            ``data.*``; split None = `edlm.data.held_out_split` ("valid", or "validation" for an hf: dataset).
         energies: energy specs (``edlm.loading.load_energy``), one EDLM row each.
         time_samples: independent (t, x_t) passes. batch_size: sequences per batch (antithetic t per batch).
         length: tokens per row; None = the denoiser's length.
@@ -146,13 +148,16 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str = "valid"
     for name, value in (("time_samples", time_samples), ("batch_size", batch_size), ("n_neg", n_neg)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    from edlm.data import held_out_split
+
+    split = split or held_out_split(data)
     device = resolve_device(device)
     bundle = load_denoiser_bundle(denoiser, tokenizer=tokenizer, map_location=device)
     loaded = [load_energy(spec, bundle, device) for spec in energies]  # all checked before any scoring
     ar_model = None if ar is None else _load_ar(ar, bundle, device)
     length = length or bundle.length
     rows_data = held_out_data(data, bundle.tokenizer, length, split=split, max_docs=max_docs, max_chars=max_chars,
-                              packing=packing, cache_dir=cache_dir, progress=progress)
+                              packing=packing, cache_dir=cache_dir, progress=progress, text_column=text_column)
 
     common = dict(num_time_samples=time_samples, batch_size=batch_size, device=device, progress=progress)
     seeded = lambda offset=0: torch.Generator(device=device).manual_seed(seed + offset)

@@ -8,8 +8,10 @@ An edlm checkpoint directory holds::
 
 ``from_pretrained`` also reads MDLM's Hugging Face hub layout (``kuleshov-group/mdlm-owt``: ``model_type``
 "mdlm", fields ``hidden_dim``/``model_length``/..., weights under ``backbone.``) through explicit maps
-(``MDLM_HUB_CONFIG_MAP``, ``MDLM_HUB_KEY_MAP``), as torchtune's ``convert_weights.py`` does. Every failure is
-a ``CheckpointError`` that says what is wrong and where.
+(``MDLM_HUB_CONFIG_MAP``, ``MDLM_HUB_KEY_MAP`` in ``edlm.models.mdlm_layout``), as torchtune's
+``convert_weights.py`` does, with its keys under ``backbone.`` or bare. MDLM's Lightning ``.ckpt`` is converted
+once by ``edlm.models.mdlm_release`` (``edlm convert``). Every failure is a ``CheckpointError`` that says what is
+wrong and where.
 
 New model kinds (e.g. an NCE energy network) join with ``register_model_type(name, cls)``; a registered
 class must offer ``get_config() -> dict`` of JSON-able constructor arguments, so that
@@ -32,6 +34,7 @@ from edlm.diffusion.schedules import NoiseSchedule, get_schedule
 from edlm.errors import CheckpointError
 from edlm.models.ar import ARTransformer
 from edlm.models.dit import Denoiser, DiT
+from edlm.models.mdlm_layout import MDLM_HUB_CONFIG_MAP, MDLM_HUB_KEY_MAP, convert_mdlm_hub
 from edlm.models.quantize import dequantize_int8, quantize_int8
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "register_model_type",
     "save_pretrained",
     "from_pretrained",
+    "build_model",
     "load_denoiser",
     "resolve_checkpoint_dir",
     "looks_local",
@@ -58,44 +62,6 @@ WEIGHTS_INDEX_NAME = "model.safetensors.index.json"  # sharded safetensors (Hugg
 FORMAT_VERSION = 1  # bump when the config.json layout changes
 
 MODEL_TYPES: dict[str, type[nn.Module]] = {"dit": DiT, "ar": ARTransformer}
-
-# MDLM's Hugging Face config (``configuration_mdlm.py``) -> DiT constructor argument.
-MDLM_HUB_CONFIG_MAP: dict[str, str] = {
-    "vocab_size": "vocab_size",
-    "model_length": "length",
-    "hidden_dim": "hidden_size",
-    "n_blocks": "n_blocks",
-    "n_heads": "n_heads",
-    "cond_dim": "cond_dim",
-    "dropout": "dropout",
-    "time_conditioning": "time_conditioning",
-}
-_MDLM_HUB_OPTIONAL = {"dropout": 0.1, "time_conditioning": False}  # MDLMConfig defaults
-
-# MDLM's hub state dict (``MDLM.backbone`` = ``DITBackbone``) -> ours; "{}" is the block index.
-MDLM_HUB_KEY_MAP: dict[str, str] = {
-    "backbone.vocab_embed.embedding": "vocab_embed.embedding",
-    "backbone.sigma_map.mlp.0.weight": "sigma_map.mlp.0.weight",
-    "backbone.sigma_map.mlp.0.bias": "sigma_map.mlp.0.bias",
-    "backbone.sigma_map.mlp.2.weight": "sigma_map.mlp.2.weight",
-    "backbone.sigma_map.mlp.2.bias": "sigma_map.mlp.2.bias",
-    "backbone.rotary_emb.inv_freq": "rotary_emb.inv_freq",
-    "backbone.blocks.{}.norm1.weight": "blocks.{}.norm1.weight",
-    "backbone.blocks.{}.attn_qkv.weight": "blocks.{}.attn_qkv.weight",
-    "backbone.blocks.{}.attn_out.weight": "blocks.{}.attn_out.weight",
-    "backbone.blocks.{}.norm2.weight": "blocks.{}.norm2.weight",
-    "backbone.blocks.{}.mlp.0.weight": "blocks.{}.mlp.0.weight",
-    "backbone.blocks.{}.mlp.0.bias": "blocks.{}.mlp.0.bias",
-    "backbone.blocks.{}.mlp.2.weight": "blocks.{}.mlp.2.weight",
-    "backbone.blocks.{}.mlp.2.bias": "blocks.{}.mlp.2.bias",
-    "backbone.blocks.{}.adaLN_modulation.weight": "blocks.{}.adaLN_modulation.weight",
-    "backbone.blocks.{}.adaLN_modulation.bias": "blocks.{}.adaLN_modulation.bias",
-    "backbone.output_layer.norm_final.weight": "output_layer.norm_final.weight",
-    "backbone.output_layer.linear.weight": "output_layer.linear.weight",
-    "backbone.output_layer.linear.bias": "output_layer.linear.bias",
-    "backbone.output_layer.adaLN_modulation.weight": "output_layer.adaLN_modulation.weight",
-    "backbone.output_layer.adaLN_modulation.bias": "output_layer.adaLN_modulation.bias",
-}
 
 # Keys a checkpoint may omit: buffers that the model recomputes from its config.
 _OPTIONAL_KEYS = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
@@ -234,7 +200,8 @@ def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike, *, train_kind: str
     if path.is_dir():
         return _run_dir_model(path) or path
     if path.exists():
-        hint = (" Lightning .ckpt files are pickles and are not loaded; export the weights with save_pretrained."
+        hint = (" A .ckpt/.pt file is a pickle and is not loaded as a model; convert MDLM's released checkpoint "
+                "once with `edlm convert SRC DST` (edlm.models.mdlm_release)."
                 if path.suffix in (".ckpt", ".pt", ".pth", ".bin") else "")
         raise CheckpointError(f"{path} is a file; expected a checkpoint directory with {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME}.{hint}")
@@ -300,43 +267,6 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"the weights in {directory}: {exc}") from exc
 
 
-# ----------------------------------------------------------------------------- MDLM's hub layout
-def _map_key(key: str, key_map: dict[str, str]) -> str | None:
-    """torchtune-style lookup: a block index in ``key`` matches "{}" in the map."""
-    if key in key_map:
-        return key_map[key]
-    m = re.search(r"\.(\d+)\.", key)
-    if m is None:
-        return None
-    generic = key[: m.start()] + ".{}." + key[m.end():]
-    target = key_map.get(generic)
-    return None if target is None else target.format(m.group(1))
-
-
-def convert_mdlm_hub(config: dict, state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
-    """MDLM hub config + state dict -> (DiT constructor args, our state dict). Unknown keys are an error."""
-    args = {}
-    for theirs, ours in MDLM_HUB_CONFIG_MAP.items():
-        if theirs in config:
-            args[ours] = config[theirs]
-        elif theirs in _MDLM_HUB_OPTIONAL:
-            args[ours] = _MDLM_HUB_OPTIONAL[theirs]
-        else:
-            raise CheckpointError(f"MDLM hub config lacks the field {theirs!r}; it needs "
-                                  f"{sorted(set(MDLM_HUB_CONFIG_MAP) - set(_MDLM_HUB_OPTIONAL))}.")
-    converted, unknown = {}, []
-    for key, value in state.items():
-        ours = _map_key(key, MDLM_HUB_KEY_MAP)
-        if ours is None:
-            unknown.append(key)
-        else:
-            converted[ours] = value
-    if unknown:
-        raise CheckpointError(f"MDLM hub checkpoint has {len(unknown)} keys with no mapping, e.g. "
-                              f"{unknown[:5]}; expected keys under 'backbone.' as in MDLM's DITBackbone.")
-    return args, converted
-
-
 # ----------------------------------------------------------------------------- loading
 def _check_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
     """Compare the checkpoint's keys and shapes with the model's; fill recomputable buffers that are missing."""
@@ -396,14 +326,20 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, *, expected_type: str | N
     state = _read_weights(directory)
     if raw_type == "mdlm":
         args, state = convert_mdlm_hub(config, state)
+    return build_model(model_type, args, state, directory).to(map_location).eval()
+
+
+def build_model(model_type: str, args: dict, state: dict[str, torch.Tensor], where: str | os.PathLike) -> nn.Module:
+    """``MODEL_TYPES[model_type](**args)`` with ``state`` loaded after the checks of every load (keys, shapes,
+    rotary frequencies; ``where`` names the source in errors); in train mode, on the CPU."""
     cls = MODEL_TYPES[model_type]
     try:
         model = cls(**args)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"config in {directory} cannot build a {cls.__name__}: {exc}") from exc
-    state = _check_state(model, state, directory)
+        raise CheckpointError(f"config in {where} cannot build a {cls.__name__}: {exc}") from exc
+    state = _check_state(model, state, Path(where))
     model.load_state_dict(state, strict=True)
-    return model.to(map_location).eval()
+    return model
 
 
 def load_denoiser(path_or_hub_id: str | os.PathLike, *, schedule: str | NoiseSchedule | None = None,

@@ -34,7 +34,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from edlm.atomic import atomic_write, atomic_write_text
 from edlm.config import RunConfig
 from edlm.constants import default_run_dir
-from edlm.data import TextDataModule
+from edlm.data import TextDataModule, held_out_split
 from edlm.errors import CheckpointError, ConfigError
 from edlm.locks import dir_lock
 from edlm.training.callbacks import (
@@ -245,7 +245,8 @@ def build_datamodule(cfg: RunConfig, tokenizer) -> TextDataModule:
     return TextDataModule(
         d.corpus, tokenizer, d.length, d.batch_size, mode=d.packing, max_chars={"train": d.max_train_chars,
         "valid": d.max_val_chars}, num_workers=d.num_workers, cache_dir=d.cache_dir, seed=cfg.train.seed,
-        eval_batch_size=d.eval_batch_size, reverse_complement=d.reverse_complement,
+        eval_batch_size=d.eval_batch_size, reverse_complement=d.reverse_complement, train_split=d.train_split,
+        valid_split=d.valid_split or held_out_split(d.corpus), text_column=d.text_column,
     )
 
 

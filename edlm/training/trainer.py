@@ -130,7 +130,8 @@ def build_tokenizer(cfg: RunConfig):
         return load_tokenizer(d.tokenizer)
     if d.corpus in PRESETS:
         return preset_tokenizer(d.corpus, vocab_size=d.tokenizer_vocab_size, cache_dir=_corpus_cache(cfg))
-    return char_tokenizer_from_text(load_corpus(d.corpus, "train", cache_dir=_corpus_cache(cfg))["text"])
+    return char_tokenizer_from_text(
+        load_corpus(d.corpus, d.train_split, cache_dir=_corpus_cache(cfg), text_column=d.text_column)["text"])
 
 
 def _corpus_cache(cfg: RunConfig) -> str | None:

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+import edlm.data.files as files
 import edlm.data.sources as sources
 from edlm.data import PRESETS, corpus_files, find_data_dir, load_corpus, preset_tokenizer
 from edlm.errors import DataError
@@ -254,8 +255,8 @@ def test_a_single_file_holds_out_its_last_five_percent_as_valid(tmp_path, hf_cac
     train, valid = (load_corpus(str(path), split, cache_dir=hf_cache)["text"] for split in ("train", "valid"))
     assert train == [f"document {i}" for i in range(38)] and valid == ["document 38", "document 39"]
     text = "x" * 200  # no line break after 95 %: cut at that character
-    assert sources.single_file_part([text], "valid") == ["x" * 10]
-    assert sources.single_file_part([text], "train") == ["x" * 190]
+    assert files.single_file_part([text], "valid") == ["x" * 10]
+    assert files.single_file_part([text], "train") == ["x" * 190]
 
 
 def test_unknown_format_and_bad_limits(tmp_path, hf_cache):

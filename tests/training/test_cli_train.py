@@ -43,6 +43,38 @@ def test_missing_data_path(capsys, tmp_path, cache_dir, micro):
     _fails_cleanly(capsys, argv, "missing.txt")
 
 
+def test_a_missing_bundled_corpus_says_how_to_get_it(capsys, tmp_path, cache_dir, micro, monkeypatch):
+    monkeypatch.setenv("EDLM_DATA_DIR", str(tmp_path / "nowhere"))
+    argv = ["train", "mdlm", *micro(tmp_path / "run", cache_dir)]  # the tiny preset reads tinyshakespeare
+    _fails_cleanly(capsys, argv, "bundled corpus 'tinyshakespeare' is not here (EDLM_DATA_DIR=")
+    _fails_cleanly(capsys, argv, "get it with `edlm data fetch tinyshakespeare` (into ./.data), or train on your "
+                   "own text with --data PATH")
+
+
+def test_train_on_a_hub_dataset(tmp_path, cache_dir, micro, monkeypatch):
+    """`--data hf:NAME --text-column C`: `datasets.load_dataset` reads a folder in hub layout; training reads its
+    "train" split and validates on its "validation" split."""
+    import json
+
+    from edlm.config import load_config
+
+    monkeypatch.setenv("EDLM_DATA_DIR", str(tmp_path / "no-corpora-here"))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for split, n in (("train", 300), ("validation", 20)):
+        rows = [{"body": f"{split} line {i}: the stream runs past the mill.", "n": i} for i in range(n)]
+        (repo / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    overrides = [o for o in micro(run, cache_dir, max_steps=3) if not o.startswith("data.max_")]
+    assert main(["train", "mdlm", "--data", f"hf:{repo}", "--text-column", "body", *overrides]) == 0
+    cfg = load_config(str(run / "config.yaml"))
+    assert (cfg.data.corpus, cfg.data.text_column, cfg.data.valid_split) == (f"hf:{repo}", "body", None)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val_nll"] > 0  # validation ran on the "validation" split
+    tokenizer = __import__("edlm.data", fromlist=["load_tokenizer"]).load_tokenizer(run / "tokenizer")
+    assert "v" not in tokenizer.get_vocab()  # chars of the train split only ("validation" has a "v")
+
+
 def test_checkpoint_vocab_differs_from_tokenizer(capsys, tmp_path, cache_dir, micro):
     save_pretrained(DiT(10, 32, hidden_size=32, n_blocks=1, n_heads=2, cond_dim=16), tmp_path / "other")
     argv = ["train", "mdlm", *micro(tmp_path / "run", cache_dir, **{"model.init_from": tmp_path / "other"})]
@@ -86,9 +118,10 @@ def test_cli_trains_and_prints_a_summary(capsys, tmp_path, cache_dir, micro):
 
 
 def test_train_on_your_own_text_file_with_data(tmp_path, cache_dir, micro, monkeypatch):
-    """`--data my.txt` trains on a local file with no corpus folder anywhere (a character tokenizer of the file)."""
+    """`--data my.txt` trains on a local file with no corpus folder anywhere (a character tokenizer of the file),
+    as on a fresh clone: EDLM_DATA_DIR points nowhere and the working directory has no .data."""
     monkeypatch.setenv("EDLM_DATA_DIR", str(tmp_path / "no-corpora-here"))
-    (tmp_path / "no-corpora-here").mkdir()
+    monkeypatch.chdir(tmp_path)
     text = "".join(f"Line {i}: the river runs past the mill and the town.\n" for i in range(600))
     (tmp_path / "my.txt").write_text(text)
     run = tmp_path / "run"
