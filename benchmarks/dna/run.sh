@@ -5,9 +5,11 @@
 # model's exact NLL; bits per base), the sweep benchmarks/configs/dna_gpu.yaml (MDLM vs EDLM-AR vs EDLM-NCE at
 # T in {16, 64, 256}, scored by edlm.eval.dna), `edlm eval dna` for the real and shuffled held-out windows, then
 # benchmarks/dna/report.py. Needs .data/dna_ecoli_k12 (or EDLM_DATA_DIR) and, on a GPU image without them,
-# .whl/ (datasets, omegaconf, ...). Writes to $OUT: results.md, results.json, dna_metrics.png, samples.fa.gz,
-# models.tar.gz (int8 model dirs + tokenizer + run records, < 16 MiB), nll.json, dna_refs.json, sweep_results.jsonl,
-# train_logs.tar.gz, machine.txt.
+# .whl/ (datasets, omegaconf, ...). Writes to $OUT (at most 8 files come back from a GPU call): results.md,
+# results.json, dna_metrics.png, models.tar.gz (int8 model dirs + tokenizer + run records, < 16 MiB; only when
+# trained here), records.tar.gz (samples.fa.gz, sweep_results.jsonl, nll.json, dna_refs.json, training logs),
+# machine.txt. Runs already in $RUNS (a metrics.json per model, nll.json) are not trained or evaluated again: unpack
+# a models.tar.gz into RUNS to re-sample and re-score its int8 models.
 #   Usage (repo root): bash benchmarks/dna/run.sh
 #   CPU toy size (minutes on 2 cores; the tests' corpus slices): TOY=1 EDLM_DATA_DIR=tests/corpora OUT=/tmp/dna-out \
 #     RUNS=/tmp/dna-runs bash benchmarks/dna/run.sh
@@ -43,14 +45,14 @@ for kind in mdlm ar; do
   [ "$TOY" = 1 ] && { wait $! || { tail -n 20 "$RUNS/$kind.log"; exit 1; }; }  # 2 CPU cores: one at a time
 done
 fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done
-tail -n 2 "$RUNS"/mdlm.log "$RUNS"/ar.log
+tail -n 2 "$RUNS"/mdlm.log "$RUNS"/ar.log 2>/dev/null || true  # no logs: both were trained before
 [ $fail = 0 ] || { tail -n 30 "$RUNS"/mdlm.log "$RUNS"/ar.log; exit 1; }
 
 stamp "train the NCE energy (initialised from the MDLM)"
 [ -f "$RUNS/nce/metrics.json" ] || $EDLM train energy --preset dna --denoiser "$RUNS/mdlm" --run-dir "$RUNS/nce" \
   optim.lr=3e-4 optim.warmup_steps=200 train.max_minutes="$NCE_MINUTES" $SIZE > "$RUNS/nce.log" 2>&1 \
   || { tail -n 30 "$RUNS/nce.log"; exit 1; }
-tail -n 1 "$RUNS/nce.log"
+tail -n 1 "$RUNS/nce.log" 2>/dev/null || true
 
 stamp "eval nll on valid (bits per base)"
 [ -f "$RUNS/nll.json" ] || $EDLM eval nll --denoiser "$RUNS/mdlm" --data dna_ecoli_k12 --split valid \
@@ -67,13 +69,17 @@ $EDLM eval dna --data dna_ecoli_k12 --split valid --windows $NUM --length $LENGT
 
 stamp "report"
 python3 benchmarks/dna/report.py "$RUNS" --out "$OUT"
-for kind in mdlm ar nce; do
-  python3 benchmarks/wiki/export_weights.py "$RUNS/$kind/model" "$RUNS/export/$kind" int8
-  cp "$RUNS/$kind/metrics.json" "$RUNS/$kind/config.yaml" "$RUNS/export/$kind/"
-done
-tar czf "$OUT/models.tar.gz" -C "$RUNS" export nll.json
-tar czf "$OUT/train_logs.tar.gz" -C "$RUNS" mdlm.log ar.log nce.log mdlm/csv ar/csv nce/csv
-cp "$RUNS/nll.json" "$RUNS/dna_refs.json" "$OUT/"
-cp "$RUNS/sweep/results.jsonl" "$OUT/sweep_results.jsonl"
+if [ -d "$RUNS/mdlm/model" ]; then  # trained in this call: export the int8 model set
+  for kind in mdlm ar nce; do
+    python3 benchmarks/wiki/export_weights.py "$RUNS/$kind/model" "$RUNS/export/$kind" int8
+    cp "$RUNS/$kind/metrics.json" "$RUNS/$kind/config.yaml" "$RUNS/export/$kind/"
+  done
+  tar czf "$OUT/models.tar.gz" -C "$RUNS" export nll.json
+fi
+mkdir -p "$RUNS/records"
+cp "$RUNS/nll.json" "$RUNS/dna_refs.json" "$RUNS/records/"
+cp "$RUNS/sweep/results.jsonl" "$RUNS/records/sweep_results.jsonl"
+mv "$OUT/samples.fa.gz" "$RUNS/records/" 2>/dev/null || true
+tar czf "$OUT/records.tar.gz" -C "$RUNS" records $(cd "$RUNS" && ls -d *.log */csv 2>/dev/null)
 stamp "done"
 ls -la "$OUT"
