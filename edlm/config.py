@@ -194,8 +194,11 @@ class EnergyConfig:
     init_from_denoiser: bool = True  # SPEC 2.4: copy embedding + blocks from the denoiser; False = random init
     dropout: float | None = None  # None = the denoiser's dropout
     time_conditioning: bool | None = None  # None = as the denoiser (MDLM-OWT: not time-conditioned)
+    n_blocks: int | None = None  # None = the denoiser's depth; fewer: a cheaper energy of its first n_blocks blocks
 
     def __post_init__(self) -> None:
+        if self.n_blocks is not None and self.n_blocks < 1:
+            raise ConfigError(f"energy.n_blocks must be >= 1 or null, got {self.n_blocks}.")
         if self.n_neg < 1:
             raise ConfigError(f"energy.n_neg must be >= 1, got {self.n_neg}.")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:

@@ -28,11 +28,19 @@ from edlm.loading import DenoiserBundle, resolve_dtype
 from edlm.samplers.loop import generate
 from edlm.samplers.semi_ar import generate_semi_ar
 from edlm.samplers.settings import (
+    DEFAULT_BUDGET,
+    DEFAULT_ESS_THRESHOLD,
     DEFAULT_K,
+    DEFAULT_K_CHOICES,
+    DEFAULT_PARTICLES,
+    DEFAULT_REMASK_ETA,
+    DEFAULT_REMASK_WINDOW,
+    DEFAULT_SAMPLER,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     DEFAULT_WINDOW,
     check_positive_int,
+    check_sampler_options,
     check_sampler_settings,
     check_seed,
 )
@@ -74,6 +82,13 @@ class SampleSettings:
     noise_removal: bool = True  # argmax any mask left at the end (MDLM)
     cache: bool = True  # reuse x_θ when nothing was revealed (SPEC 1.6)
     stride: int | None = None  # S new tokens per semi-autoregressive block
+    sampler: str = DEFAULT_SAMPLER  # importance (SPEC 2.5) | smc | adaptive | remask (edlm.samplers)
+    particles: int = DEFAULT_PARTICLES  # smc: particles per sequence
+    ess_threshold: float = DEFAULT_ESS_THRESHOLD  # smc: resample when ESS < ess_threshold · particles
+    budget: int = DEFAULT_BUDGET  # adaptive: energy evaluations per sequence
+    k_choices: tuple[int, ...] = DEFAULT_K_CHOICES  # adaptive: the k it picks from (1: no energy call)
+    remask_eta: float = DEFAULT_REMASK_ETA  # remask: cap on the re-masked fraction per step
+    remask_window: tuple[float, float] = DEFAULT_REMASK_WINDOW  # remask: steps starting in it may re-mask
 
     def __post_init__(self):
         check_positive_int("num_samples", self.num_samples)
@@ -85,10 +100,23 @@ class SampleSettings:
         _, _, window, _, _ = check_sampler_settings(steps=self.steps, k=self.k, window=self.window,
                                                     temperature=self.temperature, top_p=self.top_p)
         object.__setattr__(self, "window", window)
+        options = check_sampler_options(self.sampler, k=self.k, window=self.window, particles=self.particles,
+                                        ess_threshold=self.ess_threshold, budget=self.budget, k_choices=self.k_choices,
+                                        remask_eta=self.remask_eta, remask_window=self.remask_window)
+        for name in ("k_choices", "remask_window"):
+            object.__setattr__(self, name, options[name])
+
+    def sampler_options(self) -> dict:
+        """The keywords of ``generate`` that choose and set the sampler (besides k, window, temperature)."""
+        return dict(sampler=self.sampler, particles=self.particles, ess_threshold=self.ess_threshold,
+                    budget=self.budget, k_choices=self.k_choices, remask_eta=self.remask_eta,
+                    remask_window=self.remask_window) if self.sampler != DEFAULT_SAMPLER else {}
 
     def check_energy(self, has_energy: bool) -> None:
         """``k``, ``window`` and ``temperature`` need an energy: without one they would be ignored, so they are
-        refused."""
+        refused; so are the samplers that weight by one (smc, adaptive)."""
+        if not has_energy and self.sampler in ("smc", "adaptive"):
+            raise ValueError(f"sampler {self.sampler!r} weights proposals by an energy; give one (--energy).")
         if not has_energy and (self.k != DEFAULT_K or self.window != DEFAULT_WINDOW
                                or self.temperature != DEFAULT_TEMPERATURE):
             raise ValueError(f"k, window and temperature only apply with an energy (--energy); got k={self.k}, "
@@ -171,7 +199,7 @@ def generate_kwargs(s: SampleSettings, energy, generator: torch.Generator, *, de
                     progress) -> dict:
     """The keyword arguments of ``generate`` / ``generate_semi_ar`` that ``s`` and the run decide."""
     return dict(energy=energy, k=s.k, window=s.window, temperature=s.temperature, cache=s.cache, generator=generator,
-                noise_removal=s.noise_removal, top_p=s.top_p, device=device, progress=progress)
+                noise_removal=s.noise_removal, top_p=s.top_p, device=device, progress=progress, **s.sampler_options())
 
 
 def settings_record(bundle: DenoiserBundle, s: SampleSettings, energy, denoiser, *, length: int,
@@ -181,6 +209,7 @@ def settings_record(bundle: DenoiserBundle, s: SampleSettings, energy, denoiser,
               **dataclasses.asdict(s), "length": length, "device": str(device),
               "dtype": str(next(denoiser.parameters()).dtype).removeprefix("torch.")}
     record["window"] = list(s.window)
+    record["k_choices"], record["remask_window"] = list(s.k_choices), list(s.remask_window)
     return record
 
 
@@ -256,6 +285,7 @@ def format_records(records: list[SampleRecord], show_text: bool = True) -> str:
     header = (f"# edlm sample: denoiser={s['denoiser']} energy={s['energy']} steps={s['steps']} k={s['k']} "
               f"window={tuple(s['window'])} temperature={s['temperature']} top_p={s['top_p']} seed={s['seed']} "
               f"length={s['length']}" + (f" stride={s['stride']}" if s.get("stride") else "") +
+              (f" sampler={s['sampler']}" if s.get("sampler", DEFAULT_SAMPLER) != DEFAULT_SAMPLER else "") +
               f" device={s['device']}")
     speed = (f"# {n} samples: {sum(r.seconds for r in records) / n:.4f} s/sample, denoiser NFE "
              f"{sum(r.nfe_denoiser for r in records) / n:.1f}, energy NFE {sum(r.nfe_energy for r in records) / n:.1f}"

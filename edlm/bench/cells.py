@@ -1,7 +1,7 @@
 """Sweep configuration and cells (SPEC 4): the YAML schema, its loading, the grid's expansion into cells.
 
     cfg = load_sweep_config("benchmarks/configs/tiny_cpu.yaml", ["num_samples=64"])
-    cells = expand_cells(cfg)                                 # the reference rows, then the grid
+    cells = expand_cells(cfg)                                 # edlm.bench.grid: the reference rows, then the grid
     rank, world = resolve_shard("0/2")                        # this process takes cells[i], i % world == rank
 
 A ``Cell`` holds everything that determines its samples, and its key is a stable hash of those settings,
@@ -23,18 +23,27 @@ from omegaconf.errors import OmegaConfBaseException
 
 from edlm.errors import ConfigError
 from edlm.samplers.settings import (
+    DEFAULT_BUDGET,
+    DEFAULT_ESS_THRESHOLD,
     DEFAULT_K,
+    DEFAULT_PARTICLES,
+    DEFAULT_REMASK_ETA,
+    DEFAULT_SAMPLER,
     DEFAULT_TEMPERATURE,
     DEFAULT_WINDOW,
+    check_budget,
+    check_ess_threshold,
     check_k,
+    check_particles,
+    check_remask_eta,
+    check_sampler,
     check_seed,
     check_steps,
     check_temperature,
     check_window,
 )
 
-__all__ = ["GridConfig", "ReferenceConfig", "SweepConfig", "Cell", "load_sweep_config", "expand_cells",
-           "resolve_shard"]
+__all__ = ["GridConfig", "ReferenceConfig", "SweepConfig", "Cell", "load_sweep_config", "resolve_shard"]
 
 _AR_SPEC_KINDS = ("ar", "hf")  # energy spec prefixes that are autoregressive LMs (EDLM-AR, SPEC 2.3)
 
@@ -50,6 +59,12 @@ class GridConfig:
     window: list[list[float]] = field(default_factory=lambda: [[0.0, 1.0]])  # [t_lo, t_hi]; [0, 1] = every step
     temperature: list[float] = field(default_factory=lambda: [1.0])  # τ in w ∝ exp(−E/τ)
     seed: list[int] = field(default_factory=lambda: [0])  # one torch.Generator per cell, seeded with this
+    # the sampler (edlm.samplers): each reads its own axes below; the others collapse (module doc)
+    sampler: list[str] = field(default_factory=lambda: ["importance"])  # importance | smc | adaptive | remask
+    particles: list[int] = field(default_factory=lambda: [DEFAULT_PARTICLES])  # smc
+    ess_threshold: list[float] = field(default_factory=lambda: [DEFAULT_ESS_THRESHOLD])  # smc
+    budget: list[int] = field(default_factory=lambda: [DEFAULT_BUDGET])  # adaptive: evaluations per sequence
+    remask_eta: list[float] = field(default_factory=lambda: [DEFAULT_REMASK_ETA])  # remask
 
 
 @dataclass
@@ -102,7 +117,10 @@ class SweepConfig:
         sampler_checks = (("grid.steps", g.steps, check_steps), ("grid.k", g.k, check_k),
                           ("grid.window", g.window, lambda w: check_window(list(w))),
                           ("grid.temperature", g.temperature, check_temperature), ("grid.seed", g.seed, check_seed),
-                          ("reference.seed", [self.reference.seed], check_seed))
+                          ("reference.seed", [self.reference.seed], check_seed),
+                          ("grid.sampler", g.sampler, check_sampler), ("grid.particles", g.particles, check_particles),
+                          ("grid.ess_threshold", g.ess_threshold, check_ess_threshold),
+                          ("grid.budget", g.budget, check_budget), ("grid.remask_eta", g.remask_eta, check_remask_eta))
         for name, values, check in sampler_checks:  # each value: the sampler's own check (edlm.samplers.settings)
             for value in values:
                 try:
@@ -266,16 +284,35 @@ class Cell:
     batch_size: int | None = None  # diffusion and AR samples: sequences per call (it fixes the random stream)
     cache: bool = True
     source: str | None = None  # real text: "corpus:split"; AR samples: the AR model's spec
+    sampler: str = DEFAULT_SAMPLER  # importance | smc | adaptive | remask
+    particles: int = DEFAULT_PARTICLES  # smc
+    ess_threshold: float = DEFAULT_ESS_THRESHOLD  # smc
+    budget: int = DEFAULT_BUDGET  # adaptive
+    remask_eta: float = DEFAULT_REMASK_ETA  # remask
     prompt_tokens: int = 0  # > 0: every sample continues the first prompt_tokens tokens of a held-out window
     prompts: str | None = None  # "corpus:split" of those windows (with prompt_tokens > 0)
 
     def settings(self) -> dict:
-        """JSON-able settings; the cell key hashes exactly these (unconditional cells leave the prompt fields out,
-        so their keys are those of sweeps that had no prompts)."""
+        """JSON-able settings; the cell key hashes exactly these. An importance cell leaves the other samplers'
+        settings out, and an unconditional cell the prompt fields, so their keys are those of sweeps before these
+        existed (finished files stay valid)."""
         d = asdict(self)
         d["window"] = list(self.window)
         if not self.prompt_tokens:
             del d["prompt_tokens"], d["prompts"]
+        extra = {"sampler", "particles", "ess_threshold", "budget", "remask_eta"}
+        if self.sampler == DEFAULT_SAMPLER:
+            return {k: v for k, v in d.items() if k not in extra}
+        reads = {"smc": {"particles", "ess_threshold"}, "adaptive": {"budget"}, "remask": {"remask_eta"}}[self.sampler]
+        return {k: v for k, v in d.items() if k not in extra - reads - {"sampler"}}
+
+    def sampler_settings(self) -> dict:
+        """The keywords of ``edlm.pipeline.sample`` for this cell's sampler (none for importance sampling)."""
+        if self.sampler == DEFAULT_SAMPLER:
+            return {}
+        d = {"sampler": self.sampler}
+        d.update({"smc": dict(particles=self.particles, ess_threshold=self.ess_threshold),
+                  "adaptive": dict(budget=self.budget), "remask": dict(remask_eta=self.remask_eta)}[self.sampler])
         return d
 
     @property
@@ -291,6 +328,15 @@ class Cell:
             return f"ref-real-text{prompt}"
         if self.kind == "ar_samples":
             return f"ref-ar-samples{prompt}-s{self.seed}"
+        name = re.sub(r"[^A-Za-z0-9]+", "_", self.energy)
+        if self.sampler == "smc":
+            return f"smc-{name}{prompt}-N{self.particles}-ess{self.ess_threshold:g}-T{self.steps}-s{self.seed}"
+        if self.sampler == "adaptive":
+            return f"adaptive-{name}{prompt}-b{self.budget}-T{self.steps}-s{self.seed}"
+        if self.sampler == "remask":
+            lo, hi = self.window
+            return (f"remask-{name}{prompt}-eta{self.remask_eta:g}-k{self.k}-w{lo:g}_{hi:g}-T{self.steps}"
+                    f"-s{self.seed}")
         if self.energy == "none":
             return f"mdlm{prompt}-T{self.steps}-s{self.seed}"
         lo, hi = self.window
@@ -304,60 +350,21 @@ class Cell:
             return f"real text ({self.source})"
         if self.kind == "ar_samples":
             return "AR samples"
+        if self.sampler == "remask":
+            energy = "no energy" if self.energy == "none" else self.energy
+            return f"remask η={self.remask_eta:g} ({energy}, k={self.k})"
         if self.energy == "none":
             return "MDLM"
         kind = _spec_kind(self.energy_spec)
         base = "EDLM-NCE" if kind == "nce" else "EDLM-AR"
         if self.energy.lower() not in ("ar", "hf", "nce"):
             base += f" [{self.energy}]"
+        if self.sampler == "smc":
+            return f"{base} SMC N={self.particles}, ESS<{self.ess_threshold:g}N, τ={self.temperature:g}"
+        if self.sampler == "adaptive":
+            return f"{base} adaptive budget={self.budget}, τ={self.temperature:g}"
         lo, hi = self.window
         return f"{base} k={self.k}, window=[{lo:g}, {hi:g}], τ={self.temperature:g}"
-
-
-def expand_cells(cfg: SweepConfig, corpus: str | None = None) -> list[Cell]:
-    """All cells of a sweep in a fixed order: the reference rows, then steps × energy × k × window × τ × seed.
-
-    Cells with no energy, or with k = 1, collapse to one MDLM cell per (steps, seed) (module doc).
-    ``corpus`` names the real-text corpus when ``cfg.reference.corpus`` is None.
-    """
-    common = dict(num_samples=cfg.num_samples, length=cfg.length, denoiser=str(cfg.denoiser))
-    cells: list[Cell] = []
-    ref = cfg.reference
-    src = ref.corpus or corpus
-    if src is None and (ref.real_text or cfg.prompt_tokens):
-        needs = "reference.real_text" if ref.real_text else "prompt_tokens"
-        raise ConfigError(f"{needs} needs reference.corpus: the denoiser's checkpoint does not name its training "
-                          "corpus (or is not on this machine); set reference.corpus=NAME_OR_PATH.")
-    if cfg.prompt_tokens:  # prefix completion: every cell continues the same held-out prompts
-        common.update(prompt_tokens=cfg.prompt_tokens, prompts=f"{src}:{ref.split}")
-    if ref.real_text:
-        cells.append(Cell("real_text", **common, source=f"{src}:{ref.split}"))
-    ar_spec = cfg.ar_reference_spec()
-    if ref.ar_samples:
-        if ar_spec is None:
-            raise ConfigError("reference.ar_samples needs an AR model: set reference.ar_model or add an ar:PATH "
-                              "energy (or set reference.ar_samples=false).")
-        cells.append(Cell("ar_samples", **common, seed=ref.seed, batch_size=cfg.batch_size, source=ar_spec))
-    g = cfg.grid
-    seen: set[Cell] = set()
-    for steps in g.steps:
-        for energy in g.energy:
-            for k in g.k:
-                for window in g.window:
-                    for tau in g.temperature:
-                        for seed in g.seed:
-                            if energy == "none" or k == 1:  # SPEC 2.5: k = 1 is MDLM exactly
-                                cell = Cell("diffusion", **common, steps=steps, seed=seed,
-                                            batch_size=cfg.batch_size, cache=cfg.cache)
-                            else:
-                                cell = Cell("diffusion", **common, steps=steps, energy=energy,
-                                            energy_spec=cfg.energies[energy], k=k,
-                                            window=(float(window[0]), float(window[1])), temperature=float(tau),
-                                            seed=seed, batch_size=cfg.batch_size, cache=cfg.cache)
-                            if cell not in seen:
-                                seen.add(cell)
-                                cells.append(cell)
-    return cells
 
 
 def resolve_shard(shard: str | tuple[int, int] | None = None) -> tuple[int, int]:

@@ -114,7 +114,7 @@ def generate_cell(cell: Cell, models: SweepModels) -> tuple[list[dict], dict]:
         records = sample(bundle, num_samples=cell.num_samples, batch_size=cell.batch_size, length=length,
                          steps=cell.steps, energy=models.energy(cell.energy_spec), k=cell.k, window=cell.window,
                          temperature=cell.temperature, seed=cell.seed, cache=cell.cache, device=device,
-                         progress=False, x_init=x_init)
+                         progress=False, x_init=x_init, **cell.sampler_settings())
         tokens = [r.tokens for r in records]
         seconds = sum(r.seconds for r in records)  # each record holds its batch's time / batch size
         batches = math.ceil(cell.num_samples / cell.batch_size)

@@ -55,11 +55,11 @@ from edlm.bench.cells import (
     GridConfig,
     ReferenceConfig,
     SweepConfig,
-    expand_cells,
     load_sweep_config,
     resolve_shard,
 )
 from edlm.bench.generation import SweepModels, generate_cell, training_corpus
+from edlm.bench.grid import expand_cells
 from edlm.bench.records import (
     RESULTS_FILE,
     TIMING_FIELDS,

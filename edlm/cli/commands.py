@@ -13,7 +13,8 @@ from edlm.errors import EdlmError
 # the library's checks name Python arguments ("num_samples must be ..."); the command line names its flags
 _FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "num_samples", "batch_size", "length", "stride", "steps", "k", "window", "temperature", "top_p", "seed",
-    "time_samples", "n_neg", "max_docs", "max_chars", "max_new_tokens", "names", "windows", "bootstrap")}
+    "time_samples", "n_neg", "max_docs", "max_chars", "max_new_tokens", "names", "windows", "bootstrap", "sampler",
+    "particles", "ess_threshold", "budget", "k_choices", "remask_eta", "remask_window")}
 
 
 def _in_flag_terms(command):
@@ -73,7 +74,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     settings = pipeline.SampleSettings(  # every check that needs no model, before anything loads
         num_samples=args.num_samples, batch_size=args.batch_size, length=args.length, steps=args.steps, k=args.k,
-        window=tuple(args.window), temperature=args.temperature, seed=args.seed, top_p=args.top_p, stride=args.stride)
+        window=tuple(args.window), temperature=args.temperature, seed=args.seed, top_p=args.top_p, stride=args.stride,
+        sampler=args.sampler, particles=args.particles, ess_threshold=args.ess_threshold, budget=args.budget,
+        k_choices=tuple(args.k_choices), remask_eta=args.remask_eta, remask_window=tuple(args.remask_window))
     conditions = conditional.conditions_from_flags(args.prompt, args.prompt_file, args.infill, args.max_new_tokens,
                                                    not args.no_stop_at_eos, args.length)  # None: unconditional
     spec = loading.parse_energy_spec(args.energy)

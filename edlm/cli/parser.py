@@ -189,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, nargs=2, default=(0.0, 1.0), metavar=("T_LO", "T_HI"),
                    help="importance-sample the steps that start at t in [T_LO, T_HI]")
     p.add_argument("--temperature", type=float, default=1.0, help="tau in w ~ exp(-E / tau)")
+    p.add_argument("--sampler", default="importance", choices=["importance", "smc", "adaptive", "remask"],
+                   help="importance: --k proposals in --window (EDLM); smc: --particles persistent particles per "
+                        "sequence; adaptive: k per step under --budget; remask: importance steps plus energy-guided "
+                        "re-masking (docs/samplers.md)")
+    p.add_argument("--particles", type=int, default=16, help="smc: particles per sequence")
+    p.add_argument("--ess-threshold", type=float, default=0.5, help="smc: resample when ESS < this x particles")
+    p.add_argument("--budget", type=int, default=32, help="adaptive: energy evaluations per sequence")
+    p.add_argument("--k-choices", type=int, nargs="+", default=[1, 2, 4, 8, 16], metavar="K",
+                   help="adaptive: the k it picks from per step (1 included: no energy call)")
+    p.add_argument("--remask-eta", type=float, default=0.05, help="remask: cap on the re-masked fraction per step")
+    p.add_argument("--remask-window", type=float, nargs=2, default=(0.05, 0.55), metavar=("T_LO", "T_HI"),
+                   help="remask: steps starting at t in [T_LO, T_HI] may re-mask")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="continue TEXT (repeatable; --num-samples each)")
     p.add_argument("--prompt-file", default=None, metavar="FILE", help="more prompts, one a line (blank lines skipped)")
     p.add_argument("--infill", action="append", default=[], metavar="TEMPLATE", help="fill each [MASK:n] span of "

@@ -51,6 +51,12 @@ class AREnergy:
         self.vocab_size = vocab_size if vocab_size is not None else getattr(ar_model, "vocab_size", None)
 
     @torch.no_grad()
+    def token_log_likelihoods(self, x_0: Tensor) -> Tensor:
+        """log p_AR(x_0ⁱ | x_0^{<i}) at every position, (N, L) float64: the per-token split of the energy's AR term
+        (what the remasking sampler reads, ``edlm.samplers.remask``)."""
+        return self.ar_model.token_log_probs(x_0).double()
+
+    @torch.no_grad()
     def __call__(self, x_0: Tensor, x_t: Tensor, t: Tensor, log_p_x0: Tensor) -> Tensor:
         """Energies (N,) in float64; lower = more likely."""
         if (x_0 == self.mask_id).any():

@@ -115,6 +115,7 @@ class NCEEnergy(nn.Module):
         dropout: float | None = None,
         time_conditioning: bool | None = None,
         schedule: str | None = None,
+        n_blocks: int | None = None,
     ) -> NCEEnergy:
         """An energy with the denoiser's architecture whose embedding, σ-map, rotary and blocks are copies
         of the denoiser's (SPEC 2.4: initialise from the denoiser's weights).
@@ -125,6 +126,7 @@ class NCEEnergy(nn.Module):
             mask_id: default: the Denoiser's ``mask_id``, else ``vocab_size - 1``.
             dropout, time_conditioning: default: the DiT's.
             schedule: default: the Denoiser's schedule name, else log-linear.
+            n_blocks: a cheaper energy of the denoiser's first ``n_blocks`` blocks (copied); default: all of them.
         """
         if isinstance(source, (str, os.PathLike)):
             source = from_pretrained(source, expected_type="dit")
@@ -135,17 +137,21 @@ class NCEEnergy(nn.Module):
             mask_id = getattr(source, "mask_id", None)
         if schedule is None:
             schedule = getattr(getattr(source, "schedule", None), "name", "loglinear")
+        if n_blocks is not None and not 0 < n_blocks <= backbone.n_blocks:
+            raise ValueError(f"n_blocks must be in [1, {backbone.n_blocks}] (the denoiser's blocks), got {n_blocks}.")
         energy = cls(
             vocab_size=backbone.vocab_size, length=backbone.length, hidden_size=backbone.hidden_size,
-            n_blocks=backbone.n_blocks, n_heads=backbone.n_heads, cond_dim=backbone.cond_dim,
+            n_blocks=backbone.n_blocks if n_blocks is None else n_blocks, n_heads=backbone.n_heads, cond_dim=backbone.cond_dim,
             dropout=backbone.dropout if dropout is None else dropout,
             time_conditioning=backbone.time_conditioned if time_conditioning is None else time_conditioning,
             mask_id=mask_id, schedule=schedule,
         )
         device = next(backbone.parameters()).device
         energy.to(device)
-        for name in ("vocab_embed", "sigma_map", "rotary_emb", "blocks"):
+        for name in ("vocab_embed", "sigma_map", "rotary_emb"):
             getattr(energy, name).load_state_dict(getattr(backbone, name).state_dict(), strict=True)
+        for mine, theirs in zip(energy.blocks, backbone.blocks):  # the first n_blocks
+            mine.load_state_dict(theirs.state_dict(), strict=True)
         return energy
 
     # ------------------------------------------------------------------------- forward

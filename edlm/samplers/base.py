@@ -17,6 +17,7 @@ class StepOutput:
     changed: bool  # did any position of any sequence get revealed? (False: x_θ may be reused)
     ess: Tensor | None = None  # (B,) effective sample size of the importance weights (IS steps only)
     revealed: int | None = None  # positions revealed, when the step knows it without another host sync
+    x_0: Tensor | None = None  # (B, L) the proposal x̂_0 the step revealed from (IS steps only)
 
 
 @dataclass
@@ -31,3 +32,6 @@ class GenerateOutput:
     steps: int = 0  # T
     is_steps: int = 0  # steps taken inside the importance-sampling window with k > 1
     ess: list[float] = field(default_factory=list)  # mean effective sample size at each IS step
+    log_z: Tensor | None = None  # (B,) SMC only: log of the normalising-constant estimate Ẑ of each sequence
+    energy_spent: Tensor | None = None  # (B,) adaptive only: energy evaluations spent on each sequence
+    resampled: int = 0  # SMC only: resampling events (sequence × step)

@@ -99,4 +99,4 @@ class ImportanceSampler(AncestralSampler):
             chosen = proposals[torch.arange(B, device=x_t.device), j_star]  # (B, L)
             ess = effective_sample_size(log_w)
         x_s = reverse_step(x_t, chosen, reveal, self.mask_id)  # x_θ := one-hot(x̂_0^(j*)), SPEC 1.4
-        return StepOutput(x_s=x_s, changed=bool(reveal.any()), ess=ess)
+        return StepOutput(x_s=x_s, changed=bool(reveal.any()), ess=ess, x_0=chosen)

@@ -17,11 +17,19 @@ from edlm.errors import NumericalError
 from edlm.samplers.base import GenerateOutput
 from edlm.samplers.importance import ImportanceSampler
 from edlm.samplers.settings import (
+    DEFAULT_BUDGET,
+    DEFAULT_ESS_THRESHOLD,
     DEFAULT_K,
+    DEFAULT_K_CHOICES,
+    DEFAULT_PARTICLES,
+    DEFAULT_REMASK_ETA,
+    DEFAULT_REMASK_WINDOW,
+    DEFAULT_SAMPLER,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     DEFAULT_WINDOW,
     check_positive_int,
+    check_sampler_options,
 )
 
 __all__ = ["generate", "Denoiser", "Energy"]
@@ -157,6 +165,13 @@ def generate(
     energy_batch_size: int | None = None,
     device: torch.device | str | None = None,
     progress: bool | object = False,
+    sampler: str = DEFAULT_SAMPLER,
+    particles: int = DEFAULT_PARTICLES,
+    ess_threshold: float = DEFAULT_ESS_THRESHOLD,
+    budget: int = DEFAULT_BUDGET,
+    k_choices: tuple[int, ...] = DEFAULT_K_CHOICES,
+    remask_eta: float = DEFAULT_REMASK_ETA,
+    remask_window: tuple[float, float] = DEFAULT_REMASK_WINDOW,
 ) -> GenerateOutput:
     """Sample B sequences with MDLM (``energy=None`` or k = 1) or EDLM importance sampling (SPEC 2.5).
 
@@ -188,11 +203,21 @@ def generate(
         device: where to sample; default: the denoiser's parameters' device, else CPU.
         progress: True: show a progress bar over the steps; or a caller's tqdm-like bar, whose ``update(1)`` is
             called once per step (``steps`` in all).
+        sampler: "importance" (SPEC 2.5: ``k`` proposals inside ``window``; MDLM without an energy), "smc"
+            (``particles`` persistent particles per sequence, resampled when ESS < ``ess_threshold`` · N;
+            ``edlm.samplers.smc``), "adaptive" (k from ``k_choices`` chosen per step and sequence under ``budget``
+            energy evaluations per sequence; ``edlm.samplers.adaptive``) or "remask" (importance sampling plus
+            energy-guided re-masking, at most ``remask_eta`` of the tokens per step, inside ``remask_window``;
+            ``edlm.samplers.remask``). Settings of another sampler than the chosen one must keep their defaults.
 
     Returns:
         ``GenerateOutput`` with ``tokens`` (B, L), ``nfe_denoiser``, ``nfe_energy`` and timings.
     """
     _validate(length, batch_size, vocab_size, mask_id, denoiser, energy)
+    kind = sampler
+    options = check_sampler_options(kind, k=k, window=window, particles=particles, ess_threshold=ess_threshold,
+                                    budget=budget, k_choices=k_choices, remask_eta=remask_eta,
+                                    remask_window=remask_window)
     device = _device_of(denoiser, device)
     # checks k, window, temperature, top_p (and steps, in set_timesteps): the one check of each setting
     sampler = ImportanceSampler(mask_id, k=k, window=window, temperature=temperature, schedule=schedule,
@@ -212,6 +237,13 @@ def generate(
     else:
         _check_x_init(x_init, batch_size, length, vocab_size)
         x = x_init.to(device=device, dtype=torch.long).clone()
+    if kind != "importance":  # the samplers of smc_loop.py and guided_loop.py
+        from edlm.samplers.guided_loop import generate_guided
+
+        return generate_guided(denoiser, energy, x, kind, steps, options, vocab_size=vocab_size, mask_id=mask_id,
+                               temperature=temperature, cache=cache, generator=generator, schedule=schedule,
+                               noise_removal=noise_removal, eps=eps, top_p=top_p, energy_batch_size=energy_batch_size,
+                               device=device, progress=progress)
 
     out = GenerateOutput(tokens=x, nfe_denoiser=0, nfe_energy=0, steps=steps)
     log_p_x0: SubsLogProbs | None = None

@@ -1,7 +1,10 @@
 """The sampler settings: one default and one check each.
 
 ``AncestralSampler`` checks ``top_p`` (on construction) and ``steps`` (``set_timesteps``);
-``ImportanceSampler`` checks ``k``, ``window`` and ``temperature``. Every sampling path goes through
+``ImportanceSampler`` checks ``k``, ``window`` and ``temperature``; ``SMCSampler``, ``AdaptiveSampler`` and
+``RemaskSampler`` check their own (``particles``, ``ess_threshold``; ``budget``, ``k_choices``; ``remask_eta``,
+``remask_window``), and ``check_sampler_options`` refuses a setting that the chosen sampler would ignore. Every
+sampling path goes through
 them; ``edlm.pipeline.SampleSettings`` calls the same functions to fail before any model loads. A bad
 value is a ``ValueError`` of one line that names the setting, the value given and what is allowed.
 """
@@ -25,12 +28,39 @@ __all__ = [
     "check_temperature",
     "check_top_p",
     "check_sampler_settings",
+    "SAMPLERS",
+    "DEFAULT_SAMPLER",
+    "DEFAULT_PARTICLES",
+    "DEFAULT_ESS_THRESHOLD",
+    "DEFAULT_BUDGET",
+    "DEFAULT_K_CHOICES",
+    "DEFAULT_REMASK_ETA",
+    "DEFAULT_REMASK_WINDOW",
+    "SAMPLER_DEFAULTS",
+    "check_sampler",
+    "check_particles",
+    "check_ess_threshold",
+    "check_budget",
+    "check_k_choices",
+    "check_remask_eta",
+    "check_sampler_options",
 ]
 
 DEFAULT_K = 1  # proposals per importance-sampled step; 1 = MDLM (SPEC 2.5)
 DEFAULT_WINDOW = (0.0, 1.0)  # (t_lo, t_hi): every step is importance-sampled
 DEFAULT_TEMPERATURE = 1.0  # τ in w ∝ exp(−E/τ)
 DEFAULT_TOP_P = 1.0  # nucleus filtering of x_θ off
+
+# the samplers `generate(sampler=...)` runs: the window of importance-sampled steps (SPEC 2.5), sequential Monte
+# Carlo with persistent particles, importance sampling under a budget of energy evaluations, energy-guided remasking
+SAMPLERS = ("importance", "smc", "adaptive", "remask")
+DEFAULT_SAMPLER = "importance"  # SPEC 2.5 (k = 1: MDLM)
+DEFAULT_PARTICLES = 16  # SMC particles per sequence: TV on the exact toy falls ~1/N; 16 costs 16 denoiser rows
+DEFAULT_ESS_THRESHOLD = 0.5  # resample when ESS < 0.5 N: the usual adaptive-resampling rule
+DEFAULT_BUDGET = 32  # energy evaluations per sequence: a fixed window of k = 4 over 8 importance-sampled steps
+DEFAULT_K_CHOICES = (1, 2, 4, 8, 16)  # the k the adaptive sampler picks from at a step (1: no energy call)
+DEFAULT_REMASK_ETA = 0.05  # ReMDM's cap: at most 5 % of the generated tokens re-masked per step
+DEFAULT_REMASK_WINDOW = (0.05, 0.55)  # ReMDM-loop's t_off, t_on: remask in the middle of the run, never at its end
 
 # Every reverse step is a pass of the loop and (unless the cached sampler skips it) a network call; past T = L
 # steps a step reveals under one token on average, and the cached sampler makes at most L distinct denoiser
@@ -98,6 +128,80 @@ def check_top_p(top_p) -> float:
     if not (_is_real(top_p) and 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}.")
     return float(top_p)
+
+
+def check_sampler(sampler) -> str:
+    """One of ``SAMPLERS``."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")
+    return sampler
+
+
+def check_particles(particles) -> int:
+    """SMC particles per sequence: a positive integer."""
+    return check_positive_int("particles", particles)
+
+
+def check_ess_threshold(threshold) -> float:
+    """The fraction of N under which the SMC sampler resamples: in [0, 1] (0: never, 1: whenever ESS < N)."""
+    if not (_is_real(threshold) and 0.0 <= threshold <= 1.0):
+        raise ValueError(f"ess_threshold must be in [0, 1], got {threshold!r}.")
+    return float(threshold)
+
+
+def check_budget(budget) -> int:
+    """Energy evaluations per sequence for the adaptive sampler: a positive integer."""
+    return check_positive_int("budget", budget)
+
+
+def check_k_choices(k_choices) -> tuple[int, ...]:
+    """The k the adaptive sampler chooses from: distinct positive integers, 1 included (a step without energy)."""
+    try:
+        ks = tuple(sorted(int(check_positive_int("k_choices", k)) for k in k_choices))
+    except TypeError:
+        ks = ()
+    if not ks or ks[0] != 1 or len(set(ks)) != len(ks):
+        raise ValueError(f"k_choices must be distinct positive integers including 1, got {k_choices!r}.")
+    return ks
+
+
+def check_remask_eta(eta) -> float:
+    """ReMDM's cap η on the re-masked fraction per step: in [0, 1]."""
+    if not (_is_real(eta) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"remask_eta must be in [0, 1], got {eta!r}.")
+    return float(eta)
+
+
+# the settings each sampler reads; the others must stay at their defaults (they would be ignored)
+SAMPLER_DEFAULTS = {"k": DEFAULT_K, "window": DEFAULT_WINDOW, "particles": DEFAULT_PARTICLES,
+                    "ess_threshold": DEFAULT_ESS_THRESHOLD, "budget": DEFAULT_BUDGET, "k_choices": DEFAULT_K_CHOICES,
+                    "remask_eta": DEFAULT_REMASK_ETA, "remask_window": DEFAULT_REMASK_WINDOW}
+_READS = {"importance": {"k", "window"}, "smc": {"particles", "ess_threshold"}, "adaptive": {"budget", "k_choices"},
+          "remask": {"k", "window", "remask_eta", "remask_window"}}
+
+
+def check_sampler_options(sampler, **given) -> dict:
+    """Each setting checked, and one the chosen sampler does not read refused unless it has its default.
+
+    ``given``: any of ``SAMPLER_DEFAULTS``' names. Returns them checked (windows and k_choices as tuples)."""
+    sampler = check_sampler(sampler)
+    checks = {"k": check_k, "window": check_window, "particles": check_particles,
+              "ess_threshold": check_ess_threshold, "budget": check_budget, "k_choices": check_k_choices,
+              "remask_eta": check_remask_eta,
+              "remask_window": lambda w: _named_window("remask_window", w)}
+    out = {name: checks[name](value) for name, value in given.items()}
+    for name, value in out.items():
+        if name not in _READS[sampler] and value != SAMPLER_DEFAULTS[name]:
+            users = [s for s, reads in _READS.items() if name in reads]
+            raise ValueError(f"{name} applies to sampler {' / '.join(users)}, not {sampler!r}; got {name}={value!r}.")
+    return out
+
+
+def _named_window(name: str, window) -> tuple[float, float]:
+    try:
+        return check_window(window)
+    except ValueError as exc:
+        raise ValueError(f"{name}{str(exc).removeprefix('window')}") from None
 
 
 def check_sampler_settings(*, steps, k=DEFAULT_K, window=DEFAULT_WINDOW, temperature=DEFAULT_TEMPERATURE,

@@ -94,7 +94,7 @@ def _denoiser_tokenizer(cfg: RunConfig, directory: Path):
 def build_energy(denoiser, energy_cfg: EnergyConfig) -> NCEEnergy:
     """``NCEEnergy.from_denoiser`` (SPEC 2.4), or the same architecture randomly initialised."""
     energy = NCEEnergy.from_denoiser(denoiser, dropout=energy_cfg.dropout,
-                                     time_conditioning=energy_cfg.time_conditioning)
+                                     time_conditioning=energy_cfg.time_conditioning, n_blocks=energy_cfg.n_blocks)
     if not energy_cfg.init_from_denoiser:
         energy = NCEEnergy(**energy.get_config())  # same shape, fresh weights
     return energy

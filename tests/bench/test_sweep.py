@@ -222,8 +222,9 @@ def test_dna_cells_get_dna_columns():
     genome = "".join(rng.choice(list("ACGT"), 4000))
     ref = DnaReference.from_sequence(genome)
     samples = [{"text": genome[i: i + 300], "tokens": [0] * 300} for i in range(0, 1800, 300)]
-    plain = _score_cell({}, samples, None, 8)
-    quality = _score_cell({}, samples, None, 8, dna_reference=ref)
+    header = {"settings": {}}  # an unconditional cell
+    plain = _score_cell(header, samples, None, 8)
+    quality = _score_cell(header, samples, None, 8, dna_reference=ref)
     assert not any(k.startswith("dna_") for k in plain)
     expected = sample_metrics([s["text"] for s in samples], ref)
     assert quality["dna_gc"] == expected.gc.value and quality["dna_js_k6"] == expected.kmer_js[6].value

@@ -68,6 +68,18 @@ def test_shapes_zero_init_and_dependence_on_both_inputs():
         energy(torch.zeros(1, LEN + 1, dtype=torch.long), torch.zeros(1, LEN + 1, dtype=torch.long), t[:1])
 
 
+def test_from_denoiser_takes_the_first_blocks_for_a_cheaper_energy():
+    dit = tiny_dit()
+    energy = NCEEnergy.from_denoiser(Denoiser(dit, LogLinearSchedule(), MASK), n_blocks=1)
+    assert energy.n_blocks == len(energy.blocks) == 1 and energy.get_config()["n_blocks"] == 1
+    for k, v in energy.blocks[0].state_dict().items():
+        assert torch.equal(v, dit.blocks[0].state_dict()[k]), k
+    assert sum(p.numel() for p in energy.parameters()) < sum(p.numel() for p in NCEEnergy.from_denoiser(dit).parameters())
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match="n_blocks must be in"):
+            NCEEnergy.from_denoiser(dit, n_blocks=bad)
+
+
 @pytest.mark.parametrize("time_conditioning", [False, True])
 def test_from_denoiser_copies_the_blocks_exactly(time_conditioning):
     dit = tiny_dit(time_conditioning)

@@ -341,3 +341,39 @@ def test_compiled_sampling_again_compiles_nothing_new(ckpts):
     finally:
         categorical.compile_draws(False)
     assert torch.equal(_tokens(again), _tokens(first))
+
+
+# ----------------------------------------------------------------------------- the other samplers
+@pytest.mark.parametrize("kw", [dict(sampler="smc", particles=3), dict(sampler="adaptive", budget=6),
+                                dict(sampler="remask", k=2, remask_eta=0.5)])
+def test_every_sampler_runs_through_sample(ckpts, bundle, kw):
+    """One keyword picks the sampler; its settings land in the records; same seed, same tokens."""
+    energy = load_energy(f"ar:{ckpts['ar']},carry_over=false", bundle)
+    a, b = (_run(bundle, energy=energy, seed=2, **kw) for _ in range(2))
+    assert torch.equal(_tokens(a), _tokens(b)) and not (_tokens(a) == bundle.mask_id).any()
+    assert a[0].settings["sampler"] == kw["sampler"] and all(a[0].settings[k] == v for k, v in kw.items())
+    assert a[0].nfe_energy > 0
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    (dict(sampler="smc"), "weights proposals by an energy"),
+    (dict(sampler="adaptive"), "weights proposals by an energy"),
+    (dict(sampler="beam"), "sampler must be one of"),
+    (dict(particles=4), "particles applies to sampler smc"),
+    (dict(sampler="remask", budget=8), "budget applies to sampler adaptive"),
+    (dict(sampler="smc", ess_threshold=2.0), "ess_threshold must be in"),
+    (dict(sampler="adaptive", k_choices=(2, 4)), "k_choices must be"),
+    (dict(sampler="remask", remask_eta=-0.1), "remask_eta must be in"),
+    (dict(sampler="remask", remask_window=(0.5, 0.2)), "remask_window must be"),
+])
+def test_sampler_settings_are_checked_once(bundle, kw, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        _run(bundle, **kw)
+
+
+def test_the_sampler_default_leaves_importance_sampling_unchanged(bundle):
+    """``sampler`` left at its default adds nothing to generate's call: the same tokens as before it existed."""
+    settings = SampleSettings(num_samples=3, batch_size=2, length=None, steps=4)
+    assert settings.sampler_options() == {}
+    explicit = _run(bundle, seed=9, sampler="importance")
+    assert torch.equal(_tokens(explicit), _tokens(_run(bundle, seed=9)))

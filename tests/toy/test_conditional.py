@@ -257,6 +257,13 @@ SETTINGS = {
     "edlm-window-top-p": dict(steps=5, energy="exact", k=4, window=(0.4, 0.8), top_p=0.8, noise_removal=True),
     "edlm-cold": dict(steps=2, energy="exact", k=8, temperature=0.3),
     "edlm-hot-uncached": dict(steps=2, energy="carry", k=8, temperature=3.0, cache=False),
+    "smc": dict(steps=3, energy="exact", sampler="smc", particles=4),
+    "smc-always-resample-noise-removal": dict(steps=3, energy="exact", sampler="smc", particles=3, ess_threshold=1.0,
+                                              noise_removal=True),
+    "adaptive": dict(steps=4, energy="exact", sampler="adaptive", budget=8),
+    "remask-energy": dict(steps=6, energy="exact", sampler="remask", k=4, remask_eta=0.5, remask_window=(0.0, 1.0)),
+    "remask-proxy-noise-removal": dict(steps=6, sampler="remask", remask_eta=0.5, remask_window=(0.0, 1.0),
+                                       noise_removal=True),
 }
 
 
@@ -277,7 +284,9 @@ def test_fixed_tokens_survive_every_sampler(toy, name):
     assert (out.tokens != toy.mask_id).all()
     assert len(den.calls) == out.nfe_denoiser >= 1
     for x_t, _ in den.calls:
-        assert torch.equal(x_t[fixed], x_init[fixed])  # never masked, never changed on the way
+        rows = x_t.shape[0] // x_init.shape[0]  # SMC calls the denoiser on every particle of every sequence
+        assert torch.equal(x_t[fixed.repeat_interleave(rows, 0)], x_init.repeat_interleave(rows, 0)[
+            fixed.repeat_interleave(rows, 0)])  # never masked, never changed on the way
 
 
 def test_cache_counts_fixed_tokens_as_revealed(toy):
