@@ -58,17 +58,19 @@ def _cell(row: dict, key: str) -> str:
 
 def render_markdown(res: dict) -> str:
     nll = res["nll"]
-    ar = [r for r in nll["results"] if r.get("exact")]
+    exact = lambda r: r.get("kind") == "exact" or r.get("exact")  # noqa: E731 - JSON of either edlm version
+    ar = [r for r in nll["results"] if exact(r)]
     ar_bits = bits_per_base(ar[0]["nll"]) if ar else None
     lines = ["# E. coli K-12: base-level MDLM, EDLM-AR, EDLM-NCE", "",
              f"Held-out: the valid split of dna_ecoli_k12 ({nll['results'][0]['num_tokens']:,} bases in rows of "
              f"{nll['length']}); {nll['time_samples']} time samples for the diffusion rows.", "",
              "| model | kind | nats/base | bits/base | vs AR (bits/base) |", "|---|---|---:|---:|---:|"]
-    for r in sorted(nll["results"], key=lambda r: not r.get("exact")):
+    for r in sorted(nll["results"], key=lambda r: not exact(r)):
         bits = bits_per_base(r["nll"])
         se = "" if r.get("se") is None else f" ± {bits_per_base(r['se']):.4f}"
-        diff = "reference" if r.get("exact") else ("" if ar_bits is None else f"{bits - ar_bits:+.4f}")
-        lines.append(f"| {r['name']} | {r['label']} | {r['nll']:.4f} | {bits:.4f}{se} | {diff} |")
+        diff = "reference" if exact(r) else ("" if ar_bits is None else f"{bits - ar_bits:+.4f}")
+        name = r["name"] + (f" [{r['detail']}]" if r.get("detail") else "")
+        lines.append(f"| {name} | {r['label']} | {r['nll']:.4f} | {bits:.4f}{se} | {diff} |")
     lines += ["", "| model | steps | tokens seen | wall (s) | parameters | card |", "|---|---:|---:|---:|---:|---|"]
     for kind, t in res["training"].items():
         lines.append(f"| {kind} | {t['global_step']} | {t['tokens_seen']:,} | {t['wall_time_s']:.0f} | "

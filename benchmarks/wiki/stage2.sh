@@ -24,7 +24,7 @@ cp "$RUNS/nce/model-fp16/model.safetensors" "$OUT/nce.safetensors"
 
 if [ ! -f "$RUNS/nll.json" ]; then
   $EDLM eval nll --denoiser "$RUNS/mdlm/model-fp16" --data wikipedia_en --split valid ${NLL_ARGS:-} \
-    --energy "ar:$RUNS/ar/model-fp16" --energy "nce:$RUNS/nce/model-fp16" --batch-size 256 --json "$RUNS/nll.json" \
+    --energy "ar:$RUNS/ar/model-fp16" --energy "nce:$RUNS/nce/model-fp16" --batch-size 256 --bound-k 0 --json "$RUNS/nll.json" \
     2>&1 | grep -v "examples/s" | tail -n 8
 fi
 

@@ -14,7 +14,8 @@ from edlm.errors import EdlmError
 _FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "num_samples", "batch_size", "length", "stride", "steps", "k", "window", "temperature", "top_p", "seed",
     "time_samples", "n_neg", "max_docs", "max_chars", "max_new_tokens", "names", "windows", "bootstrap", "sampler",
-    "particles", "ess_threshold", "budget", "k_choices", "remask_eta", "remask_window")}
+    "particles", "ess_threshold", "budget", "k_choices", "remask_eta", "remask_window", "bound_k", "bound_steps",
+    "bound_draws", "energy_batch_size")}
 
 
 def _in_flag_terms(command):
@@ -103,7 +104,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    if args.metric == "nll":  # SPEC 1.5 bound and SPEC 2.6 estimates on held-out text
+    if args.metric == "nll":  # SPEC 1.5 / 2.6 and the EDLM bound (docs/likelihood.md) on held-out text
         return cmd_eval_nll(args)
     if args.metric == "genppl":  # SPEC 4: gen-PPL under an independent judge, unigram entropy beside it
         return cmd_eval_genppl(args)
@@ -120,8 +121,9 @@ def cmd_eval_nll(args: argparse.Namespace) -> int:
         args.denoiser, args.data, split=args.split, energies=args.energy, time_samples=args.time_samples,
         batch_size=args.batch_size, max_docs=args.max_docs, max_chars=args.max_chars, length=args.length,
         packing=args.packing, cache_dir=args.cache_dir, tokenizer=args.tokenizer, log_z=args.log_z,
-        n_neg=args.n_neg, seed=args.seed, device=args.device, progress=not args.no_progress, ar=args.ar,
-        text_column=args.text_column)
+        n_neg=args.n_neg, seed=args.seed, bound_k=args.bound_k, bound_steps=args.bound_steps or None,
+        bound_draws=args.bound_draws, energy_batch_size=args.energy_batch_size, device=args.device,
+        progress=not args.no_progress, ar=args.ar, text_column=args.text_column)
     print(report.summary())
     if args.json:
         report.write_json(args.json)

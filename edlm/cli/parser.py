@@ -113,6 +113,13 @@ def _add_nll_arguments(p: argparse.ArgumentParser) -> None:
                    help="EDLM log Z: 'one' (Z≈1), 'negatives' (log mean exp(−E) over --n-neg draws); "
                         "auto = one for ar/hf, negatives for nce")
     p.add_argument("--n-neg", type=int, default=16, help="negatives per sequence for --log-z negatives")
+    p.add_argument("--bound-k", type=int, default=8, help="per energy, an EDLM bound row: an upper bound on the NLL "
+                   "of the sampler with this many proposals (0: no bound rows; docs/likelihood.md)")
+    p.add_argument("--bound-steps", type=int, default=128, help="steps T of the bounded sampler; 0: continuous "
+                   "time (the T -> inf limit, noisier)")
+    p.add_argument("--bound-draws", type=int, default=8, help="draws inside each log of the bound (more: tighter; "
+                   "costs draws x k energy calls per sequence and time sample)")
+    p.add_argument("--energy-batch-size", type=int, default=1024, help="sequences per energy call (memory)")
     p.add_argument("--seed", type=int, default=0, help="seed of the (t, x_t) draws (training validates with "
                    "train.seed)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -237,14 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = _command(sub, "eval", "likelihood bounds/estimates and generative perplexity",
-                 "Evaluate: `edlm eval nll` scores held-out text (the MDLM bound, EDLM estimates; bits per base "
-                 "for DNA); `edlm eval genppl` scores samples under a judge language model (generative perplexity) "
-                 "with their unigram entropy; `edlm eval dna` measures DNA samples as biologists would.")
+                 "Evaluate: `edlm eval nll` scores held-out text (MDLM and EDLM bounds, EDLM estimates, AR exact; "
+                 "bits per base for DNA); `edlm eval genppl` scores samples under a judge language model (generative "
+                 "perplexity) with their unigram entropy; `edlm eval dna` measures DNA samples as biologists would.")
     metrics = p.add_subparsers(dest="metric", required=True)
-    _add_nll_arguments(_command(metrics, "nll", "MDLM NLL bound and EDLM estimates on held-out text",
-                                "The MDLM denoiser's upper bound on the NLL of held-out text (nats/token, PPL <=), "
-                                "and an EDLM estimate per energy (an estimate, not a bound), on the data packed "
-                                "as training packs its validation split."))
+    _add_nll_arguments(_command(metrics, "nll", "NLL of held-out text: MDLM and EDLM bounds, EDLM estimates, AR exact",
+                                "The NLL of held-out text (nats/token), each figure with its kind: the MDLM upper "
+                                "bound; per energy the EDLM plug-in estimate (not a bound) and an upper bound on the "
+                                "NLL of the EDLM sampler (--bound-k proposals, --bound-steps steps), and an AR "
+                                "energy's exact NLL; on the data packed as training packs its validation split "
+                                "(docs/likelihood.md)."))
     _add_dna_arguments(_command(metrics, "dna", "DNA samples against real and shuffled held-out windows",
                                 "GC content, k-mer spectrum Jensen-Shannon distance to held-out sequence (k = 1..6) "
                                 "and open reading frames on both strands, of sample files and of real and shuffled "

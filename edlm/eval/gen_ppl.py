@@ -89,6 +89,7 @@ class GenPPLOutput:
     per_sample_nll: list[float]  # nats per token of each input text; NaN for skipped (empty) texts
     num_skipped: int = 0  # empty texts (nothing to score)
     judge: str = ""
+    per_sample_tokens: list[int] = field(default_factory=list)  # judge tokens scored per text (bootstrap weights)
 
     def __str__(self) -> str:
         skipped = f", {self.num_skipped} empty texts skipped" if self.num_skipped else ""
@@ -350,7 +351,8 @@ def generative_perplexity(texts: list[str], judge: Judge, batch_size: int = 8, m
     mean_nll = float(nll_sum.sum()) / total_tokens  # token-weighted (SPEC 4)
     per_sample = [float(s) / int(n) if n > 0 else math.nan for s, n in zip(nll_sum, n_tok)]
     return GenPPLOutput(gen_ppl=math.exp(mean_nll), mean_nll=mean_nll, num_tokens=total_tokens,
-                        per_sample_nll=per_sample, num_skipped=n_skipped, judge=judge.name)
+                        per_sample_nll=per_sample, num_skipped=n_skipped, judge=judge.name,
+                        per_sample_tokens=n_tok.tolist())
 
 
 def _tokenize(texts: list[str], tokenizer, bos_id: int | None) -> list[list[int]]:

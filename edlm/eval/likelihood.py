@@ -1,29 +1,23 @@
-"""Held-out likelihood: the MDLM bound (SPEC 1.5) and the EDLM estimate (SPEC 2.6).
+"""Held-out likelihood: the MDLM bound (SPEC 1.5), the EDLM plug-in estimate (SPEC 2.6), an AR model's exact NLL.
 
-Both average, over the whole data set, a one-sample Monte Carlo estimate of the continuous-time NELBO:
+Every figure has a kind (``LikelihoodOutput.kind``): "exact", "bound" (an upper bound on the NLL in
+expectation) or "estimate" (no known direction). The EDLM bound is ``edlm.eval.nll_bound``; the derivation of
+each kind is in docs/likelihood.md.
+
+The Monte Carlo figures average, over the whole data set, a one-sample estimate of the continuous-time NELBO:
 t antithetic within each batch (SPEC 1.5), x_t ~ q(x_t | x_0), and the per-sequence term
+w(t) · log p(x_0 | x_t), w(t) = α'_t / (1 − α_t) < 0, token-weighted (Σ over sequences / Σ real tokens).
+``num_time_samples`` independent passes give the mean, its standard error and a Student-t interval.
 
-    w(t) · log p(x_0 | x_t),   w(t) = α'_t / (1 − α_t) < 0,
-
-token-weighted: Σ over sequences / Σ real tokens. ``num_time_samples`` independent passes give the
-reported mean and its standard error (std over passes / √passes, the Monte Carlo error of the
-(t, x_t) draws for this fixed data set).
-
-- **MDLM bound**: log p = Σ_{i: x_tⁱ = m} log x_θⁱ(x_0ⁱ | x_t). Its expectation bounds the NLL per token
-  from above, so exp of it is reported as "PPL ≤".
-- **EDLM estimate**: the same with the residual model of SPEC 2.2 plugged in,
+- **MDLM bound**: log p = Σ_{i: x_tⁱ = m} log x_θⁱ(x_0ⁱ | x_t); its expectation bounds the NLL ("PPL ≤").
+- **EDLM estimate**: the residual model of SPEC 2.2 plugged in,
   log p_{θ,φ}(x_0 | x_t) = Σ_masked log x_θⁱ(x_0ⁱ | x_t) − E(x_0, x_t, t) − log Z(x_t),
-  where log Z is either taken as 0 ("one": EDLM-AR, where Π x_θ · e^{−E} ≈ p_AR is nearly normalised)
-  or estimated from n negatives x̃_0^j ~ Π x_θ(· | x_t): log Ẑ = log (1/n) Σ_j exp(−E(x̃_0^j)) ("negatives":
-  EDLM-NCE; E[Ẑ] = Z, but E[log Ẑ] ≤ log Z). Neither the plug-in NELBO nor Ẑ gives a bound, so every
-  EDLM figure is labelled "estimate (not a bound)". Where x_t has no mask, the proposal is a point mass
-  and the term is exactly 0 (the energy is not called on it).
-
-Caveat, measured on the exact toy (tests/eval/test_likelihood.py): the plug-in scores the *joint* of the
-masked tokens, while the continuous-time bound reveals one token at a time and needs only per-position
-marginals. On data from p, E[−log p(x^M | x^U)] = H(x^M | x^U) ≤ Σ_i H(x^i | x^U), so even the exact
-posterior gives a figure *below* the true NLL (toy: 0.51 vs 0.66 nats/token). Compare EDLM estimates
-with each other, not with bounds or AR perplexities.
+  log Z taken as 0 ("one": EDLM-AR) or log Ẑ = log (1/n) Σ_j exp(−E(x̃_0^j)) over n draws x̃_0^j ~ Π x_θ
+  ("negatives": EDLM-NCE). Not a bound, and biased low twice: E[log Ẑ] ≤ log Z (Jensen), and the plug-in scores
+  the *joint* of the masked tokens where the continuous-time bound needs one token at a time, so on data from p
+  even the exact posterior gives H(x^M | x^U) ≤ Σ_i H(x^i | x^U), below the true NLL (toy: 0.51 vs 0.66
+  nats/token, tests/eval/test_likelihood.py). Compare EDLM estimates with each other only.
+- **AR exact**: Σ −log p_AR(xⁱ | x^{<i}) over real tokens after the first of each row.
 """
 
 from __future__ import annotations
@@ -42,27 +36,45 @@ from edlm.diffusion.subs import SubsLogProbs, log_likelihood_of, subs_log_probs
 from edlm.energy.nce_loss import sample_negatives
 from edlm.errors import NumericalError
 
-__all__ = ["LikelihoodOutput", "mdlm_bound", "edlm_estimate", "ar_nll", "iter_batches", "LOG_Z_MODES"]
+__all__ = ["LikelihoodOutput", "mdlm_bound", "edlm_estimate", "iter_batches", "num_batches", "device_of",
+           "score_energies", "half_width", "ar_nll", "LOG_Z_MODES", "KINDS"]
 
 LOG_Z_MODES = ("one", "negatives")
 ESTIMATE_LABEL = "estimate (not a bound)"
 
 
+KINDS = ("exact", "bound", "estimate")
+
+
 @dataclass
 class LikelihoodOutput:
-    """A held-out NLL per token (nats) with its Monte Carlo standard error."""
+    """A held-out NLL per token (nats) with its Monte Carlo standard error, confidence interval and kind.
+
+    ``kind``: "exact" (no Monte Carlo, e.g. an AR model), "bound" (its expectation is an upper bound on the model's
+    NLL: MDLM, and the EDLM bound of ``edlm.eval.nll_bound``), or "estimate" (neither: the EDLM plug-in).
+    """
 
     name: str  # "MDLM", "EDLM-AR", "EDLM-NCE", ...
-    is_bound: bool  # True: an upper bound on the NLL (MDLM); False: an estimate (EDLM)
+    is_bound: bool  # True: an upper bound on the NLL (MDLM, EDLM bound); False: exact or an estimate
     nll: float  # nats per token, mean over time samples
-    se: float | None  # standard error over time samples (None with a single sample)
+    se: float | None  # standard error over time samples (None with a single sample, or exact)
     num_tokens: int  # real tokens scored per time sample
     num_sequences: int
     num_time_samples: int
     samples: list[float] = field(default_factory=list)  # the token-weighted NLL of each time sample
     diffusion_nll: float | None = None  # EDLM only: the MDLM term of the same draws
-    log_z: str | None = None  # EDLM only: "one" or "negatives (n=…)"
-    exact: bool = False  # True: the exact NLL (an AR model's next-token NLL), neither bound nor estimate
+    log_z: str | None = None  # EDLM estimate only: "one" or "negatives (n=…)"
+    kind: str = ""  # exact | bound | estimate; default: bound if is_bound else estimate
+    confidence: float = 0.95  # level of the two-sided interval nll ± ci
+    ci: float | None = None  # half-width of the Student-t interval over time samples (None without se)
+    detail: str | None = None  # what the figure is of, e.g. "k=8, T=128, 16 draws"
+
+    def __post_init__(self):
+        self.kind = self.kind or ("bound" if self.is_bound else "estimate")
+        if self.kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {KINDS}, got {self.kind!r}.")
+        if self.ci is None and self.se is not None and self.num_time_samples > 1:
+            self.ci = half_width(self.se, self.num_time_samples, self.confidence)
 
     @property
     def ppl(self) -> float:
@@ -75,20 +87,42 @@ class LikelihoodOutput:
 
     @property
     def label(self) -> str:
-        return "bound" if self.is_bound else "exact" if self.exact else ESTIMATE_LABEL
+        return {"exact": "exact", "bound": "bound", "estimate": ESTIMATE_LABEL}[self.kind]
+
+    def cell(self, digits: int = 3, ppl: bool = False) -> str:
+        """The figure with its kind in one table cell: "3.259 (exact)", "<= 3.310 +- 0.020 (bound)",
+        "~ 3.252 +- 0.010 (estimate)"; ± is the half-width of the ``confidence`` interval. ``ppl``: exp of the
+        figure (the interval mapped through exp, as its half-width at the upper end)."""
+        value = self.ppl if ppl else self.nll
+        sign = {"exact": "", "bound": "<= ", "estimate": "~ "}[self.kind]
+        pm = ""
+        if self.ci is not None:
+            pm = f" +- {math.exp(self.nll + self.ci) - self.ppl:.3g}" if ppl else f" +- {self.ci:.{digits}f}"
+        return f"{sign}{value:.{digits}f}{pm} ({self.kind})"
 
     @property
     def ppl_text(self) -> str:
-        if self.exact:
-            return f"PPL = {self.ppl:.4f}"
-        return f"PPL <= {self.ppl:.4f}" if self.is_bound else f"PPL ~ {self.ppl:.4f} ({ESTIMATE_LABEL})"
+        if self.kind == "estimate":
+            return f"PPL ~ {self.ppl:.4f} ({ESTIMATE_LABEL})"
+        return f"PPL {'<= ' if self.is_bound else ''}{self.ppl:.4f} ({self.kind})"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "ppl": self.ppl, "label": self.label, "energy_correction": self.energy_correction}
+        return {**asdict(self), "ppl": self.ppl, "label": self.label, "energy_correction": self.energy_correction,
+                "cell": self.cell()}
 
     def __str__(self) -> str:
         se = "" if self.se is None else f" ± {self.se:.4f}"
         return f"{self.name}: NLL {self.nll:.4f}{se} nats/token, {self.ppl_text}"
+
+
+def half_width(se: float, num_samples: int, confidence: float = 0.95) -> float:
+    """Half-width of the two-sided Student-t interval (num_samples − 1 degrees of freedom) for a mean with
+    standard error ``se``: the interval nll ± it covers the figure's expectation at rate ``confidence``."""
+    from scipy.stats import t as student_t
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"`confidence` must be in (0, 1), got {confidence!r}.")
+    return float(student_t.ppf(0.5 + confidence / 2, num_samples - 1)) * se
 
 
 # ----------------------------------------------------------------------------- data
@@ -114,7 +148,7 @@ def iter_batches(data, batch_size: int = 32) -> Iterator[tuple[Tensor, Tensor | 
             yield batch["input_ids"], batch.get("attention_mask")
 
 
-def _num_batches(data, batch_size: int) -> int | None:
+def num_batches(data, batch_size: int) -> int | None:
     """How many batches ``iter_batches`` yields (for a progress bar); None when ``data`` has no length."""
     if isinstance(data, Tensor):
         return -(-data.shape[0] // batch_size)
@@ -126,7 +160,7 @@ def _num_batches(data, batch_size: int) -> int | None:
         return None
 
 
-def _device_of(model, device) -> torch.device:
+def device_of(model, device) -> torch.device:
     if device is not None:
         return torch.device(device)
     params = getattr(model, "parameters", None)
@@ -140,6 +174,31 @@ def _num_real(x_0: Tensor, attention_mask: Tensor | None) -> int:
 
 
 # ----------------------------------------------------------------------------- core
+def score_energies(energy, x_0: Tensor, src: Tensor, logits: Tensor, x_t: Tensor, t: Tensor, mask_id: int,
+                   energy_batch_size: int | None = None) -> Tensor:
+    """Energies E(x_0, x_t[src], t[src]) (N,) float64 of sequences x_0 (N, L), each drawn for the row ``src`` (N,)
+    of ``logits`` (n, L, V+1), whose noisy tokens and times are ``x_t`` (n, L) and ``t`` (n,).
+
+    The energy gets what it reads (``uses_log_p_x0``): lazy views of the SUBS log-probabilities ("gather"), the
+    dense (N, L, V+1) tensor (True) or None (False); ``energy_batch_size`` sequences per call (None: all).
+    """
+    uses_log_p = getattr(energy, "uses_log_p_x0", True)
+    lazy = SubsLogProbs(logits, x_t, mask_id) if uses_log_p == "gather" else None  # views, no (n, L, V+1) copies
+    chunk = energy_batch_size or x_0.shape[0]
+    parts = []
+    for i in range(0, x_0.shape[0], chunk):
+        rows = src[i: i + chunk]
+        if lazy is not None:
+            lp = lazy[rows]  # the view of the rows the sequences came from
+        else:
+            lp = subs_log_probs(logits[rows], x_t[rows], mask_id) if uses_log_p else None  # (n, L, V+1)
+        parts.append(energy(x_0[i: i + chunk], x_t[rows], t[rows], lp).double().reshape(-1))
+    e = torch.cat(parts)
+    if not torch.isfinite(e).all():
+        raise NumericalError("the energy returned NaN or inf on held-out data.")
+    return e
+
+
 def _energy_correction(energy, x_0: Tensor, x_t: Tensor, t: Tensor, logits: Tensor, mask_id: int, log_z: str,
                        n_neg: int, generator, energy_batch_size: int | None) -> Tensor:
     """−E(x_0, x_t, t) − log Ẑ(x_t) per sequence (B,) float64; 0 where x_t has no mask."""
@@ -149,33 +208,16 @@ def _energy_correction(energy, x_0: Tensor, x_t: Tensor, t: Tensor, logits: Tens
     if rows.numel() == 0:
         return correction
     x_0, x_t, t, logits = x_0[rows], x_t[rows], t[rows], logits[rows]
-    uses_log_p = getattr(energy, "uses_log_p_x0", True)
-    lazy = SubsLogProbs(logits, x_t, mask_id) if uses_log_p == "gather" else None  # views, no (n, L, V+1) copies
-
-    def score(x0: Tensor, xt: Tensor, tt: Tensor, src: Tensor) -> Tensor:
-        """Energies (N,) float64; ``src`` (N,) indexes the row of ``logits`` each sequence was drawn from."""
-        chunk = energy_batch_size or x0.shape[0]
-        parts = []
-        for i in range(0, x0.shape[0], chunk):
-            sl = slice(i, i + chunk)
-            if lazy is not None:
-                lp = lazy[src[sl]]  # x_t[src] is xt: the view of the rows the sequences came from
-            else:
-                lp = subs_log_probs(logits[src[sl]], xt[sl], mask_id) if uses_log_p else None  # (n, L, V+1)
-            parts.append(energy(x0[sl], xt[sl], tt[sl], lp).double().reshape(-1))
-        e = torch.cat(parts)
-        if not torch.isfinite(e).all():
-            raise NumericalError("the energy returned NaN or inf on held-out data.")
-        return e
+    score = lambda x0, src: score_energies(energy, x0, src, logits, x_t, t, mask_id, energy_batch_size)
 
     n, L = x_0.shape
-    e_data = score(x_0, x_t, t, torch.arange(n, device=x_0.device))  # (n,)
+    e_data = score(x_0, torch.arange(n, device=x_0.device))  # (n,)
     if log_z == "one":
         log_z_hat = torch.zeros_like(e_data)  # Z ≈ 1 (EDLM-AR)
     else:
         neg = sample_negatives(logits, x_t, mask_id, n_neg, generator)  # (n, n_neg, L)
         src = torch.arange(n, device=x_0.device).repeat_interleave(n_neg)  # (n·n_neg,)
-        e_neg = score(neg.reshape(n * n_neg, L), x_t[src], t[src], src).reshape(n, n_neg)
+        e_neg = score(neg.reshape(n * n_neg, L), src).reshape(n, n_neg)
         log_z_hat = torch.logsumexp(-e_neg, dim=-1) - math.log(n_neg)  # log (1/n) Σ_j exp(−E(x̃_0^j))
     correction[rows] = -e_data - log_z_hat
     return correction
@@ -196,7 +238,7 @@ def _evaluate(denoiser, data, schedule, mask_id, num_time_samples, generator, ba
     mask_id = getattr(denoiser, "mask_id", None) if mask_id is None else mask_id
     if mask_id is None:
         raise ValueError("pass `mask_id`: the denoiser does not carry one.")
-    device = _device_of(denoiser, device)
+    device = device_of(denoiser, device)
     K = num_time_samples
     diffusion = torch.zeros(K, dtype=torch.float64)
     edlm = torch.zeros(K, dtype=torch.float64)
@@ -205,7 +247,7 @@ def _evaluate(denoiser, data, schedule, mask_id, num_time_samples, generator, ba
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, total=_num_batches(data, batch_size), desc=name or "scoring", unit="batch",
+        batches = tqdm(batches, total=num_batches(data, batch_size), desc=name or "scoring", unit="batch",
                        leave=False, dynamic_ncols=True)
     for x_0, attention_mask in batches:
         x_0 = x_0.to(device=device, dtype=torch.long)
@@ -329,35 +371,31 @@ def edlm_estimate(
 
 
 @torch.no_grad()
-def ar_nll(model, data: Tensor | Iterable, *, batch_size: int = 32, device: torch.device | str | None = None,
+def ar_nll(ar_model, data: Tensor | Iterable, *, batch_size: int = 32, device: torch.device | str | None = None,
            name: str = "AR", progress: bool = False) -> LikelihoodOutput:
-    """The exact next-token NLL per token of an autoregressive model on held-out rows, as ``edlm train ar``
-    validates: the first token of each row is given (not scored), padding is never scored.
+    """The exact NLL per token of held-out data under an autoregressive model (no Monte Carlo): kind "exact".
 
-    Args:
-        model: ``model(x (B, L)) -> logits (B, L, V+1)`` where position i predicts token i + 1 (``ARTransformer``).
-        data, batch_size, device, progress: as ``mdlm_bound``.
+    ``ar_model.token_log_probs(x (B, L)) -> (B, L)`` gives log p(xⁱ | x^{<i}) with the first token of each row given
+    (``ARTransformer``, ``HFCausalLM``), so positions 1 … L − 1 are scored (padding never).
     """
-    from edlm.models.ar import next_token_log_probs
-
-    device = _device_of(model, device)
-    total = 0.0
+    device = device_of(ar_model, device)
+    nll = 0.0
     num_tokens = num_sequences = 0
     batches = iter_batches(data, batch_size)
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, total=_num_batches(data, batch_size), desc=name, unit="batch", leave=False,
+        batches = tqdm(batches, total=num_batches(data, batch_size), desc=name, unit="batch", leave=False,
                        dynamic_ncols=True)
-    for x, attention_mask in batches:
-        x = x.to(device=device, dtype=torch.long)
-        log_p = next_token_log_probs(model(x), x).double()  # (B, L), column 0 = 0 (given)
-        scored = torch.ones_like(log_p) if attention_mask is None else attention_mask.to(device, torch.float64)
-        scored[:, 0] = 0.0
-        total -= float((log_p * scored).sum())
+    for x_0, attention_mask in batches:
+        x_0 = x_0.to(device=device, dtype=torch.long)
+        scored = torch.ones_like(x_0, dtype=torch.bool) if attention_mask is None else attention_mask.to(device).bool()
+        scored[:, 0] = False  # the first token is given
+        log_p = ar_model.token_log_probs(x_0).double()  # (B, L)
+        nll -= float(torch.where(scored, log_p, torch.zeros_like(log_p)).sum())
         num_tokens += int(scored.sum())
-        num_sequences += x.shape[0]
+        num_sequences += x_0.shape[0]
     if num_tokens == 0:
         raise ValueError("no tokens to evaluate: the data set is empty.")
-    return LikelihoodOutput(name=name, is_bound=False, nll=total / num_tokens, se=None, num_tokens=num_tokens,
-                            num_sequences=num_sequences, num_time_samples=1, exact=True)
+    return LikelihoodOutput(name=name, is_bound=False, kind="exact", nll=nll / num_tokens, se=None,
+                            num_tokens=num_tokens, num_sequences=num_sequences, num_time_samples=1)

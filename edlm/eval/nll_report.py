@@ -1,4 +1,7 @@
-"""The MDLM bound and EDLM estimates of one denoiser on held-out text, as a report (``edlm eval nll``).
+"""The likelihoods of one denoiser and its energies on held-out text, each with its kind (``edlm eval nll``).
+
+Rows: the MDLM bound; per energy the EDLM plug-in estimate and the EDLM bound (with the MDLM bound at the same
+steps), and for an AR energy its model's exact NLL.
 
     report = evaluate_nll("runs/tiny-mdlm", "tinyshakespeare", split="valid",
                           energies=["nce:runs/tiny-nce", "ar:runs/tiny-ar"], time_samples=16)
@@ -57,20 +60,22 @@ def held_out_data(data: str, tokenizer, length: int, *, split: str = "valid", ma
 
 
 def format_table(rows, bits_per_base: bool = False) -> str:
-    """The results as an aligned text table (one row per LikelihoodOutput); ``bits_per_base`` adds the NLL in
-    bits per base (DNA: one token is one base, `edlm.eval.dna.bits_per_base`)."""
+    """The results as an aligned text table (one row per LikelihoodOutput); each NLL and PPL cell carries its kind
+    (exact / bound / estimate) and the half-width of its 95 % interval; ``bits_per_base`` adds the NLL in bits per
+    base (DNA: one token is one base, `edlm.eval.dna.bits_per_base`)."""
     from edlm.eval.dna import bits_per_base as to_bits
 
-    w = max(5, *(len(r.name) for r in rows))
-    bits = f" {'bits/base':>9}" if bits_per_base else ""
-    head = f"{'model':<{w}} {'NLL (nats/tok)':>14} {'± SE':>8}{bits} {'PPL':>11}  {'EDLM − MDLM':>11}  kind"
+    nll = [r.cell(3) for r in rows]
+    ppl = [r.cell(2, ppl=True) for r in rows]
+    names = [r.name if r.detail is None else f"{r.name} [{r.detail}]" for r in rows]
+    w, wn, wp = max(5, *map(len, names)), max(16, *map(len, nll)), max(3, *map(len, ppl))
+    bits = f"  {'bits/base':>9}" if bits_per_base else ""
+    head = f"{'model':<{w}}  {'NLL (nats/token)':<{wn}}{bits}  {'PPL':<{wp}}  {'EDLM − MDLM':>11}"
     lines = [head, "-" * len(head)]
-    for r in rows:
-        se = "n/a" if r.se is None else f"{r.se:.4f}"
+    for name, r, a, b in zip(names, rows, nll, ppl):
         corr = "" if r.energy_correction is None else f"{r.energy_correction:+.4f}"
-        ppl = ("<= " if r.is_bound else "= " if r.exact else "~ ") + f"{r.ppl:.4f}"
-        per_base = f" {to_bits(r.nll):>9.4f}" if bits_per_base else ""
-        lines.append(f"{r.name:<{w}} {r.nll:>14.4f} {se:>8}{per_base} {ppl:>11}  {corr:>11}  {r.label}")
+        per_base = f"  {to_bits(r.nll):>9.4f}" if bits_per_base else ""
+        lines.append(f"{name:<{w}}  {a:<{wn}}{per_base}  {b:<{wp}}  {corr:>11}")
     return "\n".join(lines)
 
 
@@ -94,8 +99,13 @@ class NLLReport:
         lines = [f"edlm eval nll: {self.denoiser} on {self.data}:{self.split}, {first.num_sequences} sequences x "
                  f"{self.length} tokens ({first.num_tokens} tokens), {self.time_samples} time samples, "
                  f"seed {self.seed}", format_table(self.rows, bits_per_base=self.dna)]
-        if any(not r.is_bound and not r.exact for r in self.rows):
-            lines.append("EDLM rows are estimates, not bounds (SPEC 2.6); the MDLM row is an upper bound on the NLL.")
+        kinds = {r.kind for r in self.rows}
+        notes = {"bound": "bound: an upper bound on the model's NLL in expectation (EDLM: of the sampler with k "
+                          "proposals and T steps)",
+                 "estimate": "estimate: the EDLM plug-in (SPEC 2.6), biased low, not a bound",
+                 "exact": "exact: the AR model's own NLL, no Monte Carlo"}
+        lines.append("; ".join(notes[k] for k in ("exact", "bound", "estimate") if k in kinds)
+                     + "; +- : 95 % interval over time samples (docs/likelihood.md).")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -120,8 +130,9 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str | None = 
                  time_samples: int = 8, batch_size: int = 32, max_docs: int | None = None,
                  max_chars: int | None = None, length: int | None = None, packing: str = "wrap",
                  cache_dir: str | None = None, tokenizer=None, log_z: str = "auto", n_neg: int = 16, seed: int = 0,
-                 device: str | torch.device = "auto", progress: bool = True, ar: str | None = None,
-                 text_column: str = "text") -> NLLReport:
+                 bound_k: int = 8, bound_steps: int | None = 128, bound_draws: int = 8,
+                 energy_batch_size: int | None = None, device: str | torch.device = "auto", progress: bool = True,
+                 ar: str | None = None, text_column: str = "text") -> NLLReport:
     """Load the denoiser, its tokenizer and the energies; score the held-out split (SPEC 1.5, 2.6).
 
     Args:
@@ -135,6 +146,11 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str | None = 
         log_z: "one" (Z ≈ 1), "negatives" (log mean exp(−E) over ``n_neg`` draws), or "auto": one for ar/hf
             energies, negatives for nce.
         seed: seed of the (t, x_t) draws; every row reuses the MDLM row's draws.
+        bound_k, bound_steps, bound_draws: per energy, an EDLM bound row (``edlm.eval.nll_bound.edlm_bound``): an
+            upper bound on the NLL of the sampler with ``bound_k`` proposals and ``bound_steps`` steps (None:
+            continuous time), ``bound_draws`` draws per log; with it, the MDLM bound at the same steps (k = 1).
+            ``bound_k=0``: no bound rows. Each AR energy also gets its model's exact NLL.
+        energy_batch_size: sequences per energy call (memory); None = all draws of a batch at once.
         device: auto | cpu | cuda | cuda:N.
         progress: a progress bar over the batches of each row (on stderr).
         ar: an AR model (``edlm train ar`` run or model dir) whose exact next-token NLL on the same rows is a
@@ -143,11 +159,17 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str | None = 
     from edlm.data.dna import is_dna_tokenizer
     from edlm.energy.ar_energy import AREnergy
     from edlm.eval.likelihood import ar_nll, edlm_estimate, mdlm_bound
+    from edlm.eval.nll_bound import edlm_bound
     from edlm.loading import load_denoiser_bundle, load_energy, resolve_device
 
-    for name, value in (("time_samples", time_samples), ("batch_size", batch_size), ("n_neg", n_neg)):
+    positive = [("time_samples", time_samples), ("batch_size", batch_size), ("n_neg", n_neg),
+                ("bound_draws", bound_draws)] + [(n, v) for n, v in (("bound_steps", bound_steps),
+                                                                   ("energy_batch_size", energy_batch_size)) if v is not None]
+    for name, value in positive:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    if not isinstance(bound_k, int) or isinstance(bound_k, bool) or bound_k < 0:
+        raise ConfigError(f"bound_k must be a positive integer or 0 (no bound rows), got {bound_k!r}.")
     from edlm.data import held_out_split
 
     split = split or held_out_split(data)
@@ -162,13 +184,23 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str | None = 
     common = dict(num_time_samples=time_samples, batch_size=batch_size, device=device, progress=progress)
     seeded = lambda offset=0: torch.Generator(device=device).manual_seed(seed + offset)
     rows = [mdlm_bound(bundle.denoiser, rows_data, generator=seeded(), **common)]
+    bound = dict(num_steps=bound_steps, n_draws=bound_draws, energy_batch_size=energy_batch_size, **common)
+    if loaded and bound_k and bound_steps is not None:  # MDLM at the bounded sampler's steps: k = 1, no energy
+        rows.append(edlm_bound(bundle.denoiser, None, rows_data, k=1, generator=seeded(2000), name="MDLM", **bound))
     for i, energy in enumerate(loaded):  # the same seed: each EDLM row reuses the MDLM row's (t, x_t) draws
         is_ar = isinstance(energy, AREnergy)
         mode = ("one" if is_ar else "negatives") if log_z == "auto" else log_z
-        name = f"{'EDLM-AR' if is_ar else 'EDLM-NCE'} ({energy.spec})"
+        kind = "EDLM-AR" if is_ar else "EDLM-NCE"
+        if is_ar:
+            rows.append(ar_nll(energy.ar_model, rows_data, batch_size=batch_size, device=device, progress=progress,
+                               name=f"AR ({energy.spec.split(',')[0]})"))
         rows.append(edlm_estimate(bundle.denoiser, energy, rows_data, generator=seeded(), log_z=mode, n_neg=n_neg,
-                                  negatives_generator=seeded(1000 + i), name=name, **common))
-    if ar_model is not None:
+                                  negatives_generator=seeded(1000 + i), name=f"{kind} ({energy.spec})",
+                                  energy_batch_size=energy_batch_size, **common))
+        if bound_k:
+            rows.append(edlm_bound(bundle.denoiser, energy, rows_data, k=bound_k, generator=seeded(2000),
+                                   draws_generator=seeded(3000 + i), name=f"{kind} ({energy.spec})", **bound))
+    if ar_model is not None and not any(r.name == f"AR ({ar})" for r in rows):
         rows.append(ar_nll(ar_model, rows_data, batch_size=batch_size, device=device, progress=progress,
                            name=f"AR ({ar})"))
     return NLLReport(denoiser=str(denoiser), data=str(data), split=split, length=length, time_samples=time_samples,

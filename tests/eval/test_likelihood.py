@@ -192,7 +192,7 @@ def test_cli_nll_matches_the_bound_the_trainer_logged(micro_mdlm, tmp_path, caps
 
 
 def test_cli_nll_energy_rows(micro_mdlm, tmp_path, capsys):
-    """An untrained NCE energy (E ≡ 0) and a random AR model, on a small slice: the EDLM rows' wiring."""
+    """An untrained NCE energy (E ≡ 0) and a random AR model, on a small slice: every row's kind and wiring."""
     root, _, _ = micro_mdlm
     model = root / "mdlm" / "model"
     tok = load_tokenizer_from_dir(model)
@@ -202,17 +202,24 @@ def test_cli_nll_energy_rows(micro_mdlm, tmp_path, capsys):
     out = tmp_path / "nll.json"
     rc = main(["eval", "nll", "--denoiser", str(model), "--data", "text8_wiki", "--cache-dir", str(root / "cache"),
                "--max-chars", "8000", "--time-samples", "3", "--n-neg", "4", "--energy", f"nce:{tmp_path / 'nce'}",
-               "--energy", f"ar:{tmp_path / 'ar'}", "--json", str(out)])
+               "--energy", f"ar:{tmp_path / 'ar'}", "--bound-k", "2", "--bound-steps", "8", "--bound-draws", "2",
+               "--json", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     print(text)
-    assert "estimate (not a bound)" in text and "upper bound" in text
-    mdlm, nce, ar = json.loads(out.read_text())["results"]
+    assert "(estimate)" in text and "(bound)" in text and "(exact)" in text and "<= " in text
+    rows = json.loads(out.read_text())["results"]
+    assert [r["kind"] for r in rows] == ["bound", "bound", "estimate", "bound", "exact", "estimate", "bound"]
+    mdlm, mdlm_t, nce, nce_bound, ar_exact, ar, ar_bound = rows
+    assert mdlm_t["detail"] == "k=1, T=8" and nce_bound["detail"] == "k=2, T=8, 2 draws"
     assert nce["label"] == ar["label"] == "estimate (not a bound)" and nce["log_z"] == "negatives (n=4)"
     assert ar["log_z"] == "one"
     assert nce["diffusion_nll"] == pytest.approx(mdlm["nll"], rel=1e-12)  # paired (t, x_t) draws
     assert nce["nll"] == pytest.approx(mdlm["nll"], rel=1e-9)  # E ≡ 0: log Ẑ cancels −E exactly
+    assert nce_bound["nll"] == pytest.approx(mdlm_t["nll"], rel=1e-9)  # E ≡ 0: every ratio k·w/(k·w) is 1
+    assert ar_bound["diffusion_nll"] == pytest.approx(mdlm_t["nll"], rel=1e-12)
     assert ar["nll"] > mdlm["nll"]  # a random AR model is a bad energy
+    assert ar_exact["se"] is None and ar_exact["nll"] > 0.9 * math.log(len(tok))  # random: about log V
     assert main(["eval", "nll", "--denoiser", str(model), "--data", "text8_wiki", "--energy", "xx:foo"]) == 2
 
 
@@ -232,7 +239,7 @@ def test_ar_nll_is_the_models_exact_next_token_nll():
     out = ar_nll(model, x, batch_size=3)
     with torch.no_grad():
         expected = -model.log_prob(x).double().sum() / (7 * 11)  # the first token of each row is given
-    assert out.exact and not out.is_bound and out.label == "exact" and out.ppl_text.startswith("PPL = ")
+    assert out.kind == "exact" and not out.is_bound and out.label == "exact" and out.cell(3).endswith("(exact)")
     assert out.nll == pytest.approx(float(expected), rel=1e-6) and out.num_tokens == 7 * 11
     padded = [{"input_ids": x[:4], "attention_mask": torch.ones(4, 12, dtype=torch.long)}]
     padded[0]["attention_mask"][:, 6:] = 0  # padding is not scored
