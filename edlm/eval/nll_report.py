@@ -200,9 +200,9 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str | None = 
         if bound_k:
             rows.append(edlm_bound(bundle.denoiser, energy, rows_data, k=bound_k, generator=seeded(2000),
                                    draws_generator=seeded(3000 + i), name=f"{kind} ({energy.spec})", **bound))
-    if ar_model is not None and not any(r.name == f"AR ({ar})" for r in rows):
+    if ar_model is not None and not any(r.name == f"AR (ar:{ar})" for r in rows):  # not already an energy's row
         rows.append(ar_nll(ar_model, rows_data, batch_size=batch_size, device=device, progress=progress,
-                           name=f"AR ({ar})"))
+                           name=f"AR (ar:{ar})"))
     return NLLReport(denoiser=str(denoiser), data=str(data), split=split, length=length, time_samples=time_samples,
                      seed=seed, batch_size=batch_size, rows=rows, dna=is_dna_tokenizer(bundle.tokenizer))
 
