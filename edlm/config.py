@@ -40,9 +40,14 @@ __all__ = [
 ]
 
 
+BACKBONES = ("dit", "hf")  # MDLM's DiT; a Hugging Face masked LM (edlm.models.hf_mlm), `edlm train mdlm` only
+
+
 @dataclass
 class ModelConfig:
-    """The backbone (DiT for MDLM, causal transformer for AR): same arguments for both."""
+    """The backbone (DiT for MDLM, causal transformer for AR): same arguments for both. ``backbone=hf`` trains a
+    Hugging Face masked LM as the MDLM denoiser instead; its own config then sets the sizes (hidden_size, n_blocks,
+    n_heads, cond_dim and dropout are not read)."""
 
     hidden_size: int = 768  # MDLM-small = GPT-2 small width
     n_blocks: int = 12  # MDLM-small depth
@@ -51,8 +56,21 @@ class ModelConfig:
     dropout: float = 0.1  # MDLM's OWT setting
     time_conditioning: bool = False  # MDLM's released OWT model is not; allows the cached sampler (SPEC 1.6)
     init_from: str | None = None  # a save_pretrained dir to start from; None = random init
+    backbone: str = "dit"  # "dit" (MDLM's DiT) or "hf" (the Hugging Face masked LM hf_name, time-unconditioned)
+    hf_name: str | None = None  # backbone=hf: a hub name or local folder of an AutoModelForMaskedLM (+ tokenizer)
+    hf_pretrained: bool = True  # backbone=hf: start from hf_name's weights; false = random init of its config
 
     def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone must be one of {list(BACKBONES)}, got {self.backbone!r}.")
+        if self.backbone == "hf" and not self.hf_name:
+            raise ConfigError("model.backbone=hf needs model.hf_name (a hub name such as "
+                              "answerdotai/ModernBERT-base, or a local folder of a masked LM).")
+        if self.backbone != "hf" and self.hf_name:
+            raise ConfigError(f"model.hf_name={self.hf_name} is read only with model.backbone=hf.")
+        if self.backbone == "hf" and self.time_conditioning:
+            raise ConfigError("model.time_conditioning=true does not apply to model.backbone=hf: a Hugging Face "
+                              "masked LM never sees the diffusion time.")
         if self.hidden_size <= 0 or self.n_blocks <= 0 or self.n_heads <= 0:
             raise ConfigError("model.hidden_size, model.n_blocks and model.n_heads must be positive.")
         if self.hidden_size % self.n_heads:

@@ -29,6 +29,7 @@ import torch
 from edlm.energy.ar_energy import AREnergy, check_same_tokenizer
 from edlm.errors import CheckpointError, ConfigError, EdlmError, first_line
 from edlm.models.checkpoints import (
+    DENOISER_TYPES,
     MODEL_TYPES,
     check_vocab,
     from_pretrained,
@@ -88,7 +89,8 @@ class DenoiserBundle:
 
 def load_denoiser_bundle(path: str | os.PathLike, *, tokenizer=None,
                          map_location: str | torch.device = "cpu") -> DenoiserBundle:
-    """Load a DiT denoiser checkpoint and its tokenizer.
+    """Load a denoiser checkpoint (a DiT, or a Hugging Face masked LM trained by ``edlm train mdlm``) and its
+    tokenizer.
 
     Args:
         path: a directory written by ``save_pretrained`` (with the tokenizer beside it), a training run
@@ -103,9 +105,9 @@ def load_denoiser_bundle(path: str | os.PathLike, *, tokenizer=None,
     """
     directory = _checkpoint_dir(path, "mdlm")
     model_type = read_checkpoint_config(directory)["model_type"]
-    if model_type not in ("dit", "mdlm"):
-        raise CheckpointError(f"{path} holds a model of type {model_type!r}, not a diffusion denoiser (DiT)"
-                              f"{_suggest(model_type, path)}.")
+    if model_type not in (*DENOISER_TYPES, "mdlm"):
+        raise CheckpointError(f"{path} holds a model of type {model_type!r}, not a diffusion denoiser (DiT or "
+                              f"Hugging Face masked LM){_suggest(model_type, path)}.")
     if tokenizer is None:
         tokenizer = load_tokenizer_from(directory)
         if tokenizer is None:

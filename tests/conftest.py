@@ -129,3 +129,57 @@ def plant_lock():
     """``plant_lock(directory, **fields)`` writes a lock as another run would have left it (default: a dead pid
     of this host, i.e. stale); returns its path."""
     return _plant_lock
+
+
+# ----------------------------------------------------------------------------- a tiny Hugging Face masked LM
+def _wordpiece_tokenizer(vocab_size: int = 300):
+    """A BERT-style WordPiece tokenizer trained on the wikipedia_en slice: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3,
+    [MASK] 4 (the mask is not the last id, as in real BERT vocabularies)."""
+    import gzip
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    with gzip.open(CORPORA / "wikipedia_en" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    backend.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                                 show_progress=False))
+    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def _tiny_bert_config(vocab_size: int, pad_token_id: int = 0, **sizes):
+    from transformers import BertConfig
+
+    return BertConfig(**{"vocab_size": vocab_size, "hidden_size": 32, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
+                         "pad_token_id": pad_token_id, **sizes})
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A folder as a hub repository holds it: a tiny random ``BertForMaskedLM`` (1 layer x 32, 64 positions;
+    safetensors) and its WordPiece tokenizer (300 ids, [MASK] = 4, [PAD] = 0), both via ``save_pretrained``."""
+    from transformers import BertForMaskedLM
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = _wordpiece_tokenizer()
+    torch.manual_seed(0)
+    BertForMaskedLM(_tiny_bert_config(len(tokenizer), tokenizer.pad_token_id)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_config(tmp_path_factory) -> Path:
+    """A folder with only the config.json of a tiny BERT (no weights, no tokenizer): a random init's architecture."""
+    folder = tmp_path_factory.mktemp("tiny-bert-config")
+    _tiny_bert_config(100).save_pretrained(folder)
+    return folder

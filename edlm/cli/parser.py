@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         if kind == "energy":
             k.add_argument("--denoiser", default=None,
                            help="the frozen denoiser: a trained MDLM run dir (e.g. runs/tiny-mdlm) or a model dir")
-        k.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=100")
+        hf = "; model.backbone=hf model.hf_name=NAME_OR_DIR: a Hugging Face masked LM as the denoiser"
+        k.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. train.max_steps=100" + (hf if kind == "mdlm" else ""))
     p.set_defaults(func=cmd_train)
 
     p = _command(sub, "sample", "generate text with MDLM or EDLM (importance sampling)",

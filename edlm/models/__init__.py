@@ -1,4 +1,5 @@
-"""Networks: MDLM's DiT denoiser, a causal transformer, a Hugging Face adapter, and checkpoint I/O."""
+"""Networks: MDLM's DiT denoiser, a causal transformer, Hugging Face adapters (a causal LM as an energy, a masked
+LM as a denoiser backbone), and checkpoint I/O."""
 
 from edlm.accel.compiling import compile_networks
 from edlm.models.ar import ARTransformer, next_token_log_probs
@@ -14,12 +15,14 @@ from edlm.models.checkpoints import (
 )
 from edlm.models.dit import Denoiser, DiT
 from edlm.models.hf import HFCausalLM
+from edlm.models.hf_mlm import HFMaskedLM  # registers the checkpoint type "hf_mlm"
 
 __all__ = [
     "DiT",
     "Denoiser",
     "ARTransformer",
     "HFCausalLM",
+    "HFMaskedLM",
     "next_token_log_probs",
     "MODEL_TYPES",
     "register_model_type",

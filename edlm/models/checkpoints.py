@@ -36,11 +36,13 @@ from edlm.models.ar import ARTransformer
 from edlm.models.dit import Denoiser, DiT
 from edlm.models.mdlm_layout import MDLM_HUB_CONFIG_MAP, MDLM_HUB_KEY_MAP, convert_mdlm_hub
 from edlm.models.quantize import dequantize_int8, quantize_int8
+from edlm.models.tied import tied_parameters, untie
 
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "MODEL_TYPES",
+    "DENOISER_TYPES",
     "MDLM_HUB_CONFIG_MAP",
     "MDLM_HUB_KEY_MAP",
     "register_model_type",
@@ -62,6 +64,9 @@ WEIGHTS_INDEX_NAME = "model.safetensors.index.json"  # sharded safetensors (Hugg
 FORMAT_VERSION = 1  # bump when the config.json layout changes
 
 MODEL_TYPES: dict[str, type[nn.Module]] = {"dit": DiT, "ar": ARTransformer}
+# Backbones that `load_denoiser` wraps as a Denoiser: MDLM's DiT and a Hugging Face masked LM (edlm.models.hf_mlm,
+# which registers "hf_mlm" when edlm.models is imported).
+DENOISER_TYPES = ("dit", "hf_mlm")
 
 # Keys a checkpoint may omit: buffers that the model recomputes from its config.
 _OPTIONAL_KEYS = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
@@ -128,6 +133,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer
     }
     if denoiser is not None:
         config["denoiser"] = denoiser
+    tied = tied_parameters(model)
+    if tied:
+        config["tied"] = tied  # stored once, under the first name; from_pretrained fills the others in
     try:
         text = json.dumps(config, indent=2, sort_keys=False) + "\n"
     except TypeError as exc:
@@ -137,7 +145,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer
     params = {name for name, _ in model.named_parameters()}  # buffers (e.g. rotary frequencies) stay exact
     stored = torch.float16 if dtype == torch.int8 else dtype
     state = {k: v.detach().to("cpu", stored if stored is not None and k in params else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}
+             for k, v in model.state_dict().items() if k not in tied}
     if dtype == torch.int8:
         state = quantize_int8(state, params)
     directory.mkdir(parents=True, exist_ok=True)
@@ -293,18 +301,19 @@ def _check_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) 
     return {**{k: expected[k] for k in expected if k not in state}, **state}
 
 
-def from_pretrained(path_or_hub_id: str | os.PathLike, *, expected_type: str | None = None,
+def from_pretrained(path_or_hub_id: str | os.PathLike, *, expected_type: str | tuple[str, ...] | None = None,
                     map_location: str | torch.device = "cpu") -> nn.Module:
     """Build the model a checkpoint describes and load its weights; returned in eval mode on ``map_location``.
 
     Args:
         path_or_hub_id: a directory written by ``save_pretrained``, a directory in MDLM's hub layout, or a
             Hugging Face hub id such as ``kuleshov-group/mdlm-owt`` (downloaded with ``snapshot_download``).
-        expected_type: if given ("dit", "ar", or any registered type), a checkpoint of another type is
-            a ``CheckpointError`` (e.g. an AR model passed where a denoiser is expected).
+        expected_type: if given ("dit", "ar", any registered type, or a tuple of them), a checkpoint of
+            another type is a ``CheckpointError`` (e.g. an AR model passed where a denoiser is expected).
         map_location: device for the returned model.
     """
-    if expected_type is not None and expected_type not in MODEL_TYPES:
+    expected = (expected_type,) if isinstance(expected_type, str) else expected_type
+    if expected is not None and any(t not in MODEL_TYPES for t in expected):
         raise ValueError(f"unknown expected_type {expected_type!r}; registered: {sorted(MODEL_TYPES)}.")
     directory = resolve_checkpoint_dir(path_or_hub_id)
     config = _read_config(directory)
@@ -320,10 +329,11 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, *, expected_type: str | N
         raise CheckpointError(f"{directory} holds a model of unknown type {raw_type!r}; known: "
                               f"{sorted(MODEL_TYPES)} and 'mdlm' (MDLM's hub layout). A custom type must be "
                               "registered with register_model_type before loading.")
-    if expected_type is not None and model_type != expected_type:
-        raise CheckpointError(f"{directory} holds a model of type {model_type!r}, but type {expected_type!r} was "
-                              "expected here (e.g. an AR checkpoint given where a diffusion denoiser is needed).")
-    state = _read_weights(directory)
+    if expected is not None and model_type not in expected:
+        raise CheckpointError(f"{directory} holds a model of type {model_type!r}, but type "
+                              f"{' or '.join(map(repr, expected))} was expected here (e.g. an AR checkpoint given "
+                              "where a diffusion denoiser is needed).")
+    state = untie(_read_weights(directory), config.get("tied"), directory / CONFIG_NAME)
     if raw_type == "mdlm":
         args, state = convert_mdlm_hub(config, state)
     return build_model(model_type, args, state, directory).to(map_location).eval()
@@ -344,12 +354,13 @@ def build_model(model_type: str, args: dict, state: dict[str, torch.Tensor], whe
 
 def load_denoiser(path_or_hub_id: str | os.PathLike, *, schedule: str | NoiseSchedule | None = None,
                   mask_id: int | None = None, map_location: str | torch.device = "cpu") -> Denoiser:
-    """Load a DiT checkpoint as a ``Denoiser`` (``denoiser(x_t, t) -> logits``).
+    """Load a denoiser checkpoint (a DiT, or a Hugging Face masked LM) as a ``Denoiser`` (``denoiser(x_t, t) ->
+    logits``).
 
     ``schedule`` and ``mask_id`` default to what ``save_pretrained`` stored for a ``Denoiser``; otherwise the
     log-linear schedule (SPEC 1.1) and the last id, the ``[MASK]`` convention of docs/design.md (MDLM: 50257).
     """
-    backbone = from_pretrained(path_or_hub_id, expected_type="dit", map_location=map_location)
+    backbone = from_pretrained(path_or_hub_id, expected_type=DENOISER_TYPES, map_location=map_location)
     saved = read_checkpoint_config(path_or_hub_id).get("denoiser") or {}
     if schedule is None:
         record = dict(saved.get("schedule") or {"name": "loglinear"})

@@ -23,7 +23,7 @@ from edlm.config import EnergyConfig, RunConfig, save_config
 from edlm.data import load_tokenizer, save_tokenizer
 from edlm.energy.nce_energy import NCEEnergy
 from edlm.errors import CheckpointError, ConfigError
-from edlm.models import check_vocab, compile_networks, load_denoiser, load_tokenizer_from
+from edlm.models import DiT, check_vocab, compile_networks, load_denoiser, load_tokenizer_from
 from edlm.models.checkpoints import resolve_checkpoint_dir
 from edlm.training.callbacks import SavePretrained, Throughput
 from edlm.training.nce_module import NCEModule
@@ -137,6 +137,10 @@ def _train_energy(cfg: RunConfig, denoiser_path: str | None, energy_cfg: EnergyC
 
     directory = resolve_checkpoint_dir(denoiser_path, train_kind="mdlm")  # a run dir's model/; a missing path says so
     denoiser = load_denoiser(directory)
+    if not isinstance(denoiser.backbone, DiT):  # SPEC 2.4: the energy is a copy of the denoiser's DiT
+        raise ConfigError(f"{denoiser_path} holds a {type(denoiser.backbone).__name__} backbone, not a DiT; `edlm train "
+                          "energy` builds the NCE energy from a DiT's weights. Pair it with an AR energy instead (`edlm "
+                          "train ar data.tokenizer=RUN/tokenizer`, then --energy ar:PATH).")
     tokenizer = _denoiser_tokenizer(cfg, directory)
     check_vocab(denoiser, tokenizer)
     if cfg.data.length > denoiser.length:

@@ -36,8 +36,9 @@ from edlm.data import (
     save_tokenizer,
 )
 from edlm.diffusion.schedules import get_schedule
-from edlm.errors import CheckpointError, ConfigError
+from edlm.errors import CheckpointError, ConfigError, DataError
 from edlm.models import ARTransformer, DiT, check_vocab, compile_networks, from_pretrained
+from edlm.models.hf_mlm import build_hf_masked_lm, check_source
 from edlm.training.ar_module import ARModule
 from edlm.training.base import LanguageModelModule
 from edlm.training.callbacks import SavePretrained, Throughput
@@ -94,8 +95,10 @@ class TrainResult:
 def _build_mdlm(cfg: RunConfig, tokenizer) -> MDLMModule:
     m = cfg.model
     if m.init_from:
-        backbone = from_pretrained(m.init_from, expected_type="dit")
+        backbone = from_pretrained(m.init_from, expected_type="hf_mlm" if m.backbone == "hf" else "dit")
         check_vocab(backbone, tokenizer)
+    elif m.backbone == "hf":  # time-unconditioned: the Denoiser feeds it no time (SPEC 1.3)
+        backbone = build_hf_masked_lm(m.hf_name, tokenizer, cfg.data.length, pretrained=m.hf_pretrained)
     else:
         backbone = DiT(len(tokenizer), cfg.data.length, m.hidden_size, m.n_blocks, m.n_heads, m.cond_dim,
                        m.dropout, m.time_conditioning)
@@ -123,11 +126,19 @@ MODULE_BUILDERS: dict[str, Callable[[RunConfig, object], LanguageModelModule]] =
 
 
 def build_tokenizer(cfg: RunConfig):
-    """``data.tokenizer`` if set (a saved dir, a tokenizer.json or a hub name); else the corpus preset's
-    own kind trained on its train split; else (a custom corpus) a char tokenizer of its train split."""
+    """``data.tokenizer`` if set (a saved dir, a tokenizer.json or a hub name); else the Hugging Face masked LM's
+    own (``model.backbone=hf``); else the corpus preset's own kind trained on its train split; else (a custom
+    corpus) a char tokenizer of its train split."""
     d = cfg.data
     if d.tokenizer:
         return load_tokenizer(d.tokenizer)
+    if cfg.model.backbone == "hf":
+        check_source(cfg.model.hf_name)  # a missing local folder, or pickled weights only: said before anything loads
+        try:
+            return load_tokenizer(cfg.model.hf_name)
+        except DataError as exc:
+            raise DataError(f"the tokenizer of model.hf_name={cfg.model.hf_name}: {exc} (or set data.tokenizer)"
+                            ) from exc
     if d.corpus in PRESETS:
         return preset_tokenizer(d.corpus, vocab_size=d.tokenizer_vocab_size, cache_dir=_corpus_cache(cfg))
     return char_tokenizer_from_text(
@@ -189,6 +200,9 @@ def train(cfg: RunConfig, kind: str) -> TrainResult:
     """
     if kind not in MODULE_BUILDERS:
         raise ConfigError(f"unknown training kind {kind!r}; choose one of {list(MODULE_BUILDERS)}.")
+    if kind != "mdlm" and cfg.model.backbone != "dit":
+        raise ConfigError(f"model.backbone={cfg.model.backbone} applies to `edlm train mdlm` only (a masked LM is "
+                          f"a denoiser); `edlm train {kind}` builds its own network.")
     threads = torch.get_num_threads()
     try:
         if cfg.train.cpu_threads:
