@@ -8,11 +8,13 @@ Energy specs (``load_energy``)::
 
     none                      plain MDLM (SPEC 1.6)
     ar:PATH                   a toolkit ARTransformer checkpoint -> AREnergy (SPEC 2.3)
-    hf:NAME_OR_PATH           any Hugging Face causal LM (HFCausalLM) -> AREnergy (SPEC 2.3)
+    hf:NAME_OR_PATH           any Hugging Face causal LM (SPEC 2.3): AREnergy over the diffusion ids when it
+                              shares the denoiser's tokenizer, else TextLMEnergy (decode, retokenise, score);
+                              NAME_OR_PATH: a hub name, a folder, DIR/model.gguf, smollm2 or gemma3
     nce:PATH                  a trained NCE energy (model type "nce_energy", SPEC 2.4)
     ...,carry_over=false      AR energies only: the exact energy instead of the paper's carry-over
 
-Every energy must share the denoiser's tokenizer (``[MASK]`` aside); a mismatch is an error, never
+``ar:`` and ``nce:`` energies must share the denoiser's tokenizer (``[MASK]`` aside); a mismatch is an error, never
 patched up. A PATH may also be a training run directory (``edlm train``), whose ``model/`` is used.
 Sampling with what this loads is ``edlm.pipeline``.
 """
@@ -26,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from edlm.energy.ar_energy import AREnergy, check_same_tokenizer
+from edlm.energy.ar_energy import AREnergy, check_same_tokenizer, same_tokenizer
+from edlm.energy.text_energy import TextLMEnergy
 from edlm.errors import CheckpointError, ConfigError, EdlmError, first_line
 from edlm.models.checkpoints import (
     MODEL_TYPES,
@@ -55,6 +58,7 @@ __all__ = [
 ENERGY_KINDS = {"ar": "ar", "hf": None, "nce": "nce_energy"}  # spec prefix -> checkpoint model_type
 _REGISTERED_BY = {"nce_energy": "edlm.energy.nce_energy"}  # model_type -> module that registers it
 _AR_KINDS = ("ar", "hf")  # energies built as AREnergy (carry_over applies)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")  # any one will do
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -176,19 +180,43 @@ def parse_energy_spec(spec: str | None) -> EnergySpec | None:
     return EnergySpec(kind, target, **options)
 
 
-def _load_hf(target: str, device) -> tuple[torch.nn.Module, object]:
-    from edlm.models.hf import HFCausalLM, refuse_pickled_weights
+def _load_hf(target: str, device) -> tuple[torch.nn.Module, object, str]:
+    """An ``hf:`` target -> (HFCausalLM on ``device``, its tokenizer or None, a display name).
 
-    if looks_local(target) and not Path(target).expanduser().exists():  # a path, not a hub name: no hub request
+    ``smollm2`` / ``gemma3`` are the packaged GGUF judges' weights; a ``.gguf`` file, or a folder whose only weights
+    are one ``.gguf`` file, loads through ``from_pretrained(folder, gguf_file=...)``; anything else is a hub name or a
+    ``save_pretrained`` folder (safetensors only)."""
+    from edlm.models.hf import HFCausalLM, refuse_pickled_weights
+    from edlm.models.hf_sources import resolve_hf_source
+
+    local = looks_local(target) or target.endswith(".gguf")
+    if local and not Path(target).expanduser().exists():  # a path, not a hub name: no hub request
         raise CheckpointError(f"no such model directory: {target} (hf: takes a Hugging Face causal LM: a hub name "
-                              "such as gpt2, or a local folder)")
-    refuse_pickled_weights(target, "energy")  # and use_safetensors=True: never unpickle a download either
+                              "such as gpt2, a local folder, a .gguf file, smollm2 or gemma3)")
+    source = resolve_hf_source(target)
+    refuse_pickled_weights(source.folder, "energy")  # and use_safetensors=True: never unpickle a download either
+    weights = {"gguf_file": source.gguf_file} if source.gguf_file else {"use_safetensors": True}
     try:
-        model = HFCausalLM.from_pretrained(target, use_safetensors=True)
+        model = HFCausalLM.from_pretrained(source.folder, load_tokenizer=False, **weights)
     except Exception as exc:  # OSError, hub errors, bad configs: one line for the user
-        raise CheckpointError(f"cannot load the Hugging Face causal LM {target!r}: {type(exc).__name__}: "
+        where = "" if local or Path(source.folder).exists() else " (not a local folder, and the hub could not provide it)"
+        raise CheckpointError(f"cannot load the Hugging Face causal LM {target!r}{where}: {type(exc).__name__}: "
                               f"{first_line(exc, default='')}") from exc
-    return model.to(device).eval(), model.tokenizer
+    return model.to(device).eval(), _load_hf_tokenizer(source), source.name
+
+
+def _load_hf_tokenizer(source):
+    """The LM's own tokenizer (from the GGUF file where the weights are one), or None where it has none."""
+    from transformers import AutoTokenizer
+
+    folder = Path(source.folder).expanduser()
+    if not source.gguf_file and folder.is_dir() and not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        return None  # transformers would make an empty tokenizer of the config's class here
+    try:
+        return AutoTokenizer.from_pretrained(source.folder, **({"gguf_file": source.gguf_file} if source.gguf_file
+                                                               else {}))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _ensure_registered(model_type: str) -> None:
@@ -227,8 +255,10 @@ def load_energy(spec: str | EnergySpec | None, bundle: DenoiserBundle,
                 device: str | torch.device = "cpu"):
     """Build the energy an ``--energy`` spec names, checked against the denoiser; None for ``none``.
 
-    The energy's tokenizer (saved beside it, or the Hugging Face model's own) must map every string to
-    the same id as the denoiser's (``[MASK]`` aside), and its vocabulary must cover the V real tokens.
+    An ``ar:``/``nce:`` energy's tokenizer (saved beside it) must map every string to the same id as the
+    denoiser's (``[MASK]`` aside), and its vocabulary must cover the V real tokens. An ``hf:`` LM with that same
+    tokenizer reads the ids directly (``AREnergy``); one with another tokenizer scores decoded text
+    (``TextLMEnergy``, docs/hf_energy.md).
     The returned energy has the energy call signature and carries ``.spec`` (the spec as a string) for
     the sample records.
 
@@ -241,11 +271,14 @@ def load_energy(spec: str | EnergySpec | None, bundle: DenoiserBundle,
         return None
     device = torch.device(device)
     if parsed.kind == "hf":
-        model, tokenizer = _load_hf(parsed.target, device)
+        model, tokenizer, name = _load_hf(parsed.target, device)
         if tokenizer is None:
-            raise CheckpointError(f"the Hugging Face model {parsed.target!r} has no tokenizer to check against "
-                                  "the denoiser's.")
-        check_same_tokenizer(bundle.tokenizer, tokenizer, names=("denoiser", f"energy {parsed}"))
+            raise CheckpointError(f"the Hugging Face model {parsed.target!r} has no tokenizer: an energy LM reads text "
+                                  "through its own tokenizer, so save it beside the weights.")
+        if not same_tokenizer(bundle.tokenizer, tokenizer):  # SPEC 2.3 through text: decode, retokenise, score
+            energy = TextLMEnergy(model, tokenizer, bundle.tokenizer, bundle.mask_id, name=f"the energy LM {name}")
+            energy.spec = str(parsed)
+            return energy
     else:
         model = _load_checkpoint_energy(parsed, bundle, device)
     V = bundle.vocab_size

@@ -3,5 +3,7 @@
 from edlm.energy.ar_energy import AREnergy, check_same_tokenizer
 from edlm.energy.nce_energy import NCEEnergy
 from edlm.energy.nce_loss import NCELossOutput, nce_loss, sample_negatives
+from edlm.energy.text_energy import TextLMEnergy
 
-__all__ = ["AREnergy", "NCEEnergy", "NCELossOutput", "check_same_tokenizer", "nce_loss", "sample_negatives"]
+__all__ = ["AREnergy", "NCEEnergy", "NCELossOutput", "TextLMEnergy", "check_same_tokenizer", "nce_loss",
+           "sample_negatives"]

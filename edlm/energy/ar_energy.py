@@ -5,16 +5,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["AREnergy", "check_same_tokenizer"]
+__all__ = ["AREnergy", "check_same_tokenizer", "same_tokenizer"]
 
 
-def check_same_tokenizer(tok_a, tok_b, names: tuple[str, str] = ("denoiser", "energy")) -> None:
-    """Fail clearly unless two tokenizers map the same strings to the same ids (``[MASK]`` aside)."""
+def _vocab_without_mask(tok_a, tok_b) -> tuple[dict, dict]:
     va, vb = dict(tok_a.get_vocab()), dict(tok_b.get_vocab())
     for tok in (tok_a, tok_b):
         if getattr(tok, "mask_token", None) is not None:
             va.pop(tok.mask_token, None)
             vb.pop(tok.mask_token, None)
+    return va, vb
+
+
+def same_tokenizer(tok_a, tok_b) -> bool:
+    """Do two tokenizers map the same strings to the same ids (``[MASK]`` aside)?"""
+    va, vb = _vocab_without_mask(tok_a, tok_b)
+    return va == vb
+
+
+def check_same_tokenizer(tok_a, tok_b, names: tuple[str, str] = ("denoiser", "energy")) -> None:
+    """Fail clearly unless two tokenizers map the same strings to the same ids (``[MASK]`` aside)."""
+    va, vb = _vocab_without_mask(tok_a, tok_b)
     if va != vb:
         only_a = len(set(va.items()) - set(vb.items()))
         raise ValueError(f"tokenizer mismatch between the {names[0]} and the {names[1]}: {only_a} of "

