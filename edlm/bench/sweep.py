@@ -36,10 +36,8 @@ generation in ``edlm.bench.generation``; this module runs the stages and re-expo
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
-import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -74,6 +72,7 @@ from edlm.bench.records import (
     samples_path,
     utc_now,
 )
+from edlm.bench.scoring import MauveReferences, score_cell
 from edlm.locks import dir_lock
 
 __all__ = [
@@ -99,44 +98,6 @@ STAGES = ("generate", "score", "all")
 
 
 # ----------------------------------------------------------------------------- scoring
-def _score_cell(header: dict, samples: list[dict], judge, judge_batch_size: int, dna_reference=None) -> dict:
-    """Quality of one cell's samples: gen-PPL under the judge (or None) and unigram entropy (SPEC 4); with a
-    ``dna_reference`` (``edlm.eval.dna.DnaReference``) also the DNA measures, as ``dna_*`` columns.
-
-    Prefix-completion cells (``prompt_tokens`` > 0) are scored on their continuations: the judge reads each prompt
-    and scores only the continuation after it, and the entropy counts the continuation's tokens.
-    """
-    from edlm.eval.entropy import entropy_report
-
-    start = time.perf_counter()
-    P = header["settings"].get("prompt_tokens") or 0
-    ent = entropy_report([s["tokens"][P:] for s in samples])
-    quality = {"gen_ppl": None, "gen_ppl_se": None, "mean_nll_nats": None, "judge_tokens": None,
-               "judge_skipped": None}
-    if judge is not None:
-        from edlm.eval.gen_ppl import generative_perplexity
-
-        if P:
-            g = generative_perplexity([s["continuation"] for s in samples], judge, batch_size=judge_batch_size,
-                                      contexts=[s["prompt"] for s in samples])
-        else:
-            g = generative_perplexity([s["text"] for s in samples], judge, batch_size=judge_batch_size)
-        per = [x for x in g.per_sample_nll if not math.isnan(x)]
-        # spread over samples: standard error of the per-sample mean NLL, carried to gen-PPL by the delta method
-        se = statistics.stdev(per) / math.sqrt(len(per)) if len(per) > 1 else None
-        quality = {"gen_ppl": g.gen_ppl, "gen_ppl_se": None if se is None else g.gen_ppl * se,
-                   "mean_nll_nats": g.mean_nll, "judge_tokens": g.num_tokens, "judge_skipped": g.num_skipped}
-    n = ent.num_samples
-    ent_se = statistics.stdev(ent.per_sample_bits) / math.sqrt(n) if n > 1 else None  # over samples
-    if dna_reference is not None:
-        from edlm.eval.dna import sample_metrics
-
-        quality.update(sample_metrics([s["text"] for s in samples], dna_reference).flat())
-    quality.update(entropy_bits=ent.mean_bits, entropy_bits_se=ent_se, entropy_nats=ent.mean_nats,
-                   score_seconds=time.perf_counter() - start)
-    return quality
-
-
 def _row(cell_header: dict, quality: dict, judge_name: str, scored_on: str, command: str) -> dict:
     settings = cell_header["settings"]
     speed = cell_header["speed"]
@@ -307,6 +268,7 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
     models = SweepModels(cfg, device)
     judge_objs: dict[int, object] = {}  # judge index -> loaded judge, once per process
     dna_reference = _dna_reference(cfg) if cfg.dna and stage != "generate" else None
+    references = MauveReferences(out, cells, cfg.judge_batch_size)  # MAUVE's held-out side, once per judge
     scoring_hw = hardware_string(device)
     iterator = mine
     if progress:
@@ -337,7 +299,8 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
             for i in todo:
                 if i not in judge_objs:
                     judge_objs[i] = _load_judge(judges[i], device)  # once per process (load_judge caches it too)
-                quality = _score_cell(header, samples, judge_objs[i], cfg.judge_batch_size, dna_reference)
+                quality = score_cell(header, samples, judge_objs[i], cfg.judge_batch_size, dna_reference,
+                                     references=references(judge_objs[i]))
                 append_jsonl(results_path, _row(header, quality, judge_names[i], scoring_hw, command))
                 scored[judge_names[i]].add(cell.key)
             report.scored += 1

@@ -18,7 +18,7 @@ import torch
 
 from edlm.errors import EdlmError
 
-__all__ = ["MauveOutput", "judge_features", "mauve_score", "POOLINGS"]
+__all__ = ["MauveOutput", "judge_features", "mauve_from_features", "mauve_score", "POOLINGS"]
 
 POOLINGS = ("last", "mean")
 
@@ -70,7 +70,11 @@ def judge_features(texts: Sequence[str], judge, pooling: str = "last", max_lengt
             x[r, : len(row)] = torch.tensor(row)
             attn[r, : len(row)] = 1
         x, attn = x.to(judge.device), attn.to(judge.device)
-        hidden = judge.model(input_ids=x, attention_mask=attn, output_hidden_states=True).hidden_states[-1]  # (B, W, d)
+        trunk = getattr(judge.model, getattr(judge.model, "base_model_prefix", ""), None)
+        if isinstance(trunk, torch.nn.Module) and trunk is not judge.model:  # no LM head: no (B, W, V) logits
+            hidden = trunk(input_ids=x, attention_mask=attn).last_hidden_state  # (B, W, d), after the final norm
+        else:
+            hidden = judge.model(input_ids=x, attention_mask=attn, output_hidden_states=True).hidden_states[-1]
         hidden = hidden.float()
         if pooling == "last":
             feats = hidden[torch.arange(len(chunk), device=x.device), attn.sum(-1) - 1]  # (B, d)
@@ -92,14 +96,21 @@ def mauve_score(texts: Sequence[str], references: Sequence[str], judge, *, pooli
         seed: the k-means seed (MAUVE varies a little with it: average seeds for a tighter figure).
         scaling_factor: MAUVE's c in exp(−c · divergence) (5, the package default).
     """
+    p = judge_features(texts, judge, pooling, max_length, batch_size)
+    q = judge_features(references, judge, pooling, max_length, batch_size)
+    value = mauve_from_features(p, q, num_buckets=num_buckets, seed=seed, scaling_factor=scaling_factor)
+    return MauveOutput(mauve=value, num_p=len(texts), num_q=len(references),
+                       judge=getattr(judge, "name", "judge"), pooling=pooling, num_buckets=num_buckets)
+
+
+def mauve_from_features(p: np.ndarray, q: np.ndarray, *, num_buckets: int | str = "auto", seed: int = 25,
+                        scaling_factor: float = 5.0) -> float:
+    """MAUVE of feature sets p (N, d) and q (M, d) (``judge_features``): reuse q's features across many p."""
     try:
         import mauve
     except ImportError as e:
         raise EdlmError('MAUVE needs the mauve-text package: pip install -e ".[judge]" (or pip install '
                         'mauve-text).') from e
-    p = judge_features(texts, judge, pooling, max_length, batch_size)
-    q = judge_features(references, judge, pooling, max_length, batch_size)
     result = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=num_buckets, seed=seed,
                                  mauve_scaling_factor=scaling_factor, verbose=False, device_id=-1)
-    return MauveOutput(mauve=float(result.mauve), num_p=len(texts), num_q=len(references),
-                       judge=getattr(judge, "name", "judge"), pooling=pooling, num_buckets=num_buckets)
+    return float(result.mauve)

@@ -215,7 +215,7 @@ def test_sweep_skips_a_judge_on_cells_whose_energy_it_is(tmp_path, sweep_cfg, fa
 
 
 def test_dna_cells_get_dna_columns():
-    from edlm.bench.sweep import _score_cell
+    from edlm.bench.scoring import score_cell as _score_cell
     from edlm.eval.dna import DnaReference, sample_metrics
 
     rng = __import__("numpy").random.default_rng(0)

@@ -82,7 +82,7 @@ def _manual_log_p(model, tok, text: str, bos: bool = True) -> float:
 def test_a_foreign_tokenizer_gives_the_text_energy_and_a_shared_one_the_direct_path(energy, lm_dir, bundle, tmp_path):
     assert isinstance(energy, TextLMEnergy) and energy.spec == f"hf:{lm_dir}"
     assert energy.bos_id == 0 and energy.context_length == 64 and energy.mask_id == bundle.mask_id
-    # the same tokenizer as the denoiser: the direct path (AREnergy over the same ids), as before
+    # the same tokenizer as the denoiser: the direct path (AREnergy over the same ids)
     GPT2LMHeadModel(GPT2Config(vocab_size=bundle.vocab_size, n_positions=L, n_embd=16, n_layer=1,
                                n_head=2)).save_pretrained(tmp_path / "same")
     bundle.tokenizer.save_pretrained(str(tmp_path / "same"))
