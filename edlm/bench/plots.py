@@ -94,7 +94,19 @@ def results_table(rows: list[dict], name: str = "sweep") -> str:
         "(denoiser / energy)",
         "",
     ]
-    head = ["method", "steps", "k", "window", "τ", *(["seed"] if seeds else []), "gen-PPL", "entropy (bits)",
+    ci = any(r.get("gen_ppl_low") is not None for r in rows)
+    mauve = any(r.get("mauve") is not None for r in rows)
+    rep = any(r.get("repeated_4gram") is not None for r in rows)
+    prompt = rows[0].get("prompt_tokens")
+    if prompt:
+        lines.insert(-1, f"- prefix completion: the first {prompt} tokens of held-out windows given; every figure is "
+                         "of the continuations (the judge reads the prompt, scores the continuation)")
+    if ci or mauve or rep:
+        lines.insert(-1, "- [low, high] = 95 % bootstrap interval over samples (token-weighted); MAUVE against the "
+                         "real-text row's texts on the judge's features; rep-4 = mean share of repeated 4-grams, "
+                         "degen. = share of samples with more than a quarter of their 4-grams repeated")
+    head = ["method", "steps", "k", "window", "τ", *(["seed"] if seeds else []), "gen-PPL", *(["95 % interval"] if ci
+            else []), *(["MAUVE"] if mauve else []), "entropy (bits)", *(["rep-4 / degen."] if rep else []),
             "s/sample", "NFE (denoiser / energy)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     order = {m: i for i, m in enumerate(_method_order(rows))}
@@ -112,7 +124,11 @@ def results_table(rows: list[dict], name: str = "sweep") -> str:
         label = r["method"].split(" k=")[0] if has_energy else r["method"]
         cols = [label, str(r["steps"]) if diffusion else "—", str(r["k"]) if has_energy else "—", window,
                 f"{r['temperature']:g}" if has_energy else "—", *([str(r["seed"])] if seeds else []),
-                _pm(r, "gen_ppl", ".1f"), _pm(r, "entropy_bits", ".3f"),
+                _pm(r, "gen_ppl", ".1f"),
+                *([f"[{_fmt(r.get('gen_ppl_low'), '.1f')}, {_fmt(r.get('gen_ppl_high'), '.1f')}]"] if ci else []),
+                *([_fmt(r.get("mauve"), ".3f")] if mauve else []), _pm(r, "entropy_bits", ".3f"),
+                *([f"{_fmt(r.get('repeated_4gram'), '.3f')} / {_fmt(r.get('degenerate_fraction'), '.3f')}"]
+                  if rep else []),
                 _fmt(r.get("seconds_per_sample"), ".4f"), nfe]
         lines.append("| " + " | ".join(cols) + " |")
     return "\n".join(lines) + "\n"
@@ -214,43 +230,59 @@ def _sweep_name(out: Path) -> str:
 
 
 def plot_sweep(out: str | os.PathLike, judge: str | None = None, name: str | None = None) -> list[Path]:
-    """Write the three PNG plots and ``results.md`` for the results in ``out``; returns their paths.
+    """Write the PNG plots and ``results.md`` for the results in ``out``; returns their paths.
 
     Args:
         out: a sweep directory (``run_sweep``'s output).
-        judge: whose gen-PPL to plot; None = the only judge present (several: an error naming them).
+        judge: whose figures to draw; None = every judge present: the first (by name) gets the plain file names
+            (``PLOT_FILES``), each other judge the same names with ``-<judge>`` before ``.png``; ``results.md`` holds
+            one table per judge.
         name: the sweep's name for titles; None = the directory name.
 
-    With judge "none" (entropy only) the two gen-PPL plots are skipped.
+    With judge "none" (entropy only) the two gen-PPL plots are skipped; with MAUVE scores, ``mauve_vs_steps.png``.
     """
     out = Path(out)
     rows = read_results(out)
     if not rows:
         raise ValueError(f"no results in {out}; run `edlm bench sweep` (stage score or all) first.")
-    judge = _pick_judge(rows, judge)
-    rows = [r for r in rows if r["judge"] == judge]
+    judges = [_pick_judge(rows, judge)] if judge is not None else sorted({r["judge"] for r in rows})
     name = name or _sweep_name(out)
+    paths, text = [], ""
+    for i, j in enumerate(judges):
+        suffix = "" if i == 0 else "-" + "".join(c if c.isalnum() else "_" for c in j)
+        mine = [r for r in rows if r["judge"] == j]
+        paths += _judge_plots(out, mine, j, name, suffix)
+        text += ("\n" if text else "") + results_table(mine, name)
+        if j != "none" and any(r["kind"] == "diffusion" and r["method"] == "MDLM" for r in mine):
+            from edlm.bench.summary import reach_table
+
+            text += "\n" + reach_table(mine)
+    md = out / "results.md"
+    atomic_write_text(md, text)
+    return paths + [md]
+
+
+def _judge_plots(out: Path, rows: list[dict], judge: str, name: str, suffix: str) -> list[Path]:
+    """The plots of one judge's rows (``plot_sweep``)."""
     d = _describe(rows)
     hw = "; ".join(d["hardware"])
     n, length = rows[0].get("num_samples"), rows[0].get("length")
     sub = f"{n} samples × {length} tokens per cell; generated on {hw}"
     ppl_label = f"generative perplexity (judge: {judge})"
+    file = lambda base: out / base.replace(".png", f"{suffix}.png")  # noqa: E731
     paths = []
     if judge != "none":
-        paths.append(_plot(out / PLOT_FILES[0], rows, "steps", "gen_ppl", "sampling steps T (log scale)", ppl_label,
+        paths.append(_plot(file(PLOT_FILES[0]), rows, "steps", "gen_ppl", "sampling steps T (log scale)", ppl_label,
                            f"{name}: gen-PPL vs steps (lower is better; bars: ±1 s.e. over samples)\n{sub}"))
         timed = [r for r in rows if r["kind"] != "diffusion" or r.get("seconds_per_sample")]
-        paths.append(_plot(out / PLOT_FILES[1], timed, "seconds_per_sample", "gen_ppl",
+        paths.append(_plot(file(PLOT_FILES[1]), timed, "seconds_per_sample", "gen_ppl",
                            "seconds per sample (s, log scale)", ppl_label,
                            f"{name}: gen-PPL vs sampling time (points: T = steps; bars: ±1 s.e.)\n{sub}"))
-    paths.append(_plot(out / PLOT_FILES[2], rows, "steps", "entropy_bits", "sampling steps T (log scale)",
+    paths.append(_plot(file(PLOT_FILES[2]), rows, "steps", "entropy_bits", "sampling steps T (log scale)",
                        "unigram entropy (bits)",
                        f"{name}: unigram entropy vs steps (higher = less repetitive; bars: ±1 s.e.)\n{sub}"))
-    md = out / "results.md"
-    text = results_table(rows, name)
-    if judge != "none" and any(r["kind"] == "diffusion" and r["method"] == "MDLM" for r in rows):
-        from edlm.bench.summary import reach_table
-
-        text += "\n" + reach_table(rows)
-    atomic_write_text(md, text)
-    return paths + [md]
+    if any(r.get("mauve") is not None for r in rows):
+        paths.append(_plot(file("mauve_vs_steps.png"), rows, "steps", "mauve", "sampling steps T (log scale)",
+                           f"MAUVE against held-out text (features: {judge})",
+                           f"{name}: MAUVE vs steps (higher is closer to real text)\n{sub}"))
+    return paths

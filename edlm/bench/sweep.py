@@ -320,7 +320,7 @@ def _run_sweep(cfg: SweepConfig, out: Path, rank: int, world: int, started: floa
         if stage != "generate" and plot:
             from edlm.bench.plots import plot_sweep
 
-            report.plots = plot_sweep(out, judge=judge_names[0])  # the first judge's (`edlm bench plot --judge`)
+            report.plots = plot_sweep(out)  # every judge: one table each, plots per judge
         _write_meta(out, cfg, report, device, command)
     report.seconds = time.perf_counter() - started
     return report

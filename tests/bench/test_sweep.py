@@ -54,7 +54,12 @@ def test_sweep_writes_rows_samples_plots_and_table(single_run):
         assert r["entropy_bits"] == pytest.approx(r["entropy_nats"] / 0.6931471805599453)
         assert r["length"] == 12 and r["num_samples"] == 4 and r["torch_version"] and r["hardware"] and r["date"]
         assert r["command"] == "test"
+        assert r["gen_ppl_low"] <= r["gen_ppl"] <= r["gen_ppl_high"]  # bootstrap interval around the estimate
+        assert r["entropy_bits_low"] <= r["entropy_bits"] <= r["entropy_bits_high"]
+        assert 0 <= r["degenerate_fraction"] <= 1 and 0 <= r["repeated_4gram"] <= 1
+        assert (r["mauve"] is None) == (r["kind"] == "real_text")  # MAUVE against the real-text row
         if r["kind"] == "diffusion":
+            assert 0 < r["mauve"] <= 1
             assert r["seconds_per_sample"] > 0 and r["tokens_per_s"] > 0 and r["nfe_denoiser"] >= 1
             assert (r["nfe_energy"] > 0) == (r["energy"] != "none")
     real = next(r for r in rows if r["kind"] == "real_text")
@@ -65,7 +70,8 @@ def test_sweep_writes_rows_samples_plots_and_table(single_run):
         assert (out / name).stat().st_size > 10_000  # a real PNG, not an empty canvas
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "results.md").read_text()
-    assert "| method | steps | k | window | τ | gen-PPL | entropy (bits) | s/sample | NFE" in md
+    assert ("| method | steps | k | window | τ | gen-PPL | 95 % interval | MAUVE | entropy (bits) | rep-4 / degen. | "
+            "s/sample | NFE") in md
     table, reach = md.split("## Steps and time to reach MDLM's gen-PPL")  # the cell table, then reach_table
     assert table.count("| MDLM |") == 2 and table.count("| EDLM-AR |") == 2 and "AR samples" in table
     assert "fake-gpt2" in table and "| MDLM |" in reach
@@ -230,3 +236,19 @@ def test_dna_cells_get_dna_columns():
     assert quality["dna_gc"] == expected.gc.value and quality["dna_js_k6"] == expected.kmer_js[6].value
     assert quality["dna_orf_coverage_low"] <= quality["dna_orf_coverage"] <= quality["dna_orf_coverage_high"]
     assert {f"dna_js_k{k}" for k in range(1, 7)} <= set(quality)
+
+
+def test_plots_and_tables_cover_every_judge(tmp_path, single_run):
+    """Rows of two judges: one table each in results.md, the first judge's plots under the plain names, the other's
+    with its name appended."""
+    from edlm.bench import plot_sweep
+
+    out, _, _ = single_run
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    other = [{**r, "judge": "judge b", "gen_ppl": r["gen_ppl"] * 2} for r in rows]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + other))
+    paths = {p.name for p in plot_sweep(tmp_path)}
+    assert set(PLOT_FILES) <= paths and {n.replace(".png", "-judge_b.png") for n in PLOT_FILES} <= paths
+    assert "mauve_vs_steps.png" in paths and "mauve_vs_steps-judge_b.png" in paths
+    md = (tmp_path / "results.md").read_text()
+    assert md.count("- judge: **fake-gpt2**") == 1 and md.count("- judge: **judge b**") == 1
