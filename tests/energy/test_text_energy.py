@@ -147,6 +147,17 @@ def test_carry_over_makes_no_difference_to_the_text_energy(lm_dir, bundle, energ
     assert torch.equal(exact(x_0, x_t, torch.ones(3), log_p), energy(x_0, x_t, torch.ones(3), log_p))
 
 
+def test_a_bfloat16_lm_gives_nearly_the_float32_energy(lm_dir, bundle, energy):
+    half = load_energy(f"hf:{lm_dir},dtype=bfloat16", bundle)
+    assert half.lm.dtype == torch.bfloat16 and energy.lm.dtype == torch.float32 and half.spec.endswith("dtype=bfloat16")
+    x_0 = _proposals(bundle, 6, seed=7)
+    x_t = torch.full_like(x_0, bundle.mask_id)
+    log_p = torch.log_softmax(torch.randn(6, L, bundle.vocab_size + 1), -1)
+    full, low = energy(x_0, x_t, torch.ones(6), log_p), half(x_0, x_t, torch.ones(6), log_p)
+    assert low.dtype == torch.float64 and not torch.equal(full, low)  # the LM really ran in bfloat16
+    assert torch.allclose(full, low, atol=0.05 * x_0.shape[1], rtol=0)  # within bfloat16's rounding per token
+
+
 def test_without_bos_the_first_lm_token_is_context(energy, bundle):
     no_bos = TextLMEnergy(energy.lm, energy.lm_tokenizer, bundle.tokenizer, bundle.mask_id, bos_id=None)
     text = "the lazy fox"

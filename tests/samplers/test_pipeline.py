@@ -101,6 +101,8 @@ def test_missing_path_and_missing_tokenizer(ckpts):
     ("hf:gpt2,carry_over=false", EnergySpec("hf", "gpt2", carry_over=False)),
     ("AR:x, carry_over = True", EnergySpec("ar", "x", carry_over=True)),
     ("nce:/runs/nce", EnergySpec("nce", "/runs/nce")),
+    ("hf:smollm2,dtype=BFloat16", EnergySpec("hf", "smollm2", dtype="bfloat16")),
+    ("hf:x,carry_over=false,dtype=float16", EnergySpec("hf", "x", carry_over=False, dtype="float16")),
 ])
 def test_parse_energy_spec(spec, expected):
     assert parse_energy_spec(spec) == expected
@@ -112,6 +114,7 @@ def test_parse_energy_spec(spec, expected):
     ("gpt2", "bad energy spec"), ("foo:x", "bad energy spec"), ("ar:", "needs a path"),
     ("ar:x,carry_over=maybe", "true or false"), ("ar:x,temp=2", "unknown energy option 'temp'"),
     ("ar:x,carry_over=0,carry_over=1", "given twice"), ("nce:x,carry_over=false", "AR energies (ar:, hf:) only"),
+    ("hf:x,dtype=int8", "dtype must be one of"), ("ar:x,dtype=bfloat16", "hf: energies only"),
 ])
 def test_bad_energy_specs(spec, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
