@@ -142,6 +142,9 @@ class HFMaskedLM(nn.Module):
         if tokenizer is not None:
             hf_config["vocab_size"] = len(tokenizer)
             hf_config["pad_token_id"] = tokenizer.pad_token_id  # e.g. RoBERTa counts positions from it
+            for name in ("bos", "eos", "cls", "sep"):  # the config's own ids may lie outside this vocabulary
+                if f"{name}_token_id" in hf_config:
+                    hf_config[f"{name}_token_id"] = getattr(tokenizer, f"{name}_token_id", None)
         if tokenizer is None:
             return cls(hf_config, length=length)
         return cls(hf_config, vocab_size=len(tokenizer), length=length, pad_id=own_pad_id(tokenizer))

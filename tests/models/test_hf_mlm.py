@@ -126,6 +126,26 @@ def test_from_config_takes_any_tokenizer(tiny_bert_config, tokenizer):
         lm(_tokens(tokenizer, length=17))
 
 
+def test_a_modernbert_config_takes_the_tokenizers_special_ids(tokenizer):
+    from transformers import ModernBertConfig
+
+    # ModernBERT's own ids (50281 ...) lie outside this 300-id vocabulary: a random init takes the tokenizer's
+    config = ModernBertConfig(vocab_size=50368, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=48, max_position_embeddings=64, reference_compile=False)
+    assert config.sep_token_id > len(tokenizer)
+    lm = HFMaskedLM.from_config(config, tokenizer=tokenizer, length=16)
+    c = lm.model.config
+    assert (c.vocab_size, c.pad_token_id, c.cls_token_id, c.sep_token_id) == (
+        300, tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    denoiser = Denoiser(lm, LogLinearSchedule(), tokenizer.mask_token_id)
+    x_t = _tokens(tokenizer, length=16)
+    x_t[:, 4:9] = tokenizer.mask_token_id
+    log_p = denoiser(x_t, torch.full((3,), 0.5))
+    assert log_p.shape == (3, 16, 300) and torch.isfinite(log_p[:, 4:9, 5:]).all()
+    log_p[:, 4].sum().backward()  # a trainable pre-norm backbone: gradients reach the embeddings
+    assert lm.model.model.embeddings.tok_embeddings.weight.grad.abs().sum() > 0
+
+
 def test_own_pad_id_is_none_when_padding_doubles_as_a_separator(tokenizer):
     from edlm.data import load_tokenizer
 
