@@ -39,6 +39,7 @@ from edlm.samplers.settings import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     DEFAULT_WINDOW,
+    check_graph,
     check_positive_int,
     check_sampler_options,
     check_sampler_settings,
@@ -89,6 +90,7 @@ class SampleSettings:
     k_choices: tuple[int, ...] = DEFAULT_K_CHOICES  # adaptive: the k it picks from (1: no energy call)
     remask_eta: float = DEFAULT_REMASK_ETA  # remask: cap on the re-masked fraction per step
     remask_window: tuple[float, float] = DEFAULT_REMASK_WINDOW  # remask: steps starting in it may re-mask
+    graph: bool = False  # plain MDLM with every step planned up front, replayed from a CUDA graph (graph_loop.py)
 
     def __post_init__(self):
         check_positive_int("num_samples", self.num_samples)
@@ -117,6 +119,7 @@ class SampleSettings:
         refused; so are the samplers that weight by one (smc, adaptive)."""
         if not has_energy and self.sampler in ("smc", "adaptive"):
             raise ValueError(f"sampler {self.sampler!r} weights proposals by an energy; give one (--energy).")
+        check_graph(self.graph, has_energy=has_energy, sampler=self.sampler, top_p=self.top_p)
         if not has_energy and (self.k != DEFAULT_K or self.window != DEFAULT_WINDOW
                                or self.temperature != DEFAULT_TEMPERATURE):
             raise ValueError(f"k, window and temperature only apply with an energy (--energy); got k={self.k}, "
@@ -199,7 +202,8 @@ def generate_kwargs(s: SampleSettings, energy, generator: torch.Generator, *, de
                     progress) -> dict:
     """The keyword arguments of ``generate`` / ``generate_semi_ar`` that ``s`` and the run decide."""
     return dict(energy=energy, k=s.k, window=s.window, temperature=s.temperature, cache=s.cache, generator=generator,
-                noise_removal=s.noise_removal, top_p=s.top_p, device=device, progress=progress, **s.sampler_options())
+                noise_removal=s.noise_removal, top_p=s.top_p, device=device, progress=progress, **s.sampler_options(),
+                **({"graph": True} if s.graph else {}))
 
 
 def settings_record(bundle: DenoiserBundle, s: SampleSettings, energy, denoiser, *, length: int,

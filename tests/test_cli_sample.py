@@ -61,6 +61,19 @@ def test_mdlm_writes_jsonl_and_prints_samples(capsys, tmp_path, ckpts):
     assert [r["tokens"] for r in _read(tmp_path / "again.jsonl")] == [r["tokens"] for r in rows]
 
 
+def test_graph_samples_plain_mdlm_and_records_it(capsys, tmp_path, ckpts):
+    out = tmp_path / "g.jsonl"
+    assert main(_argv(ckpts, out, "--graph", "--seed", "3")) == 0
+    rows = _read(out)
+    assert len(rows) == 3 and all(len(r["tokens"]) == L and 0 < r["nfe_denoiser"] <= 5 for r in rows)
+    assert rows[0]["settings"]["graph"] is True
+    capsys.readouterr()
+    (tmp_path / "refused").mkdir()
+    err_out = tmp_path / "refused" / "e.jsonl"  # refused before any model loads: EDLM runs in the eager loop
+    _fails_cleanly(capsys, _argv(ckpts, err_out, "--graph", "--energy", f"ar:{ckpts / 'ar'}", "--k", "2"), err_out,
+                   "samples plain MDLM")
+
+
 def test_edlm_ar_and_semi_ar(capsys, tmp_path, ckpts):
     out = tmp_path / "s.jsonl"
     argv = _argv(ckpts, out, "--energy", f"ar:{ckpts / 'ar'}", "--k", "4", "--window", "0.2", "1.0",
@@ -97,6 +110,7 @@ def _fails_cleanly(capsys, argv, out, fragment):
     (["--no-freeze"], "freeze=False (--no-freeze) only applies with compile=True (--compile)"),
     (["--no-cuda-graphs"], "cuda_graphs=False (--no-cuda-graphs) only applies with compile=True (--compile)"),
     (["--dtype", "int8"], "unsupported dtype 'int8'"),
+    (["--graph", "--top-p", "0.9"], "samples plain MDLM"),
 ])
 def test_bad_settings(capsys, tmp_path, ckpts, extra, fragment):
     out = tmp_path / "out.jsonl"

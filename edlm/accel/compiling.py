@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils import _pytree
 
-__all__ = ["GRAPH_OUTPUT_BYTES", "INFERENCE_OPTIONS", "PERSISTENT_PREFERENCE", "compile_networks", "compiled_target",
-           "is_compiled", "prefer_persistent"]
+__all__ = ["GRAPH_OUTPUT_BYTES", "INFERENCE_OPTIONS", "PERSISTENT_PREFERENCE", "compile_cache_dir", "compile_networks",
+           "compiled_target", "is_compiled", "prefer_persistent"]
 
 
 INFERENCE_OPTIONS = {"triton.multi_kernel": 1}
@@ -69,6 +70,18 @@ def prefer_persistent(call_cls=None) -> None:
     call_cls._edlm_prefers_persistent = True
 
 
+def compile_cache_dir() -> Path:
+    """Where compiled networks are kept for the next process: ``$TORCHINDUCTOR_CACHE_DIR`` if set, else
+    ``<edlm cache>/compile/inductor`` (the packed data's root, ``$EDLM_CACHE_DIR`` or ``~/.cache/edlm``), set as that
+    variable, and Triton's kernels beside it (``$TRITON_CACHE_DIR``, else ``<edlm cache>/compile/triton``). Inductor's FX-graph and
+    AOTAutograd caches live there: a later process compiling the same network at the same shapes loads its kernels
+    instead of generating and building them. Called by `compile_networks` and ``compile_draws``; delete the folder to
+    clear it (a torch or triton upgrade changes the keys, so stale entries are never read)."""
+    root = Path(os.environ.get("EDLM_CACHE_DIR") or Path.home() / ".cache" / "edlm") / "compile"
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
+    return Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor")))
+
+
 GRAPH_OUTPUT_BYTES = 64 * 2**20
 """With ``compile_networks(..., cuda_graphs=True)``, calls whose outputs add up to at most this many bytes replay a
 CUDA graph (the output is copied out of the graph's buffer on every call): an energy's (N,) or (N, L) scores. A
@@ -108,6 +121,7 @@ def compile_networks(*networks, mode: str | None = None, options: dict | None = 
             changes are seen, a parameter replaced by another tensor is not. Each signature keeps a memory pool
             of one forward's activations. Other calls (autograd on, CPU, large outputs) run as before.
     """
+    compile_cache_dir()
     opts = {}
     if mode not in (None, "default"):
         from torch._inductor import list_mode_options  # here: importing inductor takes ~1 s
@@ -168,7 +182,7 @@ class _Graphed:
 
     def __call__(self, *args, **kwargs):
         key = _signature(args, kwargs)
-        if key is None:
+        if key is None or _capturing():  # inside a caller's capture (graph_loop.py): its graph holds this call
             return self.call(*args, **kwargs)
         if key not in self.graphs:
             out, self.graphs[key] = self._record(args, kwargs)
@@ -227,6 +241,10 @@ class _Capture:
 
 
 _Graphed.capture = _Capture
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _on_gpu(t: torch.Tensor) -> bool:

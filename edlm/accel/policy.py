@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["half_cuda_inference", "pads_output_gemm", "reveals_on_side_stream", "fast_draw"]
+__all__ = ["half_cuda_inference", "pads_output_gemm", "reveals_on_side_stream", "fast_draw", "captures_steps"]
 
 _HALF = (torch.bfloat16, torch.float16)
 
@@ -39,4 +39,10 @@ def fast_draw(device: torch.device) -> bool:
     """On a CUDA device several draws per row take the fast exact draw (float32 block bounds, `block_bounds`, and an
     exact float64 accept / redraw): there float64 exps cost ~25 times float32's; on a CPU about twice, and the eager
     float64 inversion makes fewer temporaries."""
+    return device.type == "cuda"
+
+
+def captures_steps(device: torch.device) -> bool:
+    """On a CUDA device ``generate(..., graph=True)`` captures its planned step as a CUDA graph and replays it (one
+    launch per step instead of the denoiser's and the draw's kernels); elsewhere the same step runs eagerly."""
     return device.type == "cuda"

@@ -170,6 +170,8 @@ def _plot(path: Path, rows: list[dict], x_key: str, y_key: str, xlabel: str, yla
     series = _series(rows, x_key, y_key)
     fig, ax = plt.subplots(figsize=(8.0, 5.2), dpi=130)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(series) > len(colors):  # more methods than the cycle's 10 colours: no two series may share one
+        colors = [plt.get_cmap("tab20")(i % 20) for i in range(len(series))]
     markers = "osD^v<>ph*"
     for i, (method, (xs, ys, es, ts)) in enumerate(series.items()):
         ax.errorbar(xs, ys, yerr=es if any(es) else None, label=method, color=colors[i % len(colors)],

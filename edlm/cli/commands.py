@@ -77,7 +77,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, batch_size=args.batch_size, length=args.length, steps=args.steps, k=args.k,
         window=tuple(args.window), temperature=args.temperature, seed=args.seed, top_p=args.top_p, stride=args.stride,
         sampler=args.sampler, particles=args.particles, ess_threshold=args.ess_threshold, budget=args.budget,
-        k_choices=tuple(args.k_choices), remask_eta=args.remask_eta, remask_window=tuple(args.remask_window))
+        k_choices=tuple(args.k_choices), remask_eta=args.remask_eta, remask_window=tuple(args.remask_window),
+        graph=args.graph)
     conditions = conditional.conditions_from_flags(args.prompt, args.prompt_file, args.infill, args.max_new_tokens,
                                                    not args.no_stop_at_eos, args.length)  # None: unconditional
     spec = loading.parse_energy_spec(args.energy)

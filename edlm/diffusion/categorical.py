@@ -84,6 +84,10 @@ def compile_draws(enable: bool = True) -> None:
     float64 tensor is written. Same arithmetic and the same draws as the eager path
     (tests/diffusion/test_categorical.py)."""
     global _compiled_draw, _compiled_fast, _cumsum_op
+    if enable:
+        from edlm.accel.compiling import compile_cache_dir
+
+        compile_cache_dir()
     if enable and _cumsum_op is None:
         _cumsum_op = torch.library.custom_op("edlm::cumsum_last", mutates_args=())(_cumsum_last)
         _cumsum_op.register_fake(torch.empty_like)

@@ -144,6 +144,7 @@ class _ReplayedCapture(compiling._Capture):
     into the same output buffers on every replay."""
 
     captures = 0
+    replays = 0
 
     def _capture(self, call, args, kwargs):
         type(self).captures += 1
@@ -151,6 +152,7 @@ class _ReplayedCapture(compiling._Capture):
         return self._call()
 
     def _replay(self):
+        type(self).replays += 1
         for buf, new in zip(_pytree_leaves(self.outputs), _pytree_leaves(self._call())):
             buf.copy_(new)
 
@@ -221,6 +223,21 @@ def test_graphed_call_leaves_large_outputs_and_failed_captures_ungraphed(graphed
         assert list(g.graphs.values()) == [None]
 
 
+def test_graphed_call_inside_a_callers_capture_runs_plainly(graphed, monkeypatch):
+    """generate(graph=True) captures whole steps: a network call inside that capture neither captures a graph of
+    its own nor replays one (a replay cannot be recorded into another capture)."""
+    g = graphed(lambda x: x * 3)
+    x = torch.ones(4)
+    with torch.no_grad():
+        g(x), g(x)  # captured, then replayed
+        assert _ReplayedCapture.captures == 1
+        monkeypatch.setattr(compiling, "_capturing", lambda: True)
+        replays = _ReplayedCapture.replays
+        torch.testing.assert_close(g(torch.full((4,), 2.0)), torch.full((4,), 6.0))
+        torch.testing.assert_close(g(torch.ones(5)), torch.full((5,), 3.0))  # a new signature: not captured either
+        assert _ReplayedCapture.captures == 1 and _ReplayedCapture.replays == replays and len(g.graphs) == 1
+
+
 def test_cuda_graphs_leave_cpu_calls_as_they_are():
     torch._dynamo.reset()
     net, ref = _tiny("nce"), _tiny("nce")
@@ -259,3 +276,16 @@ def test_prefer_persistent_keeps_the_persistent_version_unless_the_looped_one_is
     assert _FakeMultiKernelCall(timings=[0.100, 0.110]).run() == 0
     assert [p["kept"] for p in compiling.MULTI_KERNEL_PICKS] == [1, 0, 0]
     assert compiling.MULTI_KERNEL_PICKS[0]["ms"] == [0.100, 0.110]
+
+
+def test_compile_cache_lives_under_the_edlm_cache_unless_set(tmp_path, monkeypatch):
+    from edlm.accel.compiling import compile_cache_dir
+
+    monkeypatch.setenv("EDLM_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    assert compile_cache_dir() == tmp_path / "compile" / "inductor"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile" / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "compile" / "triton")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # a user's own choice is kept
+    assert compile_cache_dir() == tmp_path / "mine"

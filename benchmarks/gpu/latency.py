@@ -1,0 +1,201 @@
+"""Small-batch latency of ``generate`` on one GPU: seconds per call, per step, and against the denoiser's own forward.
+
+MDLM-small shapes (DiT 12 x 768, L = 1024, vocab 50 258; AR and NCE networks of the same size), random weights, bf16,
+compiled as ``edlm sample --compile`` compiles them. For each batch size B and step count T it times
+
+- MDLM with the eager loop (``graph=False``) and with the planned, graph-replayed loop (``graph=True``);
+- EDLM-AR and EDLM-NCE with k = 2 over the window [0.8, 1] (eager loop), at B = 1;
+
+each the median of ``--repeats`` calls after one warm-up call, beside the denoiser's forward at (B, L) timed alone
+(median of 20). "per step" is the call's seconds over its denoiser calls; "÷ forward" is that over the forward.
+With ``--first-call`` it also starts fresh processes one after the other, each compiling the denoiser and sampling
+T = 8 steps with ``graph=True``, and reports the seconds to build the networks and to the end of that first call:
+cold (empty compile caches) and warm (the caches the process before wrote; ``edlm.accel.compiling.compile_cache_dir``),
+for frozen and unfrozen compiles (a frozen graph is not served from inductor's cache).
+
+    python benchmarks/gpu/latency.py --out runs/latency [--batch-sizes 1,8,32] [--steps 128,1024] [--first-call]
+
+Writes ``latency.json`` and ``latency.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from edlm import generate
+from edlm.accel.compiling import compile_networks
+from edlm.bench.speed_models import build_networks, speed_config
+from edlm.diffusion.categorical import compile_draws
+from edlm.energy.ar_energy import AREnergy
+from edlm.eval.speed import time_calls
+
+WINDOW = (0.8, 1.0)
+
+
+def _median_call(fn, repeats: int) -> tuple[float, object]:
+    fn()  # warm-up: compiles this shape, captures nothing yet
+    secs, out = [], None
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        secs.append(time.perf_counter() - t0)
+    return statistics.median(secs), out
+
+
+def _generate(nets, cfg, B: int, T: int, energy, graph: bool, device):
+    gen = torch.Generator(device=device).manual_seed(0)
+    return generate(nets.denoiser, cfg.length, B, cfg.mask_id, cfg.mask_id, T, energy,
+                    k=2 if energy is not None else 1, window=WINDOW, generator=gen, device=device, graph=graph,
+                    energy_batch_size=2 * B if energy is not None else None)
+
+
+def measure(batch_sizes, steps_list, repeats: int, device, save=None) -> list[dict]:
+    """The timed rows; ``save(rows)`` after each (a run that is stopped keeps what it measured)."""
+    cfg = speed_config("small")
+    nets = build_networks(cfg, device)
+    compile_networks(nets.denoiser, nets.ar, nets.nce, freeze=True, cuda_graphs=True)
+    compile_draws()
+    L, m = cfg.length, cfg.mask_id
+    energies = {"EDLM-AR": AREnergy(nets.ar, m), "EDLM-NCE": nets.nce}
+    rows = []
+    for B in batch_sizes:
+        x = torch.full((B, L), m, device=device)
+        t = torch.ones(B, device=device)
+        with torch.no_grad():
+            fwd = statistics.median(time_calls(partial(nets.denoiser, x, t), device, warmup=3, repeats=20))
+        for T in steps_list:
+            runs = [("MDLM", None, False), ("MDLM graph", None, True)]
+            if B == 1:
+                runs += [(name, e, False) for name, e in energies.items()]
+            for name, energy, graph in runs:
+                reps = repeats if T * B <= 8192 else max(1, repeats // 2)
+                secs, out = _median_call(partial(_generate, nets, cfg, B, T, energy, graph, device), reps)
+                row = {"method": name, "B": B, "T": T, "seconds": secs, "nfe_denoiser": out.nfe_denoiser,
+                       "nfe_energy": out.nfe_energy, "per_step_ms": 1e3 * secs / out.nfe_denoiser,
+                       "forward_ms": 1e3 * fwd, "repeats": reps}
+                row["over_forward"] = row["per_step_ms"] / row["forward_ms"]
+                rows.append(row)
+                if save is not None:
+                    save(rows)
+                print(f"{name:10s} B={B:3d} T={T:5d}: {secs:7.3f} s  {row['per_step_ms']:7.2f} ms/step "
+                      f"(NFE {out.nfe_denoiser}/{out.nfe_energy})  forward {row['forward_ms']:.2f} ms  "
+                      f"x{row['over_forward']:.2f}", flush=True)
+    return rows
+
+
+_CHILD = r"""
+import time, torch
+t0 = time.perf_counter()
+from edlm import generate
+from edlm.accel.compiling import compile_networks
+from edlm.bench.speed_models import build_networks, speed_config
+from edlm.diffusion.categorical import compile_draws
+cfg = speed_config("small"); dev = torch.device("cuda")
+nets = build_networks(cfg, dev)
+compile_networks(nets.denoiser, freeze=FREEZE, cuda_graphs=True); compile_draws()
+built = time.perf_counter()
+generate(nets.denoiser, cfg.length, 1, cfg.mask_id, cfg.mask_id, 8, generator=torch.Generator(device=dev).manual_seed(0),
+         device=dev, graph=True)
+torch.cuda.synchronize()
+print("FIRST", built - t0, time.perf_counter() - built)
+"""
+
+
+def first_call(cache_root: Path, freeze: bool) -> list[dict]:
+    """Two fresh processes in turn, sharing the compile caches under ``cache_root``: seconds to build the networks
+    and seconds of the first ``generate`` call (compiling included)."""
+    env = dict(os.environ, EDLM_CACHE_DIR=str(cache_root))
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # compile_cache_dir() puts both under cache_root
+        env.pop(name, None)
+    rows = []
+    for label in ("cold", "warm"):
+        t0 = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", _CHILD.replace("FREEZE", str(freeze))], env=env,
+                             capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        line = [ln for ln in res.stdout.splitlines() if ln.startswith("FIRST")]
+        if res.returncode or not line:
+            rows.append({"cache": label, "freeze": freeze, "error": res.stderr[-2000:]})
+            continue
+        build, first = map(float, line[0].split()[1:])
+        rows.append({"cache": label, "freeze": freeze, "build_s": build, "first_call_s": first, "process_s": wall})
+        print(f"first call, freeze={freeze}, {label} cache: build {build:.1f} s, first generate {first:.1f} s, "
+              f"process {wall:.1f} s", flush=True)
+    return rows
+
+
+def render(result: dict) -> str:
+    commands = result.get("commands") or [result["command"]]
+    lines = [f"# Small-batch latency ({result['card']}, torch {result['torch']}, {result['date']})", "",
+             *[f"`{c}`" for c in commands], "",
+             "| method | B | T | s / call | denoiser calls | ms / step | forward ms | step ÷ forward |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result.get("rows", []):
+        lines.append(f"| {r['method']} | {r['B']} | {r['T']} | {r['seconds']:.3f} | {r['nfe_denoiser']} | "
+                     f"{r['per_step_ms']:.2f} | {r['forward_ms']:.2f} | {r['over_forward']:.2f} |")
+    if result.get("first_call"):
+        lines += ["", "| compile | cache | build s | first call s (compile + T = 8) | process s |",
+                  "|---|---|---:|---:|---:|"]
+        for r in result["first_call"]:
+            kind = "frozen" if r["freeze"] else "not frozen"
+            if "error" in r:
+                lines.append(f"| {kind} | {r['cache']} | error | | |")
+            else:
+                lines.append(f"| {kind} | {r['cache']} | {r['build_s']:.1f} | {r['first_call_s']:.1f} | "
+                             f"{r['process_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/latency", help="directory for latency.json and latency.md")
+    p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated B")
+    p.add_argument("--steps", default="128,1024", help="comma-separated T")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per row (halved for the longest rows)")
+    p.add_argument("--first-call", action="store_true", help="also time the first call of two fresh processes")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/gpu/latency.py needs a CUDA device.")
+    device = torch.device("cuda")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"card": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+              "command": "python benchmarks/gpu/latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    if args.first_call:  # first: the child processes must not share the GPU with this one's networks
+        result["first_call"] = []
+        for freeze in (False, True):
+            root = Path(tempfile.mkdtemp(prefix="edlm-cache-"))
+            try:
+                result["first_call"] += first_call(root, freeze)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+
+    def save(rows):
+        result["rows"] = rows
+        (out / "latency.json").write_text(json.dumps(result, indent=1))
+        (out / "latency.md").write_text(render(result))
+
+    save(measure([int(b) for b in args.batch_sizes.split(",")], [int(t) for t in args.steps.split(",")],
+                 args.repeats, device, save))
+    print(render(result))
+
+
+if __name__ == "__main__":
+    main()
