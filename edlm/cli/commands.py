@@ -145,19 +145,33 @@ def cmd_eval_dna(args: argparse.Namespace) -> int:
 
 def cmd_eval_genppl(args: argparse.Namespace) -> int:
     from edlm.bench.records import read_sample_energies, read_sample_texts
+    from edlm.bench.scoring import BOOTSTRAP_RESAMPLES
     from edlm.eval import entropy_report, generative_perplexity, load_judge
+    from edlm.eval.bootstrap import bootstrap_gen_ppl
     from edlm.eval.gen_ppl import check_judge_independent, parse_judges
+    from edlm.eval.repetition import repetition_report
     from edlm.loading import resolve_device
 
     texts, tokens = read_sample_texts(args.samples)
+    reference = read_sample_texts(args.reference)[0] if args.reference else None  # read before any judge loads
     judges = parse_judges(args.judge)
     for name in judges:  # judge ≠ energy: every judge checked before any loads
         check_judge_independent(name, read_sample_energies(args.samples))
     for name in judges:
         judge = load_judge(name, device=resolve_device(args.device))
-        print(generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length,
-                                    progress=not args.no_progress))
+        g = generative_perplexity(texts, judge, batch_size=args.batch_size, max_length=args.max_length,
+                                  progress=not args.no_progress)
+        ci = bootstrap_gen_ppl(g.per_sample_nll, g.per_sample_tokens, BOOTSTRAP_RESAMPLES)
+        print(f"{g}; 95 % interval [{ci.low:.2f}, {ci.high:.2f}] (bootstrap over samples)")
+        if reference is not None:
+            from edlm.eval.mauve_score import judge_features, mauve_from_features
+
+            feats = [judge_features([t for t in x if t], judge, batch_size=args.batch_size) for x in (texts, reference)]
+            print(f"MAUVE against {args.reference} ({len(reference)} texts), {judge.name} features: "
+                  f"{mauve_from_features(*feats):.3f}")
     print(entropy_report(tokens) if tokens else "unigram entropy: n/a (the records hold no `tokens`)")
+    if tokens:
+        print(repetition_report(tokens))
     return 0
 
 

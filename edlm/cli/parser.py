@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "GC content, k-mer spectrum Jensen-Shannon distance to held-out sequence (k = 1..6) "
                                 "and open reading frames on both strands, of sample files and of real and shuffled "
                                 "held-out windows (ceiling and floor), with bootstrap intervals over sequences."))
-    g = _command(metrics, "genppl", "gen-PPL of samples under a judge LM, with unigram entropy")
+    g = _command(metrics, "genppl", "gen-PPL of samples under a judge LM (95 %% interval), unigram entropy, repetition "
+                 "and, with --reference, MAUVE")
     g.add_argument("samples", help="JSONL of samples with a `text` field (edlm sample --out, or a sweep's "
                    "samples/<cell>.jsonl); `tokens` too for the entropy")
     g.add_argument("--judge", default="smollm2",
@@ -274,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--batch-size", type=int, default=16, help="judge windows per forward pass")
     g.add_argument("--max-length", type=int, default=None, help="judge window in tokens (default: its context)")
+    g.add_argument("--reference", default=None, metavar="JSONL",
+                   help="held-out texts (a JSONL with `text`, e.g. a sweep's real-text cell): MAUVE of the samples "
+                        "against them on each judge's features (needs mauve-text)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 

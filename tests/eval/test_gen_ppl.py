@@ -309,3 +309,36 @@ def test_cli_genppl_refuses_a_judge_that_chose_the_samples(tmp_path, capsys, mon
     assert main(["eval", "genppl", str(path), "--judge", "gemma3,smollm2", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "judge 'smollm2' is the energy" in err and "another --judge" in err
+
+
+def test_cli_genppl_reports_interval_repetition_and_mauve_against_a_reference(tiny_judge, tmp_path, capsys,
+                                                                              monkeypatch):
+    """--reference: MAUVE on the judge's features, high against the samples' own law, low against other text."""
+    import json
+    import random
+
+    import edlm.eval
+    from edlm.cli import main
+
+    pytest.importorskip("mauve")
+    monkeypatch.setattr(edlm.eval, "load_judge", lambda name, device="cpu": tiny_judge)
+    rng = random.Random(0)
+    words = "the a cat dog sat on mat and ran far away big small red blue".split()
+
+    def write(path, texts):
+        path.write_text("".join(json.dumps({"text": t, "tokens": [len(w) for w in t.split()]}) + "\n" for t in texts))
+        return path
+
+    samples = write(tmp_path / "s.jsonl", [" ".join(rng.choices(words, k=12)) for _ in range(60)])
+    same = write(tmp_path / "same.jsonl", [" ".join(rng.choices(words, k=12)) for _ in range(60)])
+    other = write(tmp_path / "other.jsonl", [" ".join(["river house tree old new"] * 2) for _ in range(60)])
+    found = {}
+    for name, ref in (("same", same), ("other", other)):
+        assert main(["eval", "genppl", str(samples), "--device", "cpu", "--no-progress", "--reference", str(ref)]) == 0
+        out = capsys.readouterr().out
+        ppl = float(out.split("gen-PPL")[1].split()[0].strip(":= "))
+        low, high = (float(v) for v in out.split("95 % interval [")[1].split("]")[0].split(","))
+        assert low <= ppl <= high
+        assert "repeated n-grams" in out and "unigram entropy" in out
+        found[name] = float(out.split("features: ")[1].split()[0])
+    assert found["same"] > 0.8 > 0.3 > found["other"], found
