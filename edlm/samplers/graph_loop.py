@@ -120,7 +120,8 @@ class _Step:
             torch.cuda.synchronize(self.x.device)
             return False
         finally:  # a capture records without running, but restore the state in case a kernel ran
-            self.x.copy_(saved[0]), self.counter.copy_(saved[1]), self.faults.copy_(saved[2])
+            for tensor, before in zip((self.x, self.counter, self.faults), saved):
+                tensor.copy_(before)
         self.graph = graph
         return True
 
@@ -155,9 +156,8 @@ def generate_graphed(denoiser, x: Tensor, steps: int, *, vocab_size: int, mask_i
         bar = progress
     done = 0
     for i in range(n):
-        if i == 1 and captures_steps(device):
-            if device.type == "cuda":  # the first step ran on this stream: the capture's side stream waits for it
-                torch.cuda.current_stream(device).synchronize()
+        if i == 1 and captures_steps(device):  # after one eager step (it compiled and initialised what it uses)
+            torch.cuda.current_stream(device).synchronize()
             step.capture()
         step.run()
         if bar is not None:
