@@ -72,6 +72,7 @@ class ReferenceConfig:
     """The reference rows drawn as horizontal lines: real text and AR-model samples."""
 
     real_text: bool = True  # chunks of held-out text, `length` tokens each, num_samples of them
+    shuffled_text: bool = False  # the same chunks with their words shuffled: fluent-looking nonsense, a floor to clear
     corpus: str | None = None  # a corpus preset or path; None = the denoiser's training corpus (its config)
     split: str = "valid"  # never the training split
     ar_samples: bool = True  # left-to-right samples of an AR model (edlm.baselines.ar_sampler)
@@ -270,7 +271,7 @@ def load_sweep_config(path: str | os.PathLike | None, overrides: Iterable[str] =
 class Cell:
     """One point of the sweep (or a reference row): everything that determines its samples."""
 
-    kind: str  # "diffusion" | "ar_samples" | "real_text"
+    kind: str  # "diffusion" | "ar_samples" | "real_text" | "shuffled_text"
     num_samples: int
     length: int | None  # None = the denoiser's L (resolved when the models load; part of the key as null)
     denoiser: str
@@ -283,7 +284,7 @@ class Cell:
     seed: int = 0
     batch_size: int | None = None  # diffusion and AR samples: sequences per call (it fixes the random stream)
     cache: bool = True
-    source: str | None = None  # real text: "corpus:split"; AR samples: the AR model's spec
+    source: str | None = None  # real / shuffled text: "corpus:split"; AR samples: the AR model's spec
     sampler: str = DEFAULT_SAMPLER  # importance | smc | adaptive | remask
     particles: int = DEFAULT_PARTICLES  # smc
     ess_threshold: float = DEFAULT_ESS_THRESHOLD  # smc
@@ -326,6 +327,8 @@ class Cell:
         prompt = f"-p{self.prompt_tokens}" if self.prompt_tokens else ""
         if self.kind == "real_text":
             return f"ref-real-text{prompt}"
+        if self.kind == "shuffled_text":
+            return f"ref-shuffled-text-s{self.seed}"
         if self.kind == "ar_samples":
             return f"ref-ar-samples{prompt}-s{self.seed}"
         name = re.sub(r"[^A-Za-z0-9]+", "_", self.energy)
@@ -348,6 +351,8 @@ class Cell:
         """The line this cell belongs to in plots and tables (every setting but steps and seed)."""
         if self.kind == "real_text":
             return f"real text ({self.source})"
+        if self.kind == "shuffled_text":
+            return f"real text, words shuffled ({self.source})"
         if self.kind == "ar_samples":
             return "AR samples"
         if self.sampler == "remask":

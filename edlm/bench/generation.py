@@ -97,8 +97,10 @@ def generate_cell(cell: Cell, models: SweepModels) -> tuple[list[dict], dict]:
                           f"({min(length, bundle.length)} tokens), got {P}.")
     windows = held_out_windows(cell.prompts, bundle, min(length, bundle.length), cell.num_samples) if P else None
     reset_peak_memory(device)
-    if cell.kind == "real_text":
+    if cell.kind in ("real_text", "shuffled_text"):
         tokens = windows.tolist() if P else _real_text(cell, bundle, length)
+        if cell.kind == "shuffled_text":
+            tokens = shuffle_words(tokens, bundle.tokenizer, length, cell.seed)
         seconds, nfe_d, nfe_e = None, 0, 0
     elif cell.kind == "ar_samples":
         tokens, seconds, nfe_d = _ar_samples(cell, models, length, None if windows is None else windows[:, :P])
@@ -173,6 +175,21 @@ def _real_text(cell: Cell, bundle, length: int) -> list[list[int]]:
     # one long document (tinyshakespeare's valid split is one stream) must give all chunks
     ref = real_text_reference(texts, length, bundle.tokenizer, cell.num_samples, chunks_per_text=cell.num_samples)
     return ref.tokens.tolist()
+
+
+def shuffle_words(tokens: list[list[int]], tokenizer, length: int, seed: int) -> list[list[int]]:
+    """Each chunk decoded, its whitespace-separated words put in a random order (``random.Random(seed)``) and joined by
+    spaces, then tokenized again (at most ``length`` tokens): the corpus's own words and unigram statistics without
+    their order. A judge should find real text far more likely; samples that score near this are word salad."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for t in tokens:
+        words = tokenizer.decode(t, skip_special_tokens=True).split()
+        rng.shuffle(words)
+        out.append(tokenizer.encode(" ".join(words), add_special_tokens=False)[:length])
+    return out
 
 
 def _ar_samples(cell: Cell, models: SweepModels, length: int,

@@ -26,14 +26,20 @@ def expand_cells(cfg: SweepConfig, corpus: str | None = None) -> list[Cell]:
     cells: list[Cell] = []
     ref = cfg.reference
     src = ref.corpus or corpus
-    if src is None and (ref.real_text or cfg.prompt_tokens):
-        needs = "reference.real_text" if ref.real_text else "prompt_tokens"
-        raise ConfigError(f"{needs} needs reference.corpus: the denoiser's checkpoint does not name its training "
+    if ref.shuffled_text and cfg.prompt_tokens:
+        raise ConfigError("reference.shuffled_text applies to unconditional sweeps; set it false with prompt_tokens.")
+    wanted = [name for name, on in (("reference.real_text", ref.real_text), ("reference.shuffled_text",
+                                                                             ref.shuffled_text),
+                                    ("prompt_tokens", cfg.prompt_tokens)) if on]
+    if src is None and wanted:
+        raise ConfigError(f"{wanted[0]} needs reference.corpus: the denoiser's checkpoint does not name its training "
                           "corpus (or is not on this machine); set reference.corpus=NAME_OR_PATH.")
     if cfg.prompt_tokens:  # prefix completion: every cell continues the same held-out prompts
         common.update(prompt_tokens=cfg.prompt_tokens, prompts=f"{src}:{ref.split}")
     if ref.real_text:
         cells.append(Cell("real_text", **common, source=f"{src}:{ref.split}"))
+    if ref.shuffled_text:
+        cells.append(Cell("shuffled_text", **common, seed=ref.seed, source=f"{src}:{ref.split}"))
     ar_spec = cfg.ar_reference_spec()
     if ref.ar_samples:
         if ar_spec is None:

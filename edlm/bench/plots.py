@@ -59,7 +59,7 @@ def _describe(rows: list[dict]) -> dict:
     def distinct(key, sel=rows):
         return list(dict.fromkeys(str(r.get(key)) for r in sel if r.get(key) is not None))
 
-    gen_rows = [r for r in rows if r["kind"] != "real_text"] or rows
+    gen_rows = [r for r in rows if r["kind"] not in ("real_text", "shuffled_text")] or rows
     dates = sorted(r["date"] for r in rows if r.get("date"))
     return {
         "hardware": distinct("hardware", gen_rows),

@@ -252,3 +252,29 @@ def test_plots_and_tables_cover_every_judge(tmp_path, single_run):
     assert "mauve_vs_steps.png" in paths and "mauve_vs_steps-judge_b.png" in paths
     md = (tmp_path / "results.md").read_text()
     assert md.count("- judge: **fake-gpt2**") == 1 and md.count("- judge: **judge b**") == 1
+
+
+def test_shuffled_text_row_holds_the_real_chunks_words_in_another_order(tmp_path, sweep_cfg, fake_judge):
+    """reference.shuffled_text: a reference row of the real-text chunks with their words shuffled, scored as a
+    floor (a judge finds it less likely than the real text)."""
+    cfg = sweep_cfg("reference.shuffled_text=true", "reference.ar_samples=false", "grid.steps=[2]",
+                    "grid.energy=[none]")
+    assert [c.kind for c in expand_cells(cfg)][:2] == ["real_text", "shuffled_text"]
+    run_sweep(cfg, tmp_path, judge=fake_judge, progress=False, plot=False)
+    rows = {r["kind"]: r for r in read_results(tmp_path)}
+    real, shuffled = (rows[k] for k in ("real_text", "shuffled_text"))
+    assert shuffled["method"].startswith("real text, words shuffled") and shuffled["gen_ppl"] > 0
+    texts = {k: [s["text"] for s in read_samples(tmp_path / "samples" / f"{rows[k]['cell_key']}.jsonl")[1]]
+             for k in ("real_text", "shuffled_text")}
+    assert len(texts["real_text"]) == len(texts["shuffled_text"]) == 4
+    for a, b in zip(texts["real_text"], texts["shuffled_text"]):
+        assert sorted(a.split()) == sorted(b.split())  # the same words (up to the re-tokenized chunk's end)
+    assert texts["real_text"] != texts["shuffled_text"]
+    assert real["cell_key"] != shuffled["cell_key"]
+
+
+def test_shuffled_text_is_refused_with_prompts(sweep_cfg):
+    from edlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shuffled_text applies to unconditional sweeps"):
+        expand_cells(sweep_cfg("reference.shuffled_text=true", "prompt_tokens=4"))
