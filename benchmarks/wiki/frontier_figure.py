@@ -2,7 +2,8 @@
 
 MDLM is the line over its step counts; every other sampler family is a set of markers (each labelled with its T).
 The dashed lines mark the target: MDLM at T = 128's gen-PPL (horizontal) reached in at most 1 / 1.5 of its time
-(vertical), so a point in the lower-left box meets it under that judge. Error bars: 95 % bootstrap intervals.
+(vertical), so a point in the lower-left box meets it under that judge; the dotted line, where the sweep has the row, is
+held-out text with its words shuffled. Error bars: 95 % bootstrap intervals.
 
     python benchmarks/wiki/frontier_figure.py benchmarks/results/wiki_frontier [--out FILE.png]
 
@@ -46,7 +47,7 @@ def load(results: Path) -> dict[str, dict[str, dict]]:
     with open(results, encoding="utf-8") as fh:
         for line in fh:
             r = json.loads(line)
-            if r.get("gen_ppl") is not None and r.get("kind") == "diffusion":
+            if r.get("gen_ppl") is not None and r.get("kind") in ("diffusion", "shuffled_text"):
                 out[r["judge"]][r["cell_key"]] = r
     return out
 
@@ -63,6 +64,11 @@ def draw(rows: dict[str, dict[str, dict]], path: Path) -> Path:
         cells = rows[judge]
         ref = next((r for k, r in cells.items() if k.startswith("mdlm-T128")), None)
         by_family: dict[str, list[dict]] = defaultdict(list)
+        for r in cells.values():
+            if r["kind"] == "shuffled_text":  # the floor: held-out text with its words shuffled
+                ax.axhline(r["gen_ppl"], color="tab:red", linestyle=":", linewidth=1.2)
+                ax.annotate("real text, words shuffled", (0.01, r["gen_ppl"]), xycoords=("axes fraction", "data"),
+                            textcoords="offset points", xytext=(0, 3), fontsize=7, color="tab:red")
         for key, r in cells.items():
             fam = family(key)
             if fam is not None:
