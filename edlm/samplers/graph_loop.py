@@ -36,7 +36,7 @@ from edlm.accel.policy import captures_steps
 from edlm.diffusion.categorical import draw_rows, uniform64
 from edlm.diffusion.subs import SubsLogProbs, raise_on_faults
 from edlm.samplers.ancestral import AncestralSampler
-from edlm.samplers.base import GenerateOutput
+from edlm.samplers.base import GenerateOutput, Ticks
 
 __all__ = ["plan_reveals", "generate_graphed"]
 
@@ -147,35 +147,19 @@ def generate_graphed(denoiser, x: Tensor, steps: int, *, vocab_size: int, mask_i
     out = GenerateOutput(tokens=x, nfe_denoiser=0, nfe_energy=0, steps=steps)
     step = _Step(denoiser, x, plan, vocab_size, mask_id)
     n = plan.steps.numel()
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="sampling", unit="step", leave=False)
-    elif progress:
-        bar = progress
-    done = 0
+    ticks = Ticks(progress, steps)
     for i in range(n):
         if i == 1 and captures_steps(device):  # after one eager step (it compiled and initialised what it uses)
             torch.cuda.current_stream(device).synchronize()
             step.capture()
         step.run()
-        if bar is not None:
-            bar.update(int(plan.steps[i]) + 1 - done)
-            done = int(plan.steps[i]) + 1
-    if bar is not None:
-        bar.update(steps - done)
-        if progress is True:
-            bar.close()
+        ticks.update(int(plan.steps[i]) + 1 - ticks.done)  # the skipped steps before this one count as done
+    ticks.finish()
     out.nfe_denoiser = n
     if plan.left:  # noise removal (SPEC 1.6): the argmax of x_θ at the positions no step revealed
         t_end = torch.full((x.shape[0],), float(timesteps[-1]), device=device)
         x = sampler.finish(SubsLogProbs(denoiser(x, t_end), x, mask_id), x)
         out.nfe_denoiser += 1
     raise_on_faults(step.faults)
-    out.tokens = x
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    out.seconds = time.perf_counter() - start
-    return out
+    return out.done(x, start, device)
 

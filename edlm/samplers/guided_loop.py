@@ -10,36 +10,13 @@ from torch import Tensor
 
 from edlm.diffusion.subs import raise_on_faults
 from edlm.samplers.adaptive import PRIOR_DISAGREEMENT, AdaptiveSampler
-from edlm.samplers.base import GenerateOutput
+from edlm.samplers.base import GenerateOutput, Ticks
 from edlm.samplers.calls import NetworkCalls
 from edlm.samplers.remask import RemaskSampler
 from edlm.samplers.smc import SMCSampler
 from edlm.samplers.smc_loop import generate_smc
 
 __all__ = ["generate_guided"]
-
-
-class _Ticks:
-    """One ``update(1)`` of the progress bar per step; ``finish`` adds the steps an early end skipped."""
-
-    def __init__(self, progress, steps: int):
-        self.steps, self.done, self.own = steps, 0, None
-        if progress and not hasattr(progress, "update"):
-            from tqdm.auto import tqdm
-
-            self.own = tqdm(total=steps, desc="sampling", unit="step", leave=False)
-        self.bar = self.own if self.own is not None else (progress or None)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def finish(self) -> None:
-        if self.done < self.steps:
-            self.update(self.steps - self.done)
-        if self.own is not None:
-            self.own.close()
 
 
 def generate_guided(denoiser, energy, x: Tensor, kind: str, steps: int, options: dict, *, vocab_size: int, mask_id: int,
@@ -51,7 +28,7 @@ def generate_guided(denoiser, energy, x: Tensor, kind: str, steps: int, options:
     if energy is None and kind in ("smc", "adaptive"):
         raise ValueError(f"sampler {kind!r} weights proposals by an energy; pass one (--energy), or use "
                          "sampler='importance' for MDLM.")
-    ticks = _Ticks(progress, steps)
+    ticks = Ticks(progress, steps)
     try:
         if kind == "smc":
             sampler = SMCSampler(mask_id, particles=options["particles"], ess_threshold=options["ess_threshold"],
@@ -71,11 +48,7 @@ def generate_guided(denoiser, energy, x: Tensor, kind: str, steps: int, options:
                                     remask_eta=options["remask_eta"], remask_window=options["remask_window"], **common)
             x = _remask(calls, sampler, x, steps, generator, cache, ticks)
         raise_on_faults(calls.faults)
-        out.tokens = x
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        out.seconds = time.perf_counter() - start
-        return out
+        return out.done(x, start, device)
     finally:
         ticks.finish()
 
@@ -90,7 +63,7 @@ def _finish(calls: NetworkCalls, sampler, x: Tensor, log_p_x0, t_end) -> Tensor:
 
 
 def _adaptive(calls: NetworkCalls, sampler: AdaptiveSampler, x: Tensor, steps: int, generator, cache: bool,
-              ticks: _Ticks) -> Tensor:
+              ticks: Ticks) -> Tensor:
     """The adaptive sampler's steps; ``calls.out.energy_spent`` gets each sequence's evaluations."""
     out, mask_id = calls.out, sampler.mask_id
     B, K = x.shape[0], sampler.k
@@ -131,7 +104,7 @@ def _adaptive(calls: NetworkCalls, sampler: AdaptiveSampler, x: Tensor, steps: i
 
 
 def _remask(calls: NetworkCalls, sampler: RemaskSampler, x: Tensor, steps: int, generator, cache: bool,
-            ticks: _Ticks) -> Tensor:
+            ticks: Ticks) -> Tensor:
     """The remasking sampler's steps: an importance-sampled step, then re-masking inside ``remask_window``."""
     out, mask_id, k = calls.out, sampler.mask_id, sampler.k
     B = x.shape[0]

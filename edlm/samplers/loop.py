@@ -14,7 +14,7 @@ from edlm.accel.policy import reveals_on_side_stream
 from edlm.diffusion.schedules import NoiseSchedule
 from edlm.diffusion.subs import SubsLogProbs, raise_on_faults
 from edlm.errors import NumericalError
-from edlm.samplers.base import GenerateOutput
+from edlm.samplers.base import GenerateOutput, Ticks
 from edlm.samplers.importance import ImportanceSampler
 from edlm.samplers.settings import (
     DEFAULT_BUDGET,
@@ -86,25 +86,6 @@ class _Reveals:
                 tensor.record_stream(self.main)  # used by the sampling stream: not reused before it is done with them
             self.main.wait_stream(self.side)
         return at, u
-
-
-class _Advancing:
-    """``range(steps)`` that advances a caller's progress bar by one per step started; ``finish`` adds the steps
-    that an early end (nothing left to reveal) skipped, so a bar shared by several calls stays in step."""
-
-    def __init__(self, bar, steps: int):
-        self.bar, self.steps, self.started = bar, steps, 0
-
-    def __iter__(self):
-        for i in range(self.steps):
-            self.started += 1
-            self.bar.update(1)
-            yield i
-
-    def finish(self) -> None:
-        if self.started < self.steps:
-            self.bar.update(self.steps - self.started)
-            self.started = self.steps
 
 
 def _validate(length, batch_size, vocab_size, mask_id, denoiser, energy):
@@ -299,16 +280,11 @@ def generate(
             raise NumericalError("the energy returned NaN or inf; refusing to turn it into weights.")
         return e
 
-    iterator = range(steps)
-    if progress and not hasattr(progress, "update"):  # True (or any other truthy flag)
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc="sampling", unit="step", leave=False)
-    elif progress:  # the caller's bar (semi-AR: one bar over all its blocks), advanced once per step
-        iterator = _Advancing(progress, steps)
+    ticks = Ticks(progress, steps)  # a bar of its own, the caller's (semi-AR: one over its blocks), or none
     n_masked = int((x == mask_id).sum())  # kept on the host: a plain step reports what it revealed
     reveals = _Reveals(x, mask_id, device)
-    for i in iterator:
+    for i in range(steps):
+        ticks.update(1)
         t, s = timesteps[i], timesteps[i + 1]
         if log_p_x0 is None or not cache:
             log_p_x0 = call_denoiser(x, t)
@@ -347,15 +323,10 @@ def generate(
             if n_masked == 0:
                 break  # every position is revealed: the remaining steps are identities
 
-    if isinstance(iterator, _Advancing):
-        iterator.finish()  # steps skipped after the last reveal count as done
+    ticks.finish()  # steps skipped after the last reveal count as done
     if n_masked:  # noise removal (SPEC 1.6)
         if log_p_x0 is None or not cache:
             log_p_x0 = call_denoiser(x, timesteps[-1])
         x = sampler.finish(log_p_x0, x)
     raise_on_faults(faults)
-    out.tokens = x
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    out.seconds = time.perf_counter() - start
-    return out
+    return out.done(x, start, device)

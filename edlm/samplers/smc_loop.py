@@ -66,9 +66,6 @@ def generate_smc(denoiser, energy, x: Tensor, sampler: SMCSampler, steps: int, *
     pick = sampler.select(log_w, generator)  # (B,)
     chosen = torch.arange(B, device=device) * N + pick
     # a particle's x̂ agrees with its x_t where unmasked and fills what is left: the target's draw (no argmax)
-    out.tokens = x_t[chosen] if x_hat is None else torch.where(x_t[chosen] == mask_id, x_hat[chosen], x_t[chosen])
+    tokens = x_t[chosen] if x_hat is None else torch.where(x_t[chosen] == mask_id, x_hat[chosen], x_t[chosen])
     out.log_z = log_z
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    out.seconds = time.perf_counter() - start
-    return out
+    return out.done(tokens, start, device)

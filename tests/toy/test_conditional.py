@@ -17,7 +17,7 @@ import edlm.samplers.semi_ar as semi_ar
 from edlm import generate
 from edlm.diffusion.schedules import LogLinearSchedule
 from edlm.energy import AREnergy
-from edlm.toy import ToyJoint, ancestral_distribution, total_variation
+from edlm.toy import ToyJoint, ancestral_distribution, total_variation, total_variation_noise
 
 SCH = LogLinearSchedule(eps=0.0)  # α_1 = 0: the last step of the distribution tests reveals everything
 N_SAMPLES = 20_000
@@ -49,18 +49,9 @@ def _sample(toy, fixed, n, steps, seed, **kw):
     return generate(toy, toy.length, n, toy.vocab_size, toy.mask_id, steps, generator=g, x_init=x_init, **kw)
 
 
-def _tv_noise(dist, n, reps=200, seed=0):
-    """Mean and std of TV(empirical of n iid draws from dist, dist): the noise of a perfect sampler."""
-    g = torch.Generator().manual_seed(seed)
-    draws = torch.multinomial(dist.float(), n * reps, replacement=True, generator=g).reshape(reps, n)
-    counts = [torch.bincount(d, minlength=dist.numel()).double() for d in draws]
-    tvs = torch.tensor([total_variation(c / n, dist) for c in counts])
-    return float(tvs.mean()), float(tvs.std())
-
-
 def _tv_bound(dist, n, seed=0):
     """A bound on the TV of n samples from dist to dist that a correct sampler ~never exceeds: mean + 5σ."""
-    mean, std = _tv_noise(dist, n, seed=seed)
+    mean, std = total_variation_noise(dist, n, reps=200, seed=seed)
     return mean + 5 * std
 
 
@@ -186,7 +177,7 @@ def test_mdlm_conditional_many_steps_matches_target(toy, fixed):
     bias = total_variation(q, target)
     out = _sample(toy, fixed, N_SAMPLES, 256, seed=22)
     tv = total_variation(toy.empirical(out.tokens), target)
-    noise, _ = _tv_noise(target, N_SAMPLES)
+    noise, _ = total_variation_noise(target, N_SAMPLES, reps=200)
     print(f"{fixed}: TV(MDLM T=256, target) = {tv:.4f}, noise {noise:.4f}, process bias {bias:.4f}")
     assert bias < 0.002
     assert tv < _tv_bound(target, N_SAMPLES) + bias
