@@ -228,7 +228,8 @@ def readme_commands(path: Path) -> list[str]:
     return commands
 
 
-@pytest.mark.parametrize("path", [REPO / "README.md", REPO / "benchmarks" / "README.md"], ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", [REPO / "README.md", REPO / "benchmarks" / "README.md", REPO / "docs" / "data.md"],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_readme_commands_parse(path):
     commands = readme_commands(path)
     assert commands
