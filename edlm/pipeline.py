@@ -90,7 +90,7 @@ class SampleSettings:
     k_choices: tuple[int, ...] = DEFAULT_K_CHOICES  # adaptive: the k it picks from (1: no energy call)
     remask_eta: float = DEFAULT_REMASK_ETA  # remask: cap on the re-masked fraction per step
     remask_window: tuple[float, float] = DEFAULT_REMASK_WINDOW  # remask: steps starting in it may re-mask
-    graph: bool = False  # plain MDLM with every step planned up front, replayed from a CUDA graph (graph_loop.py)
+    graph: bool = False  # every reveal planned up front, each step replayed from a CUDA graph (graph_loop.py)
 
     def __post_init__(self):
         check_positive_int("num_samples", self.num_samples)
@@ -119,7 +119,7 @@ class SampleSettings:
         refused; so are the samplers that weight by one (smc, adaptive)."""
         if not has_energy and self.sampler in ("smc", "adaptive"):
             raise ValueError(f"sampler {self.sampler!r} weights proposals by an energy; give one (--energy).")
-        check_graph(self.graph, has_energy=has_energy, sampler=self.sampler, top_p=self.top_p)
+        check_graph(self.graph, sampler=self.sampler, top_p=self.top_p)
         if not has_energy and (self.k != DEFAULT_K or self.window != DEFAULT_WINDOW
                                or self.temperature != DEFAULT_TEMPERATURE):
             raise ValueError(f"k, window and temperature only apply with an energy (--energy); got k={self.k}, "

@@ -61,17 +61,21 @@ def test_mdlm_writes_jsonl_and_prints_samples(capsys, tmp_path, ckpts):
     assert [r["tokens"] for r in _read(tmp_path / "again.jsonl")] == [r["tokens"] for r in rows]
 
 
-def test_graph_samples_plain_mdlm_and_records_it(capsys, tmp_path, ckpts):
+def test_graph_samples_mdlm_and_edlm_and_records_it(capsys, tmp_path, ckpts):
     out = tmp_path / "g.jsonl"
     assert main(_argv(ckpts, out, "--graph", "--seed", "3")) == 0
     rows = _read(out)
     assert len(rows) == 3 and all(len(r["tokens"]) == L and 0 < r["nfe_denoiser"] <= 5 for r in rows)
     assert rows[0]["settings"]["graph"] is True
+    edlm_out = tmp_path / "ge.jsonl"  # EDLM-AR: importance-sampled steps planned too
+    assert main(_argv(ckpts, edlm_out, "--graph", "--energy", f"ar:{ckpts / 'ar'}", "--k", "2")) == 0
+    rows = _read(edlm_out)
+    assert all(len(r["tokens"]) == L and r["nfe_energy"] > 0 for r in rows) and rows[0]["settings"]["graph"] is True
     capsys.readouterr()
     (tmp_path / "refused").mkdir()
-    err_out = tmp_path / "refused" / "e.jsonl"  # refused before any model loads: EDLM runs in the eager loop
-    _fails_cleanly(capsys, _argv(ckpts, err_out, "--graph", "--energy", f"ar:{ckpts / 'ar'}", "--k", "2"), err_out,
-                   "samples plain MDLM")
+    err_out = tmp_path / "refused" / "e.jsonl"  # refused before any model loads: remasking runs in the eager loop
+    _fails_cleanly(capsys, _argv(ckpts, err_out, "--graph", "--energy", f"ar:{ckpts / 'ar'}", "--sampler", "remask"),
+                   err_out, "graph=True runs sampler='importance'")
 
 
 def test_edlm_ar_and_semi_ar(capsys, tmp_path, ckpts):
@@ -110,7 +114,7 @@ def _fails_cleanly(capsys, argv, out, fragment):
     (["--no-freeze"], "freeze=False (--no-freeze) only applies with compile=True (--compile)"),
     (["--no-cuda-graphs"], "cuda_graphs=False (--no-cuda-graphs) only applies with compile=True (--compile)"),
     (["--dtype", "int8"], "unsupported dtype 'int8'"),
-    (["--graph", "--top-p", "0.9"], "samples plain MDLM"),
+    (["--graph", "--top-p", "0.9"], "graph=True runs sampler='importance' with top_p=1.0"),
 ])
 def test_bad_settings(capsys, tmp_path, ckpts, extra, fragment):
     out = tmp_path / "out.jsonl"

@@ -3,19 +3,24 @@
 MDLM-small shapes (DiT 12 x 768, L = 1024, vocab 50 258; AR and NCE networks of the same size), random weights, bf16,
 compiled as ``edlm sample --compile`` compiles them. For each batch size B and step count T it times
 
-- MDLM with the eager loop (``graph=False``) and with the planned, graph-replayed loop (``graph=True``);
-- EDLM-AR and EDLM-NCE with k = 2 over the window [0.8, 1] (eager loop), at B = 1;
+- MDLM, EDLM-AR and EDLM-NCE (k = 2 over the window [0.8, 1]), each with the eager loop (``graph=False``) and with
+  the planned, graph-replayed loop (``graph=True``);
 
-each the median of ``--repeats`` calls after one warm-up call, beside the denoiser's forward at (B, L) timed alone
-(median of 20). "per step" is the call's seconds over its denoiser calls; "÷ forward" is that over the forward.
-With ``--first-call`` it also starts fresh processes one after the other, each compiling the denoiser and sampling
-T = 8 steps with ``graph=True``, and reports the seconds to build the networks and to the end of that first call:
-cold (empty compile caches) and warm (the caches the process before wrote; ``edlm.accel.compiling.compile_cache_dir``),
-for frozen and unfrozen compiles (a frozen graph is not served from inductor's cache).
+each the median of ``--repeats`` calls after one warm-up call, beside two times of the denoiser's forward at (B, L):
+launched call by call from the host (median of 20; "forward ms") and replayed from one CUDA graph of the compiled
+forward, timed with CUDA events (median of 20 replays; "graph forward ms"), which is the GPU's time alone, with no
+host in it. "per step" is the call's seconds over its denoiser calls; "÷ forward" and "÷ graph forward" are that over
+each forward. With ``--first-call`` it also starts fresh processes one after the other, each compiling the denoiser
+and sampling T = 8 steps with ``graph=True``, and reports the seconds to build the networks and to the end of that
+first call: cold (empty compile caches) and warm (the caches the process before wrote;
+``edlm.accel.compiling.compile_cache_dir``), for frozen and unfrozen compiles (a frozen graph is not served from
+inductor's cache).
 
-    python benchmarks/gpu/latency.py --out runs/latency [--batch-sizes 1,8,32] [--steps 128,1024] [--first-call]
+    python benchmarks/gpu/latency.py --out runs/latency [--batch-sizes 1,8,32] [--steps 128,1024] \
+        [--methods MDLM,EDLM-AR,EDLM-NCE] [--preset small|tiny] [--first-call]
 
-Writes ``latency.json`` and ``latency.md`` to ``--out``.
+``--preset tiny`` (a 2 x 64 DiT over L = 64) checks the benchmark end to end in a minute. Writes ``latency.json`` and
+``latency.md`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -64,37 +69,70 @@ def _generate(nets, cfg, B: int, T: int, energy, graph: bool, device):
                     energy_batch_size=2 * B if energy is not None else None)
 
 
-def measure(batch_sizes, steps_list, repeats: int, device, save=None) -> list[dict]:
+@torch.no_grad()
+def graph_forward_ms(denoiser, x, t, replays: int = 20) -> float:
+    """Median milliseconds of the denoiser's forward at x's shape replayed from one CUDA graph, timed with CUDA
+    events around each replay: the GPU's time for the forward, with no host launch in it."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as a capture wants (compiles this shape)
+        for _ in range(3):
+            denoiser(x, t)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # a compiled network inside a caller's capture is captured whole
+        denoiser(x, t)
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    del graph  # its pool holds a (B, L, V+1) logits tensor
+    torch.cuda.empty_cache()
+    return statistics.median(times)
+
+
+METHODS = ("MDLM", "EDLM-AR", "EDLM-NCE")
+
+
+def measure(batch_sizes, steps_list, repeats: int, device, save=None, methods=METHODS,
+            preset: str = "small") -> list[dict]:
     """The timed rows; ``save(rows)`` after each (a run that is stopped keeps what it measured)."""
-    cfg = speed_config("small")
+    cfg = speed_config(preset)
     nets = build_networks(cfg, device)
     compile_networks(nets.denoiser, nets.ar, nets.nce, freeze=True, cuda_graphs=True)
     compile_draws()
     L, m = cfg.length, cfg.mask_id
-    energies = {"EDLM-AR": AREnergy(nets.ar, m), "EDLM-NCE": nets.nce}
+    energies = {"MDLM": None, "EDLM-AR": AREnergy(nets.ar, m), "EDLM-NCE": nets.nce}
     rows = []
     for B in batch_sizes:
         x = torch.full((B, L), m, device=device)
         t = torch.ones(B, device=device)
         with torch.no_grad():
             fwd = statistics.median(time_calls(partial(nets.denoiser, x, t), device, warmup=3, repeats=20))
+        fwd_graph = graph_forward_ms(nets.denoiser, x, t)
         for T in steps_list:
-            runs = [("MDLM", None, False), ("MDLM graph", None, True)]
-            if B == 1:
-                runs += [(name, e, False) for name, e in energies.items()]
-            for name, energy, graph in runs:
-                reps = repeats if T * B <= 8192 else max(1, repeats // 2)
-                secs, out = _median_call(partial(_generate, nets, cfg, B, T, energy, graph, device), reps)
-                row = {"method": name, "B": B, "T": T, "seconds": secs, "nfe_denoiser": out.nfe_denoiser,
-                       "nfe_energy": out.nfe_energy, "per_step_ms": 1e3 * secs / out.nfe_denoiser,
-                       "forward_ms": 1e3 * fwd, "repeats": reps}
-                row["over_forward"] = row["per_step_ms"] / row["forward_ms"]
-                rows.append(row)
-                if save is not None:
-                    save(rows)
-                print(f"{name:10s} B={B:3d} T={T:5d}: {secs:7.3f} s  {row['per_step_ms']:7.2f} ms/step "
-                      f"(NFE {out.nfe_denoiser}/{out.nfe_energy})  forward {row['forward_ms']:.2f} ms  "
-                      f"x{row['over_forward']:.2f}", flush=True)
+            for method in methods:
+                for graph in (False, True):
+                    name = method + (" graph" if graph else "")
+                    reps = repeats if T * B <= 8192 else max(1, repeats // 2)
+                    call = partial(_generate, nets, cfg, B, T, energies[method], graph, device)
+                    secs, out = _median_call(call, reps)
+                    row = {"method": name, "B": B, "T": T, "seconds": secs, "nfe_denoiser": out.nfe_denoiser,
+                           "nfe_energy": out.nfe_energy, "per_step_ms": 1e3 * secs / out.nfe_denoiser,
+                           "forward_ms": 1e3 * fwd, "forward_graph_ms": fwd_graph, "repeats": reps}
+                    row["over_forward"] = row["per_step_ms"] / row["forward_ms"]
+                    row["over_forward_graph"] = row["per_step_ms"] / row["forward_graph_ms"]
+                    rows.append(row)
+                    if save is not None:
+                        save(rows)
+                    print(f"{name:14s} B={B:3d} T={T:5d}: {secs:7.3f} s  {row['per_step_ms']:7.2f} ms/step "
+                          f"(NFE {out.nfe_denoiser}/{out.nfe_energy})  forward {row['forward_ms']:.2f} ms "
+                          f"(graph {fwd_graph:.2f} ms)  x{row['over_forward']:.2f} / x{row['over_forward_graph']:.2f}",
+                          flush=True)
     return rows
 
 
@@ -143,11 +181,15 @@ def render(result: dict) -> str:
     commands = result.get("commands") or [result["command"]]
     lines = [f"# Small-batch latency ({result['card']}, torch {result['torch']}, {result['date']})", "",
              *[f"`{c}`" for c in commands], "",
-             "| method | B | T | s / call | denoiser calls | ms / step | forward ms | step ÷ forward |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| method | B | T | s / call | denoiser calls | energy calls | ms / step | forward ms | step ÷ forward "
+             "| graph forward ms | step ÷ graph forward |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result.get("rows", []):
+        graphed = (f"{r['forward_graph_ms']:.2f} | {r['over_forward_graph']:.2f}" if "forward_graph_ms" in r
+                   else " | ")  # rows of an earlier run, before the graph-replayed forward was timed
         lines.append(f"| {r['method']} | {r['B']} | {r['T']} | {r['seconds']:.3f} | {r['nfe_denoiser']} | "
-                     f"{r['per_step_ms']:.2f} | {r['forward_ms']:.2f} | {r['over_forward']:.2f} |")
+                     f"{r.get('nfe_energy', '')} | {r['per_step_ms']:.2f} | {r['forward_ms']:.2f} | "
+                     f"{r['over_forward']:.2f} | {graphed} |")
     if result.get("first_call"):
         lines += ["", "| compile | cache | build s | first call s (compile + T = 8) | process s |",
                   "|---|---|---:|---:|---:|"]
@@ -167,9 +209,16 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/latency", help="directory for latency.json and latency.md")
     p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated B")
     p.add_argument("--steps", default="128,1024", help="comma-separated T")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated methods, each timed with the eager and the graph-replayed loop")
+    p.add_argument("--preset", default="small", choices=("small", "tiny"),
+                   help="network shapes (edlm.bench.speed_models); tiny checks the benchmark in a minute")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per row (halved for the longest rows)")
     p.add_argument("--first-call", action="store_true", help="also time the first call of two fresh processes")
     args = p.parse_args(argv)
+    methods = tuple(args.methods.split(","))
+    if not set(methods) <= set(METHODS):
+        p.error(f"--methods: choose from {', '.join(METHODS)}, got {args.methods!r}")
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu/latency.py needs a CUDA device.")
     device = torch.device("cuda")
@@ -193,7 +242,7 @@ def main(argv=None) -> None:
         (out / "latency.md").write_text(render(result))
 
     save(measure([int(b) for b in args.batch_sizes.split(",")], [int(t) for t in args.steps.split(",")],
-                 args.repeats, device, save))
+                 args.repeats, device, save, methods=methods, preset=args.preset))
     print(render(result))
 
 

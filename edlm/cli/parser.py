@@ -211,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remask-window", type=float, nargs=2, default=(0.05, 0.55), metavar=("T_LO", "T_HI"),
                    help="remask: steps starting at t in [T_LO, T_HI] may re-mask")
     p.add_argument("--graph", action="store_true",
-                   help="plain MDLM (no energy): plan every step before the first network call and replay each from "
-                        "one CUDA graph on a GPU; the same distribution as the default loop, other tokens for a seed, "
+                   help="MDLM, or EDLM importance sampling with --energy (not --sampler smc/adaptive/remask, not "
+                        "--top-p < 1): plan every reveal before the first network call and replay each step from a "
+                        "CUDA graph on a GPU; the same distribution as the default loop, other tokens for a seed, "
                         "far less time per step at small batch (docs/performance.md)")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="continue TEXT (repeatable; --num-samples each)")
     p.add_argument("--prompt-file", default=None, metavar="FILE", help="more prompts, one a line (blank lines skipped)")

@@ -70,7 +70,10 @@ class AREnergy:
     @torch.no_grad()
     def __call__(self, x_0: Tensor, x_t: Tensor, t: Tensor, log_p_x0: Tensor) -> Tensor:
         """Energies (N,) in float64; lower = more likely."""
-        if (x_0 == self.mask_id).any():
+        # the check waits for the device, which a CUDA graph capture cannot (generate(graph=True): its proposals
+        # carry no [MASK] by construction)
+        capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+        if not capturing and (x_0 == self.mask_id).any():
             raise ValueError("the AR energy got a proposal x_0 that still contains [MASK].")
         log_ar = self.ar_model.token_log_probs(x_0).double()  # (N, L) log p(xⁱ | x^{<i})
         log_x = log_p_x0.gather(-1, x_0[..., None]).squeeze(-1).double()  # (N, L) log x_θⁱ(x_0ⁱ)

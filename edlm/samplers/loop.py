@@ -192,11 +192,13 @@ def generate(
             energy evaluations per sequence; ``edlm.samplers.adaptive``) or "remask" (importance sampling plus
             energy-guided re-masking, at most ``remask_eta`` of the tokens per step, inside ``remask_window``;
             ``edlm.samplers.remask``). Settings of another sampler than the chosen one must keep their defaults.
-        graph: plain MDLM only (no energy, ``top_p`` = 1): decide every reveal and draw every uniform before the
-            first network call, skip the steps that reveal nothing, and run each other step as one fixed-shape
-            piece of work, on CUDA captured once as a CUDA graph and replayed (``edlm.samplers.graph_loop``). Same
-            distribution as the eager loop, other tokens for the same seed; far less host time per step at small
-            batch.
+        graph: ``sampler="importance"`` with ``top_p`` = 1, MDLM or EDLM: decide every reveal before the first
+            network call, skip the steps that reveal nothing, and run each other step as one fixed-shape piece of
+            work, on CUDA captured once as a CUDA graph and replayed (``edlm.samplers.graph_loop``; an
+            importance-sampled step draws its k proposals, scores them in one batched energy call and picks one on
+            the device, ``edlm.samplers.graph_is``). Same distribution as the eager loop, other tokens for the same
+            seed; no host sync inside the loop, so far less host time per step at small batch. A NaN / inf energy
+            raises ``NumericalError`` after the loop instead of at its step.
 
     Returns:
         ``GenerateOutput`` with ``tokens`` (B, L), ``nfe_denoiser``, ``nfe_energy`` and timings.
@@ -207,7 +209,7 @@ def generate(
                                     budget=budget, k_choices=k_choices, remask_eta=remask_eta,
                                     remask_window=remask_window)
     device = _device_of(denoiser, device)
-    check_graph(graph, has_energy=energy is not None, sampler=kind, top_p=top_p)
+    check_graph(graph, sampler=kind, top_p=top_p)
     # checks k, window, temperature, top_p (and steps, in set_timesteps): the one check of each setting
     sampler = ImportanceSampler(mask_id, k=k, window=window, temperature=temperature, schedule=schedule,
                                 noise_removal=noise_removal, eps=eps, top_p=top_p)
@@ -230,7 +232,8 @@ def generate(
         from edlm.samplers.graph_loop import generate_graphed
 
         return generate_graphed(denoiser, x, steps, vocab_size=vocab_size, mask_id=mask_id, generator=generator,
-                                sampler=sampler, device=device, progress=progress)
+                                sampler=sampler, device=device, energy=energy, energy_batch_size=energy_batch_size,
+                                progress=progress)
     if kind != "importance":  # the samplers of smc_loop.py and guided_loop.py
         from edlm.samplers.guided_loop import generate_guided
 

@@ -210,11 +210,12 @@ def check_sampler_settings(*, steps, k=DEFAULT_K, window=DEFAULT_WINDOW, tempera
     return check_steps(steps), check_k(k), check_window(window), check_temperature(temperature), check_top_p(top_p)
 
 
-def check_graph(graph: bool, *, has_energy: bool, sampler: str, top_p: float) -> bool:
-    """``graph=True`` (``edlm.samplers.graph_loop``) samples plain MDLM: no energy, the default sampler, no nucleus."""
+def check_graph(graph: bool, *, sampler: str, top_p: float) -> bool:
+    """``graph=True`` (``edlm.samplers.graph_loop``) plans every reveal up front: the default sampler with no nucleus
+    filtering: MDLM without an energy, EDLM importance sampling (SPEC 2.5) with one."""
     if not isinstance(graph, bool):
         raise ValueError(f"`graph` must be True or False, got {graph!r}.")
-    if graph and (has_energy or sampler != DEFAULT_SAMPLER or top_p != DEFAULT_TOP_P):
-        raise ValueError("graph=True samples plain MDLM: no energy, sampler='importance' and top_p=1.0; EDLM and "
-                         "the other samplers run in the eager loop (graph=False).")
+    if graph and (sampler != DEFAULT_SAMPLER or top_p != DEFAULT_TOP_P):
+        raise ValueError(f"graph=True runs sampler='importance' with top_p=1.0 (MDLM, or EDLM with an energy), got "
+                         f"sampler={sampler!r} and top_p={top_p!r}; those run in the eager loop (graph=False).")
     return graph

@@ -85,7 +85,7 @@ def test_noise_removal_and_fixed_tokens(toy):
 
 
 def test_graph_refuses_what_it_does_not_run(toy):
-    with pytest.raises(ValueError, match="graph=True samples plain MDLM"):
+    with pytest.raises(ValueError, match="graph=True runs sampler='importance' with top_p=1.0"):
         generate(toy, toy.length, 2, toy.vocab_size, toy.mask_id, 2, top_p=0.9, graph=True)
-    with pytest.raises(ValueError, match="graph=True samples plain MDLM"):
+    with pytest.raises(ValueError, match="graph=True runs sampler='importance' with top_p=1.0"):
         generate(toy, toy.length, 2, toy.vocab_size, toy.mask_id, 2, sampler="remask", graph=True)
