@@ -1,8 +1,10 @@
-"""Re-save a save_pretrained checkpoint smaller: float16 parameters (half the bytes), or int8 weight matrices with
-row-wise scales (a quarter; what the shipped model sets use, `edlm.models.quantize`). Both load back as float32.
+"""Re-save a save_pretrained checkpoint smaller: float16 parameters (half the bytes), int8 weight matrices with
+row-wise scales (a quarter; what the shipped model sets use), or int4 weight matrices with a float16 scale per 64
+entries (about an eighth; `edlm.models.quantize`). All load back as float32.
 
     python benchmarks/wiki/export_weights.py runs/wiki/mdlm/model runs/wiki/mdlm/model-fp16            # float16
     python benchmarks/wiki/export_weights.py runs/wiki/mdlm/model edlm/assets/wikipedia_en/mdlm int8   # shipped
+    python benchmarks/wiki/export_weights.py runs/wiki/mdlm/model runs/wiki/mdlm/model-int4 int4
 """
 
 import sys
@@ -19,7 +21,7 @@ from edlm.models.checkpoints import (
     save_pretrained,
 )
 
-DTYPES = {"float16": torch.float16, "int8": torch.int8}
+DTYPES = {"float16": torch.float16, "int8": "int8", "int4": "int4"}  # save_pretrained names its int formats
 
 
 def main(src: str, dst: str, dtype: str = "float16") -> None:

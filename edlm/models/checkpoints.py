@@ -35,7 +35,7 @@ from edlm.errors import CheckpointError
 from edlm.models.ar import ARTransformer
 from edlm.models.dit import Denoiser, DiT
 from edlm.models.mdlm_layout import MDLM_HUB_CONFIG_MAP, MDLM_HUB_KEY_MAP, convert_mdlm_hub
-from edlm.models.quantize import dequantize_int8, quantize_int8
+from edlm.models.quantize import FORMATS, dequantize, quantize
 from edlm.models.tied import tied_parameters, untie
 
 __all__ = [
@@ -103,13 +103,13 @@ def _schedule_record(schedule: NoiseSchedule) -> dict:
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None,
-                    extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+                    extra: dict | None = None, dtype: torch.dtype | str | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (each atomically) and, if given, the tokenizer.
 
     ``dtype`` stores floating-point weights in that type (e.g. ``torch.float16`` halves a shipped
     model; buffers keep theirs); `from_pretrained` casts them back to the model's own dtype (float32) on load.
-    ``torch.int8`` stores each weight matrix as int8 with row-wise scales (`edlm.models.quantize`), the other
-    parameters as float16.
+    ``"int8"`` (or ``torch.int8``) stores each weight matrix as int8 with row-wise scales, ``"int4"`` as packed
+    int4 with a scale per 64 entries of a row (`edlm.models.quantize`); the other parameters go as float16.
 
     A ``Denoiser`` is saved as its backbone plus its ``mask_id`` and schedule, which ``load_denoiser``
     restores. ``extra`` is any JSON-able metadata (training config, step, ...), stored under "extra".
@@ -142,12 +142,18 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, tokenizer
         raise CheckpointError(f"config for {directory} is not JSON-serialisable ({exc}); "
                               "pass only plain numbers, strings, lists and dicts in `extra`.") from exc
 
+    fmt = "int8" if isinstance(dtype, torch.dtype) and dtype == torch.int8 else dtype  # torch has no int4 dtype
+    if isinstance(fmt, str) and fmt not in FORMATS:
+        raise CheckpointError(f"dtype must be a torch floating dtype or one of {', '.join(FORMATS)}, got {fmt!r}.")
     params = {name for name, _ in model.named_parameters()}  # buffers (e.g. rotary frequencies) stay exact
-    stored = torch.float16 if dtype == torch.int8 else dtype
+    stored = torch.float16 if isinstance(fmt, str) else dtype
     state = {k: v.detach().to("cpu", stored if stored is not None and k in params else v.dtype).contiguous()
              for k, v in model.state_dict().items() if k not in tied}
-    if dtype == torch.int8:
-        state = quantize_int8(state, params)
+    if isinstance(fmt, str):
+        try:
+            state = quantize(state, params, fmt)
+        except ValueError as exc:  # weights int4's float16 scales cannot hold
+            raise CheckpointError(f"cannot store {directory} as {fmt}: {exc}") from exc
     directory.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
@@ -270,7 +276,7 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{f} is truncated or corrupt and cannot be read as safetensors "
                                   f"({type(exc).__name__}: {exc}); re-save or re-download it.") from exc
     try:
-        return dequantize_int8(state)  # int8 matrices stored with row-wise scales; a no-op for other checkpoints
+        return dequantize(state)  # int8 / int4 matrices stored with their scales; a no-op for other checkpoints
     except ValueError as exc:
         raise CheckpointError(f"the weights in {directory}: {exc}") from exc
 
