@@ -63,7 +63,11 @@ def _num_params(folder: Path) -> int:
     from safetensors import safe_open
 
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-        return sum(_numel(f.get_slice(name).get_shape()) for name in f.keys())
+        names = set(f.keys())
+        quantised = (".int8_scale", ".int4_scale", ".int4_shape")  # storage beside a weight, not parameters
+        # an int4 matrix is stored packed: its own shape is in <name>.int4_shape
+        return sum(int(torch.prod(f.get_tensor(name + ".int4_shape"))) if name + ".int4_shape" in names
+                   else _numel(f.get_slice(name).get_shape()) for name in names if not name.endswith(quantised))
 
 
 def _numel(shape) -> int:
@@ -95,8 +99,8 @@ def describe_model_set(model_set: str | Path = DEFAULT_MODEL_SET) -> str:
     minutes = sorted({float(r["train"]["max_minutes"]) for r in runs if (r.get("train") or {}).get("max_minutes")})
     steps = sorted({c.get("extra", {}).get("global_step") for c in configs.values()} - {None})
     if minutes:
-        trained = f"trained for {minutes[0]:g}-{minutes[-1]:g} minutes" if len(minutes) > 1 else \
-            f"trained for {minutes[0]:g} minutes"
+        trained = f"trained for {minutes[0]:.2g}-{minutes[-1]:.2g} minutes" if len(minutes) > 1 else \
+            f"trained for {minutes[0]:.2g} minutes"
     elif steps:
         trained = f"trained for {steps[0]:,}-{steps[-1]:,} steps" if len(steps) > 1 else f"trained for {steps[0]:,} steps"
     else:
@@ -107,8 +111,19 @@ def describe_model_set(model_set: str | Path = DEFAULT_MODEL_SET) -> str:
     count = {1: "one", 2: "two", 3: "three"}.get(len(parts), str(len(parts)))
     return (f"The models ({root.name}): {count} small{size} models ({what}), {trained}{data}{context}.\n"
             "Expect fluent-looking but meaningless text: models this small learn the look of the language, not its "
-            "sense.\nThe point is the comparison: one denoiser at the same number of steps, alone (MDLM) or with an "
-            "energy that reweights k proposals per step (EDLM).")
+            f"sense.{_measured(root)}\nThe point is the comparison: one denoiser at the same number of steps, alone "
+            "(MDLM) or with an energy that reweights k proposals per step (EDLM).")
+
+
+def _measured(root: Path) -> str:
+    """" Measured: ..." from the set's ``quality.json`` (judge gen-PPL of its samples beside held-out text), or ""."""
+    try:
+        q = json.loads((root / "quality.json").read_text())
+        rows = ", ".join(f"{name} {value:,.0f}" for name, value in q["gen_ppl"].items())
+        return (f"\nMeasured ({q['judge']} gen-PPL, lower is better, {q['num_samples']} samples a row, "
+                f"{q['source']}): {rows}.")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a description must never stop the demo
+        return ""
 
 
 def _methods(root: Path, k: int) -> list[tuple[str, str | None, int]]:

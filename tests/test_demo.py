@@ -27,7 +27,7 @@ def test_demo_cli_prints_a_table(capsys):
     assert "EDLM-NCE" in out and "entropy (bits)" in out
     prompted = out[out.index("=== Prompted: 'The history of the city'"):]  # after the table and its legend
     assert out.index("entropy (bits)") < out.index("=== Prompted")
-    assert "Expect on-topic words, not coherent prose: 8 M-parameter models" in prompted
+    assert "Expect on-topic words, not coherent prose: 26 M-parameter models" in prompted  # the largest: MDLM
     for method in ("MDLM", "EDLM-AR (k=4)", "EDLM-NCE (k=4)"):
         block = prompted[prompted.index(f"--- {method}: "):]
         assert block.splitlines()[1].startswith("The history of the city")
@@ -59,7 +59,7 @@ def test_demo_explains_itself_and_judges_only_when_asked(capsys):
     out = capsys.readouterr().out
     table = out.index("network calls: denoiser / energy")
     intro = out[:out.index("=== MDLM")]
-    assert "8 M-parameter" in intro and "Wikipedia" in intro and "L = 128 tokens" in intro
+    assert "26 M-parameter" in intro and "Measured (SmolLM2-135M gen-PPL" in intro and "Wikipedia" in intro and "L = 128 tokens" in intro
     assert "fluent-looking but meaningless" in intro and "same number of steps" in intro
     assert "gen-PPL" not in out[table:out.index("\n\n", table)]  # no column of dashes when nothing was judged
     assert "NFE" not in out and "—" not in out
@@ -86,3 +86,20 @@ def test_demo_bad_model_set_is_one_line(capsys):
 def test_demo_runs_the_tiny_shakespeare_set():
     rows = run_demo("tiny-shakespeare", steps=2, k=2, num_samples=1, judge="none")
     assert [r.method for r in rows] == ["MDLM", "EDLM-AR (k=2)", "EDLM-NCE (k=2)"]
+
+
+def test_the_description_says_what_quality_the_set_measured(tmp_path):
+    import json
+    import shutil
+
+    from edlm.demo import describe_model_set
+
+    quality = json.loads((ASSETS / "wikipedia_en" / "quality.json").read_text())
+    text = describe_model_set("wikipedia_en")
+    mdlm = quality["gen_ppl"]["MDLM at 128 steps"]
+    assert f"Measured ({quality['judge']} gen-PPL" in text and f"MDLM at 128 steps {mdlm:,.0f}" in text
+    assert "Measured" not in describe_model_set("tiny-shakespeare")  # no quality.json: no claim
+    broken = tmp_path / "set"
+    shutil.copytree(ASSETS / "tiny-shakespeare", broken)
+    (broken / "quality.json").write_text("{not json")
+    assert "Measured" not in describe_model_set(broken)  # a broken record never stops the demo
