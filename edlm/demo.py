@@ -62,11 +62,13 @@ _CORPORA = {"wikipedia_en": "English Wikipedia", "tinyshakespeare": "Shakespeare
 def _num_params(folder: Path) -> int:
     from safetensors import safe_open
 
+    from edlm.models.quantize import INT4_SCALE_SUFFIX, INT4_SHAPE_SUFFIX, SCALE_SUFFIX
+
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
         names = set(f.keys())
-        quantised = (".int8_scale", ".int4_scale", ".int4_shape")  # storage beside a weight, not parameters
+        quantised = (SCALE_SUFFIX, INT4_SCALE_SUFFIX, INT4_SHAPE_SUFFIX)  # storage beside a weight, not parameters
         # an int4 matrix is stored packed: its own shape is in <name>.int4_shape
-        return sum(int(torch.prod(f.get_tensor(name + ".int4_shape"))) if name + ".int4_shape" in names
+        return sum(int(torch.prod(f.get_tensor(name + INT4_SHAPE_SUFFIX))) if name + INT4_SHAPE_SUFFIX in names
                    else _numel(f.get_slice(name).get_shape()) for name in names if not name.endswith(quantised))
 
 
