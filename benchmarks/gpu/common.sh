@@ -1,5 +1,6 @@
 # Sourced by benchmarks/wiki/*.sh and benchmarks/gpu/multi_gpu.sh on the GPU machine, from the repo root: wheels
-# carried in .whl/ (installed offline), paths, and a record of the card in $OUT/machine.txt.
+# carried in .whl/ (installed offline), paths, a record of the card in $OUT/machine.txt, and the helpers pack_once
+# and group.
 set -euo pipefail
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | grep -v "^WARNING" || true
@@ -27,4 +28,16 @@ dm = TextDataModule("wikipedia_en", sys.argv[1], 128, 256, num_proc=8, max_chars
 dm.prepare_data(); dm.setup("fit")
 print(f"packed: {len(dm.train_data)} train rows, {len(dm.valid_data)} valid rows in {time.time() - t:.0f} s", flush=True)
 PY
+}
+
+# group NAME key=value ...: one `edlm bench sweep "$CONFIG"` run with the options in the array GROUP_ARGS, then these
+# overrides, stopped (SIGINT) at $deadline (epoch seconds) less GROUP_MARGIN seconds (default 0); a re-run resumes.
+# The caller sets CONFIG, deadline and GROUP_ARGS before the first call.
+group() {
+  local name=$1; shift
+  local left=$(( deadline - ${GROUP_MARGIN:-0} - $(date +%s) ))
+  if [ "$left" -le 5 ]; then echo "== $name: no time left"; return 0; fi
+  echo "== $name ($left s left)"
+  timeout --signal=INT "$left" $EDLM bench sweep "$CONFIG" "${GROUP_ARGS[@]}" "$@" 2>&1 | grep -v "examples/s" \
+    | tail -n 2 || echo "== $name stopped at the deadline (re-run to resume)"
 }

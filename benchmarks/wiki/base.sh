@@ -110,18 +110,12 @@ for phase in "$@"; do
       cp "$RUNS/nll.json" "$OUT/"
     fi ;;
   sweep)
-    group() {  # group NAME key=value ...: one run of the config with these grid overrides, until the deadline
-      local name=$1; shift
-      local left=$(( deadline - 20 - $(date +%s) ))
-      if [ "$left" -le 5 ]; then echo "== $name: no time left"; return 0; fi
-      echo "== $name ($left s left)"
-      timeout --signal=INT "$left" $EDLM bench sweep "$CONFIG" "${sweep_args[@]}" --stage "$STAGE" "$@" 2>&1 | grep -v "examples/s" \
-        | tail -n 2 || echo "== $name stopped at the deadline (re-run to resume)"
-    }
     if [ "$STAGE" = score ]; then  # the held-out rows are made here, on CPU, then every group is scored
       $EDLM bench sweep "$CONFIG" "${sweep_args[@]}" --stage generate 2>&1 | tail -n 1
       sweep_args+=(--judge "${JUDGES:-smollm2,gemma3}")
     fi
+    GROUP_ARGS=("${sweep_args[@]}" --stage "$STAGE")  # what group (common.sh) passes to every run
+    GROUP_MARGIN=20                                   # each group stops 20 s before the deadline: time for the archive
     group mdlm                                                            # MDLM at every T, AR samples
     group edlm-k "grid.energy=[ar,nce]" "grid.k=[2,4,8,16]" "grid.steps=[32]" reference.ar_samples=false
     group edlm-exact "grid.energy=[ar_exact,nce_small]" "grid.k=[4,16]" "grid.steps=[32]" reference.ar_samples=false

@@ -19,24 +19,15 @@ TOK=${TOK:-.data/tok-wiki4k}
 start=$(date +%s)
 deadline=$(( start + ${FRONTIER_SECONDS:-500} ))
 STAGE=${FRONTIER_STAGE:-generate}
-common=(--out "$SWEEP_OUT" --stage "$STAGE" --no-progress --no-plot)
-[ "$STAGE" = score ] && common+=(--judge "${JUDGES:-smollm2,gemma3}" device=cpu)
+GROUP_ARGS=(--out "$SWEEP_OUT" --stage "$STAGE" --no-progress --no-plot)  # what group (common.sh) passes to every run
+[ "$STAGE" = score ] && GROUP_ARGS+=(--judge "${JUDGES:-smollm2,gemma3}" device=cpu)
 T_EDLM="[16,32,64]"
 if [ -n "${FRONTIER_SMOKE:-}" ]; then  # toy size on CPU: the tiny-shakespeare models, 4 samples, few steps
   M=edlm/assets/tiny-shakespeare
-  common+=(device=cpu num_samples=4 batch_size=4 length=32 denoiser=$M/mdlm "energies.ar=ar:$M/ar,carry_over=false"
-           "energies.nce=nce:$M/nce")
+  GROUP_ARGS+=(device=cpu num_samples=4 batch_size=4 length=32 denoiser=$M/mdlm "energies.ar=ar:$M/ar,carry_over=false"
+               "energies.nce=nce:$M/nce")
   T_EDLM="[4]"
 fi
-
-group() {  # group NAME key=value ...: one generate run of the config with these grid overrides, until the deadline
-  local name=$1; shift
-  local left=$(( deadline - $(date +%s) ))
-  if [ "$left" -le 5 ]; then echo "== $name: no time left"; return 0; fi
-  echo "== $name ($left s left)"
-  timeout --signal=INT "$left" $EDLM bench sweep "$CONFIG" "${common[@]}" "$@" 2>&1 | grep -v "examples/s" | tail -n 2 \
-    || echo "== $name stopped at the deadline (re-run to resume)"
-}
 
 if [ "$STAGE" = generate ] && [ -z "${FRONTIER_SMOKE:-}" ] && [ -d "${EDLM_DATA_DIR}/wikipedia_en" ] && [ -e "$TOK" ] \
     && [ ! -f runs/wiki/nce-small/model/model.safetensors ]; then

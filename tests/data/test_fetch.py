@@ -11,10 +11,10 @@ import pytest
 
 import edlm.data.fetch as fetch
 from edlm.data import PRESETS, load_corpus
-from edlm.data.fetch import (
+from edlm.data.fetch import fetch_corpus, write_fasta
+from edlm.data.prepare import (
     GenomeSpec,
     fasta_text,
-    fetch_corpus,
     genome_header,
     parse_fasta_sequence,
     parse_wikiextractor,
@@ -23,7 +23,6 @@ from edlm.data.fetch import (
     split_shakespeare,
     wiki_bucket,
     wiki_urls,
-    write_fasta,
 )
 from edlm.errors import DataError
 
