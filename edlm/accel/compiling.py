@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -11,7 +12,7 @@ from torch import nn
 from torch.utils import _pytree
 
 __all__ = ["GRAPH_OUTPUT_BYTES", "INFERENCE_OPTIONS", "PERSISTENT_PREFERENCE", "compile_cache_dir", "compile_networks",
-           "compiled_target", "is_compiled", "prefer_persistent"]
+           "compiled_target", "is_compiled", "pick_cache_dir", "prefer_persistent"]
 
 
 INFERENCE_OPTIONS = {"triton.multi_kernel": 1}
@@ -24,8 +25,9 @@ nothing.
 With it, `compile_networks` also sets ``TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE=1`` (unless already set): in torch
 2.11 / triton 3.6 a graph that inductor loads from its FX graph cache (the same network compiled again, in this
 process or a later one) fails while multi-kernel looks up its cached pick (``TypeError: 'NoneType' object does not
-support the context manager protocol``). Without that pick cache each process times the candidates once on its
-first call; the compiled graphs stay cached."""
+support the context manager protocol``). `prefer_persistent` keeps the picks itself instead (`pick_cache_dir`), so a
+later process does not time the candidates again: each timing takes ~40 ms of benchmarking per version, at every
+reduction of every compiled graph."""
 
 
 PERSISTENT_PREFERENCE = 1.15
@@ -45,25 +47,76 @@ def _is_persistent(kernel) -> bool:
     return str(getattr(kernel, "inductor_meta", {}).get("kernel_name", "")).startswith("triton_per_")
 
 
+def pick_cache_dir() -> Path:
+    """Where `prefer_persistent` keeps multi-kernel picks: ``picks/`` beside inductor's cache (`compile_cache_dir`), a
+    file per multi-kernel named by the hash of its versions' Triton sources, size hints and device, holding the index
+    kept. Deleting `compile_cache_dir`'s parent clears them with the compiled graphs."""
+    return compile_cache_dir().parent / "picks"
+
+
+def _pick_key(kernels) -> str | None:
+    """The versions' identity: their Triton source, name, size hints and Triton meta (which holds the device's
+    properties), and `PERSISTENT_PREFERENCE`; None for kernels that do not carry it. (Not ``JITFunction.cache_key``,
+    which inductor's own pick cache uses: on a kernel loaded from the FX graph cache it raises.)"""
+    try:
+        parts = [f"{k.fn.src}|{k.inductor_meta.get('kernel_name')}|{k.size_hints!r}|{k.triton_meta!r}"
+                 for k in kernels]
+    except Exception:  # noqa: BLE001 - another triton's kernels: time them, keep nothing
+        return None
+    text = f"{torch.__version__}|{PERSISTENT_PREFERENCE}|" + ",".join(parts)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _cached_pick(path: Path | None, n: int) -> int | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        kept = int(path.read_text())
+    except (OSError, ValueError):  # a damaged entry is timed again and rewritten
+        return None
+    return kept if 0 <= kept < n else None
+
+
+def _keep_pick(path: Path, kept: int) -> None:
+    """Write the pick through a temporary file and a rename, so a process reading it never sees half of it (edlm.accel
+    imports nothing from the rest of edlm, so not through ``edlm.atomic``)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(str(kept))
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache: the pick holds for this process
+        warnings.warn(f"could not keep a multi-kernel pick ({exc}).", RuntimeWarning, stacklevel=3)
+
+
 def prefer_persistent(call_cls=None) -> None:
     """Makes inductor's multi-kernel pick (``MultiKernelCall.benchmark_sub_kernels``, the timings its ``run`` takes
     the fastest of) divide the persistent versions' timings by `PERSISTENT_PREFERENCE`, once per process; records the
-    picks in `MULTI_KERNEL_PICKS`. ``call_cls``: the class to patch (tests pass a stand-in)."""
+    picks in `MULTI_KERNEL_PICKS` and keeps them in `pick_cache_dir`, from which a later process takes them without
+    timing. ``call_cls``: the class to patch (tests pass a stand-in)."""
     if call_cls is None:
         try:
             from torch._inductor.codegen.multi_kernel import MultiKernelCall as call_cls
         except ImportError:  # another torch: inductor's own rule
             return
-    if getattr(call_cls, "_edlm_prefers_persistent", False) or not hasattr(call_cls, "benchmark_sub_kernels"):
+    if vars(call_cls).get("_edlm_prefers_persistent") or not hasattr(call_cls, "benchmark_sub_kernels"):
         return
     timed = call_cls.benchmark_sub_kernels
 
     def benchmark_sub_kernels(self, *args, **kwargs):
-        timings = list(timed(self, *args, **kwargs))
         kernels = list(self.kernels)
+        key = _pick_key(kernels)
+        path = None if key is None else pick_cache_dir() / key
+        kept = _cached_pick(path, len(kernels))
+        if kept is not None:  # `run` keeps the smallest "timing"
+            return [0.0 if i == kept else 1.0 for i in range(len(kernels))]
+        timings = list(timed(self, *args, **kwargs))
         scaled = [t / PERSISTENT_PREFERENCE if _is_persistent(k) else t for t, k in zip(timings, kernels)]
+        kept = scaled.index(min(scaled))
         MULTI_KERNEL_PICKS.append({"kernels": [k.inductor_meta.get("kernel_name") for k in kernels],
-                                   "ms": [float(t) for t in timings], "kept": scaled.index(min(scaled))})
+                                   "ms": [float(t) for t in timings], "kept": kept})
+        if path is not None:
+            _keep_pick(path, kept)
         return scaled
 
     call_cls.benchmark_sub_kernels = benchmark_sub_kernels

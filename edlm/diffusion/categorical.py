@@ -27,7 +27,7 @@ from edlm.accel.block_bounds import BLOCK as _BLOCK
 from edlm.accel.block_bounds import block_bounds
 from edlm.accel.policy import fast_draw
 
-__all__ = ["sample_categorical", "draw_rows", "Draws", "top_p_filter", "uniform64", "compile_draws"]
+__all__ = ["REDRAW_SLOTS", "sample_categorical", "draw_rows", "Draws", "top_p_filter", "uniform64", "compile_draws"]
 
 
 class Draws(NamedTuple):
@@ -47,6 +47,9 @@ def uniform64(shape: tuple[int, ...], generator: torch.Generator | None, device)
     """Float64 uniforms in [0, 1) drawn from ``generator`` (53 random bits each)."""
     return torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
 
+
+# rows redrawn at every call of ``draw_rows(..., overflow=flag)``, whether a draw was rejected or not
+REDRAW_SLOTS = 16
 
 # float64 work per chunk of rows: the draw makes (rows, C) float64 temporaries, so without chunks an IS
 # step over B·L = 32k masked positions of a 50k vocabulary would hold several 12 GiB tensors at once
@@ -267,7 +270,8 @@ def _chunk_rows(C: int, K: int, fused: bool, fast: bool = False) -> int:
     return max(1, _CHUNK_BYTES // (8 * per_row))
 
 
-def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: int = -1) -> Draws:
+def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: int = -1,
+              overflow: Tensor | None = None) -> Draws:
     """Exact float64 draws from rows of ``source`` (N, C) (log-probabilities or raw logits, any float
     dtype): the rows ``index`` (n,) (all rows if None), with uniforms ``u`` (n, K).
 
@@ -279,6 +283,11 @@ def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: i
     any draw needs its exact redraw). Works through the rows in chunks of about 1 GiB of float64 work, so peak
     memory does not grow with n, and through the compiled kernels after ``compile_draws()``. Returns ``Draws``:
     the ids (n, K) and the rows' log-normalisers (n,) in float64 (NaN for a row with NaN, +inf or no finite entry).
+
+    ``overflow``: a () bool tensor; with it the fast draw's exact redraws need no host sync (a step captured as a
+    CUDA graph): the first `REDRAW_SLOTS` rows among those with a rejected draw are redrawn at every call, whether
+    any draw was rejected or not, and ``overflow`` is set (on the device) when more rows needed it. At ~1e-6
+    rejections per draw, 65 k draws a call (B = 32, L = 1024, k = 2) need more than 16 rows with probability ~1e-25.
     """
     n, C = (source.shape[0] if index is None else index.shape[0]), source.shape[-1]
     K = u.shape[-1]
@@ -307,9 +316,27 @@ def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: i
     ids, lse = joined(0), joined(1)
     if fast:
         rejected, fresh = joined(2), joined(3)
-        if rejected.any():  # the one host sync; true for ~1e-6 of the draws
+        if overflow is not None:
+            ids = _redraw_slots(source, index, ids, rejected, fresh, exclude, overflow)
+        elif rejected.any():  # the one host sync; true for ~1e-6 of the draws
             ids = _redraw(source, index, ids, rejected, fresh, exclude)
     return Draws(ids, lse)
+
+
+def _redraw_slots(source: Tensor, index: Tensor | None, ids: Tensor, rejected: Tensor, fresh: Tensor, exclude: int,
+                  overflow: Tensor) -> Tensor:
+    """`_redraw` with fixed shapes: the first `REDRAW_SLOTS` rows with a rejected draw (the first rows, when fewer
+    have one) are redrawn by the float64 inversion, only their rejected draws are replaced, and ``overflow`` is set
+    if more rows had one."""
+    hit = rejected.any(-1)  # (n,)
+    m = min(REDRAW_SLOTS, hit.numel())
+    # the rows with a rejected draw first (a stable order: the smallest row indices among ties)
+    order = torch.argsort((~hit).to(torch.uint8), stable=True)
+    r = order[:m]
+    rows = source.index_select(0, r if index is None else index.index_select(0, r))
+    again, _ = _draw_rows(rows, fresh.index_select(0, r), exclude)  # uniforms of draws that were kept: 0, unused
+    overflow.logical_or_(hit.sum() > m)
+    return ids.index_put((r,), torch.where(rejected.index_select(0, r), again, ids.index_select(0, r)))
 
 
 def _redraw(source: Tensor, index: Tensor | None, ids: Tensor, rejected: Tensor, fresh: Tensor,

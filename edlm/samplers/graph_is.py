@@ -4,11 +4,12 @@ The planned reveals of ``graph_loop.py`` hold inside the window too: SPEC 2.5 re
 picked proposal before the reverse step 1.4, and which positions that step reveals does not read x_θ. So an
 importance-sampled step is a planned step whose revealed tokens come from x̂_0^(j*) instead of x_θ:
 
-1. k dense proposals x̂_0 ~ Π_i x_θⁱ(· | x_t), drawn exactly in float64 at every position: each position's logits
-   row is read k times with one uniform each, so ``draw_rows`` takes its blocked inversion, which never waits for
-   the host (several draws per row would take its fast draw, whose rare exact redraw is decided on the host).
-   Unmasked positions copy x_t (SPEC 1.3b). Drawing at every position rather than at the masked ones keeps the
-   shapes fixed; in a window near t = 1 nearly every position is masked, so little of the draw is wasted.
+1. k dense proposals x̂_0 ~ Π_i x_θⁱ(· | x_t), drawn exactly at every position: k uniforms per logits row, so
+   ``draw_rows`` takes its fast draw (float32 block bounds, exact by rejection), as the eager step does; its rare
+   exact redraws use fixed slots (``draw_rows(overflow=...)``) instead of asking the host whether there are any,
+   and a step that needs more than the slots sets a device flag. Unmasked positions copy x_t (SPEC 1.3b). Drawing at every
+   position rather than at the masked ones keeps the shapes fixed; in a window near t = 1 nearly every position is
+   masked, so little of the draw is wasted.
 2. One batched energy call on the (B·k, L) proposals (chunks, if ``energy_batch_size`` or the size of a dense
    ``log_p_x0`` asks for them, of fixed sizes).
 3. log w = −E/τ − logsumexp_j(−E/τ) (``importance_log_weights``) and j* by inversion of the cumulative weights
@@ -22,8 +23,8 @@ registered with a graph whose capture fails is left unusable, so the eager fallb
 Tables drawn up front would hold n_steps · B · k · L float64 (0.5 GB at B = 32, k = 2, T = L = 1024 over the
 window [0, 1]).
 
-Nothing here waits for the host. An energy that is not finite sets a device flag, read once after the loop
-(``check_energies``); the energy's own checks see the capture and leave it alone (``AREnergy``'s [MASK] check);
+Nothing here waits for the host. An energy that is not finite, or a draw past the redraw slots, sets a device flag,
+read once after the loop (``check_energies``); the energy's own checks see the capture and leave it alone (``AREnergy``'s [MASK] check);
 ``AREnergy``'s x_θ comes as ``ProposalLogProbs``, whose ``gather`` needs no host decision (``SubsLogProbs.gather``
 asks the host which rows it has not normalised yet).
 """
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor
 
 from edlm.accel.compiling import is_compiled
-from edlm.diffusion.categorical import draw_rows
+from edlm.diffusion.categorical import REDRAW_SLOTS, draw_rows
 from edlm.errors import NumericalError
 from edlm.samplers.importance import effective_sample_size, importance_log_weights
 
@@ -126,8 +127,8 @@ class ImportanceReveal:
             if pad and m < chunk:  # copies of the last proposal; their energies are dropped
                 idx = torch.cat([idx, idx[-1:].expand(chunk - m)])
             self.chunks.append((idx, m))
-        self.positions = torch.arange(B * L, device=device).repeat_interleave(k)  # (B·L·k,) each row k times
         self.faults = torch.zeros((), dtype=torch.bool, device=device)  # an energy that is NaN or ±inf
+        self.overflow = torch.zeros((), dtype=torch.bool, device=device)  # more rejected draws than REDRAW_SLOTS
         self.ess = torch.zeros(max(n_steps, 1), dtype=torch.float64, device=device)  # mean ESS of each step
         self.done = torch.zeros(1, dtype=torch.long, device=device)  # importance-sampled steps taken
         # one buffer of uniforms per step: the proposals' tokens (B, k, L), then the pick (B, 1), as the eager step
@@ -140,7 +141,7 @@ class ImportanceReveal:
     @property
     def state(self) -> tuple[Tensor, ...]:
         """The device state the step updates (a capture restores it)."""
-        return self.faults, self.ess, self.done
+        return self.faults, self.overflow, self.ess, self.done
 
     def draw_uniforms(self) -> None:
         """Fill the next step's uniforms from the generator (before the step runs, outside its graph)."""
@@ -171,9 +172,8 @@ class ImportanceReveal:
         k, V1 = self.k, logits.shape[-1]
         masked = x == self.mask_id  # (B, L)
         rows = logits.reshape(B * L, V1)
-        u_rows = self.u_tokens.transpose(1, 2).reshape(B * L * k, 1)  # row (b, i, j): proposal j at position (b, i)
-        ids, lse = draw_rows(rows, u_rows, index=self.positions, exclude=self.mask_id)  # exact float64
-        lse = lse.view(B * L, k)[:, 0]  # (B·L,) each row's log-normaliser (the same for its k draws)
+        u = self.u_tokens.transpose(1, 2).reshape(B * L, k)  # row (b, i), column j: proposal j at position (b, i)
+        ids, lse = draw_rows(rows, u, exclude=self.mask_id, overflow=self.overflow)  # exact, no host sync
         faults.logical_or_(~(torch.isfinite(lse) | ~masked.view(-1)).all())  # only masked rows are read
         proposals = torch.where(masked[..., None], ids.view(B, L, k), x[..., None])  # (B, L, k); SPEC 1.3(b)
         x_0 = proposals.permute(0, 2, 1).reshape(B * k, L)  # (B·k, L), row-major: (sequence, proposal)
@@ -192,6 +192,10 @@ class ImportanceReveal:
         self.done.add_(1)
 
     def check_energies(self) -> None:
-        """Raise ``NumericalError`` if an energy was NaN or ±inf at some step (one host sync, after the loop)."""
+        """Raise ``NumericalError`` if an energy was NaN or ±inf at some step, or a step's proposals needed more exact
+        redraws than it has slots (one host sync, after the loop)."""
         if bool(self.faults):
             raise NumericalError("the energy returned NaN or inf at an importance-sampled step; refusing its samples.")
+        if bool(self.overflow):
+            raise NumericalError(f"more than {REDRAW_SLOTS} proposal rows needed an exact redraw in one step (each draw "
+                                 "needs one with probability ~1e-6); run again with another seed or graph=False.")

@@ -278,6 +278,55 @@ def test_prefer_persistent_keeps_the_persistent_version_unless_the_looped_one_is
     assert compiling.MULTI_KERNEL_PICKS[0]["ms"] == [0.100, 0.110]
 
 
+class _Source:
+    def __init__(self, src):
+        self.src = src
+
+
+class _CachedKernel(_Kernel):
+    def __init__(self, name, source):
+        super().__init__(name)
+        self.fn, self.size_hints, self.triton_meta = _Source(source), {"x": 1024, "r0_": 512}, {"device": "cuda:0"}
+
+
+class _TimedMultiKernelCall(_FakeMultiKernelCall):
+    calls = 0
+
+    def __init__(self, timings, sources=("src-looped", "src-persistent")):
+        super().__init__(timings)
+        self.kernels = [_CachedKernel("triton_red_fused_ln_0", sources[0]),
+                        _CachedKernel("triton_per_fused_ln_1", sources[1])]
+
+    def benchmark_sub_kernels(self, *args, **kwargs):
+        type(self).calls += 1
+        return list(self._timings)
+
+
+def test_multi_kernel_picks_are_kept_for_the_next_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDLM_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    monkeypatch.setattr(compiling, "MULTI_KERNEL_PICKS", [])
+    compiling.prefer_persistent(_TimedMultiKernelCall)
+    assert _TimedMultiKernelCall(timings=[0.050, 0.480]).run() == 0  # timed: the looped version is clearly faster
+    assert _TimedMultiKernelCall.calls == 1
+    assert len(list(compiling.pick_cache_dir().iterdir())) == 1
+    # the same versions again (a later process): the kept pick, whatever a new timing would say, and no timing
+    assert _TimedMultiKernelCall(timings=[0.480, 0.050]).run() == 0
+    assert _TimedMultiKernelCall.calls == 1
+    # other versions (another source) are timed and kept apart
+    assert _TimedMultiKernelCall(timings=[0.480, 0.050], sources=("a", "b")).run() == 1
+    assert _TimedMultiKernelCall.calls == 2
+    assert [p["kept"] for p in compiling.MULTI_KERNEL_PICKS] == [0, 1]
+    for entry in compiling.pick_cache_dir().iterdir():  # a damaged entry is timed again
+        entry.write_text("garbage")
+    assert _TimedMultiKernelCall(timings=[0.480, 0.050]).run() == 1
+    assert _TimedMultiKernelCall.calls == 3
+    monkeypatch.setattr(compiling, "PERSISTENT_PREFERENCE", 1.0)  # another rule: another key, timed again
+    assert _TimedMultiKernelCall(timings=[0.100, 0.110]).run() == 0
+    assert _TimedMultiKernelCall.calls == 4
+
+
 def test_compile_cache_lives_under_the_edlm_cache_unless_set(tmp_path, monkeypatch):
     from edlm.accel.compiling import compile_cache_dir
 

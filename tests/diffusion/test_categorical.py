@@ -7,7 +7,7 @@ import torch
 from scipy.stats import chisquare
 
 from edlm.baselines import gumbel_max_float32
-from edlm.diffusion.categorical import sample_categorical, top_p_filter, uniform64
+from edlm.diffusion.categorical import draw_rows, sample_categorical, top_p_filter, uniform64
 
 V = 50_000
 GAP = 17.0  # each tail class is e^-17 ≈ 4e-8 times as likely as the head class
@@ -277,6 +277,54 @@ def test_fast_draw_matches_the_probabilities(fast_on_cpu):
         observed = torch.bincount(bin_of[ids.reshape(-1)], minlength=64).double()
         assert observed[~used].sum() == 0
         assert chisquare(observed[used].numpy(), expected[used].numpy()).pvalue > 1e-4, rel
+
+
+def test_fast_draw_redraws_in_fixed_slots_without_asking_the_host(fast_on_cpu):
+    """``draw_rows(overflow=flag)`` (a step captured as a CUDA graph): with the bounds loosened so that most rows have
+    a rejected draw, up to ``REDRAW_SLOTS`` such rows give the ids of the host-synced redraw, and more set the flag."""
+    from edlm.accel import block_bounds
+
+    categorical = fast_on_cpu
+    g = torch.Generator().manual_seed(8)
+    C, K = 4096, 4
+    logits = 2 * torch.randn(64, C, generator=g)
+    u = uniform64((64, K), g, "cpu")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(block_bounds, "_REL", 0.5)  # ~1/3 of the draws rejected
+        for n in (categorical.REDRAW_SLOTS, 64):
+            flag = torch.zeros((), dtype=torch.bool)
+            slotted = categorical.draw_rows(logits[:n], u[:n], exclude=7, overflow=flag)
+            synced = categorical.draw_rows(logits[:n], u[:n], exclude=7)
+            torch.testing.assert_close(slotted.lse, synced.lse)
+            if n == categorical.REDRAW_SLOTS:  # every row fits in the slots: the same ids as the synced redraw
+                assert not flag and torch.equal(slotted.ids, synced.ids)
+            else:  # ~55 rows with a rejected draw: the first 16 are redrawn, the flag reports the rest
+                assert flag
+                assert (slotted.ids != synced.ids).any()
+    _, _, rejected, _ = categorical._draw_fast(logits, None, u, 7)  # at the true bounds, rejections are rare
+    assert int(rejected.sum()) == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fast_draw_with_slots_is_captured_as_a_cuda_graph():
+    """``draw_rows(overflow=flag)`` waits for nothing: it is captured as a CUDA graph, and a replay gives the ids of
+    the same draw run eagerly (the fast draw, 50 k classes, k = 2 draws per row)."""
+    from edlm.diffusion.categorical import _fast
+
+    dev = torch.device("cuda")
+    g = torch.Generator(dev).manual_seed(3)
+    logits = 2 * torch.randn(512, 50_258, device=dev, generator=g)
+    u = uniform64((512, 2), g, dev)
+    assert _fast(logits.shape[1], 2, dev)
+    flag = torch.zeros((), dtype=torch.bool, device=dev)
+    eager = draw_rows(logits, u, exclude=5, overflow=flag)  # also the warm-up: kernels are built outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = draw_rows(logits, u, exclude=5, overflow=flag)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured.ids, eager.ids) and not flag
+    assert torch.equal(eager.ids, draw_rows(logits, u, exclude=5).ids)  # the host-synced redraw: the same ids
 
 
 def test_fast_draw_on_hard_rows(fast_on_cpu):
