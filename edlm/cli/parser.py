@@ -111,7 +111,7 @@ def _add_nll_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default=None, help="tokenizer, if the denoiser checkpoint holds none")
     p.add_argument("--log-z", choices=("auto", "one", "negatives"), default="auto",
                    help="EDLM log Z: 'one' (Z≈1), 'negatives' (log mean exp(−E) over --n-neg draws); "
-                        "auto = one for ar/hf, negatives for nce")
+                        "auto = one for ar/hf with carry-over, negatives for nce and carry_over=false")
     p.add_argument("--n-neg", type=int, default=16, help="negatives per sequence for --log-z negatives")
     p.add_argument("--bound-k", type=int, default=8, help="per energy, an EDLM bound row: an upper bound on the NLL "
                    "of the sampler with this many proposals (0: no bound rows; docs/likelihood.md)")

@@ -144,7 +144,9 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str | None = 
         length: tokens per row; None = the denoiser's length.
         tokenizer: the tokenizer, if the denoiser checkpoint holds none.
         log_z: "one" (Z ≈ 1), "negatives" (log mean exp(−E) over ``n_neg`` draws), or "auto": one for ar/hf
-            energies, negatives for nce.
+            energies with carry-over (SPEC 2.6), negatives for the rest. The exact AR energy (``carry_over=false``)
+            also scores the unmasked positions, so its Z is far from 1 (the shipped wikipedia_en set: a Z ≈ 1
+            estimate of 17 nats/token against the AR model's exact 3.2).
         seed: seed of the (t, x_t) draws; every row reuses the MDLM row's draws.
         bound_k, bound_steps, bound_draws: per energy, an EDLM bound row (``edlm.eval.nll_bound.edlm_bound``): an
             upper bound on the NLL of the sampler with ``bound_k`` proposals and ``bound_steps`` steps (None:
@@ -189,7 +191,7 @@ def evaluate_nll(denoiser: str | os.PathLike, data: str, *, split: str | None = 
         rows.append(edlm_bound(bundle.denoiser, None, rows_data, k=1, generator=seeded(2000), name="MDLM", **bound))
     for i, energy in enumerate(loaded):  # the same seed: each EDLM row reuses the MDLM row's (t, x_t) draws
         is_ar = isinstance(energy, AREnergy)
-        mode = ("one" if is_ar else "negatives") if log_z == "auto" else log_z
+        mode = ("one" if is_ar and energy.carry_over else "negatives") if log_z == "auto" else log_z
         kind = "EDLM-AR" if is_ar else "EDLM-NCE"
         if is_ar:
             rows.append(ar_nll(energy.ar_model, rows_data, batch_size=batch_size, device=device, progress=progress,
