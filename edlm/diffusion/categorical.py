@@ -326,28 +326,29 @@ def draw_rows(source: Tensor, u: Tensor, index: Tensor | None = None, exclude: i
 def _redraw_slots(source: Tensor, index: Tensor | None, ids: Tensor, rejected: Tensor, fresh: Tensor, exclude: int,
                   overflow: Tensor) -> Tensor:
     """`_redraw` with fixed shapes: the first `REDRAW_SLOTS` rows with a rejected draw (the first rows, when fewer
-    have one) are redrawn by the float64 inversion, only their rejected draws are replaced, and ``overflow`` is set
-    if more rows had one."""
+    have one) are redrawn, and ``overflow`` is set if more rows had one."""
     hit = rejected.any(-1)  # (n,)
     m = min(REDRAW_SLOTS, hit.numel())
     # the rows with a rejected draw first (a stable order: the smallest row indices among ties)
-    order = torch.argsort((~hit).to(torch.uint8), stable=True)
-    r = order[:m]
-    rows = source.index_select(0, r if index is None else index.index_select(0, r))
-    again, _ = _draw_rows(rows, fresh.index_select(0, r), exclude)  # uniforms of draws that were kept: 0, unused
+    r = torch.argsort((~hit).to(torch.uint8), stable=True)[:m]
     overflow.logical_or_(hit.sum() > m)
-    return ids.index_put((r,), torch.where(rejected.index_select(0, r), again, ids.index_select(0, r)))
+    return _redraw_rows(source, index, ids, rejected, fresh, exclude, r)
 
 
 def _redraw(source: Tensor, index: Tensor | None, ids: Tensor, rejected: Tensor, fresh: Tensor,
             exclude: int) -> Tensor:
     """`_draw_fast`'s rejected draws, drawn again by the exact float64 inversion from their fresh uniforms."""
-    r = rejected.any(-1).nonzero().squeeze(-1)  # (m,) rows with a rejected draw
-    rows = source.index_select(0, r if index is None else index[r])
-    again, _ = _draw_rows(rows, fresh[r], exclude)  # float64 throughout
-    ids = ids.clone()
-    ids[r] = torch.where(rejected[r], again, ids[r])
-    return ids
+    r = rejected.any(-1).nonzero().squeeze(-1)  # (m,) rows with a rejected draw: the one host sync
+    return _redraw_rows(source, index, ids, rejected, fresh, exclude, r)
+
+
+def _redraw_rows(source: Tensor, index: Tensor | None, ids: Tensor, rejected: Tensor, fresh: Tensor, exclude: int,
+                 r: Tensor) -> Tensor:
+    """The rows ``r`` (m,) drawn again by the float64 inversion from their fresh uniforms; only their rejected draws
+    are replaced (a kept draw's fresh uniform is 0 and its redraw unused). Returns new ids."""
+    rows = source.index_select(0, r if index is None else index.index_select(0, r))
+    again, _ = _draw_rows(rows, fresh.index_select(0, r), exclude)  # float64 throughout
+    return ids.index_put((r,), torch.where(rejected.index_select(0, r), again, ids.index_select(0, r)))
 
 
 def sample_categorical(log_probs: Tensor, u: Tensor) -> Tensor:

@@ -7,9 +7,9 @@ importance-sampled step is a planned step whose revealed tokens come from x̂_0^
 1. k dense proposals x̂_0 ~ Π_i x_θⁱ(· | x_t), drawn exactly at every position: k uniforms per logits row, so
    ``draw_rows`` takes its fast draw (float32 block bounds, exact by rejection), as the eager step does; its rare
    exact redraws use fixed slots (``draw_rows(overflow=...)``) instead of asking the host whether there are any,
-   and a step that needs more than the slots sets a device flag. Unmasked positions copy x_t (SPEC 1.3b). Drawing at every
-   position rather than at the masked ones keeps the shapes fixed; in a window near t = 1 nearly every position is
-   masked, so little of the draw is wasted.
+   and a step that needs more than the slots sets a device flag. Unmasked positions copy x_t (SPEC 1.3b). Drawing
+   at every position rather than at the masked ones keeps the shapes fixed; in a window near t = 1 nearly every
+   position is masked, so little of the draw is wasted.
 2. One batched energy call on the (B·k, L) proposals (chunks, if ``energy_batch_size`` or the size of a dense
    ``log_p_x0`` asks for them, of fixed sizes).
 3. log w = −E/τ − logsumexp_j(−E/τ) (``importance_log_weights``) and j* by inversion of the cumulative weights
@@ -24,9 +24,9 @@ Tables drawn up front would hold n_steps · B · k · L float64 (0.5 GB at B = 3
 window [0, 1]).
 
 Nothing here waits for the host. An energy that is not finite, or a draw past the redraw slots, sets a device flag,
-read once after the loop (``check_energies``); the energy's own checks see the capture and leave it alone (``AREnergy``'s [MASK] check);
-``AREnergy``'s x_θ comes as ``ProposalLogProbs``, whose ``gather`` needs no host decision (``SubsLogProbs.gather``
-asks the host which rows it has not normalised yet).
+read once after the loop (``check_energies``); the energy's own checks see the capture and leave it alone
+(``AREnergy``'s [MASK] check); ``AREnergy``'s x_θ comes as ``ProposalLogProbs``, whose ``gather`` needs no host
+decision (``SubsLogProbs.gather`` asks the host which rows it has not normalised yet).
 """
 
 from __future__ import annotations
