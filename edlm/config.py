@@ -184,6 +184,7 @@ class TrainConfig:
     progress_bar: bool = True  # Lightning's bar; turn off in CI logs
     compile: bool = False  # torch.compile the networks (in place: checkpoint keys unchanged); pays off on GPU
     max_minutes: float | None = None  # also stop after this much wall time (the lr schedule still spans max_steps)
+    keep: str = "last"  # model/ holds the EMA weights of the "last" step, or of the "best" validation (early stopping)
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0 or self.val_check_interval <= 0:
@@ -196,6 +197,8 @@ class TrainConfig:
             raise ConfigError(f"train.max_steps={self.max_steps} is more than {MAX_TRAIN_STEPS} steps (10x MDLM's "
                               "1M-step OpenWebText run, weeks of a GPU node): lower it, or set train.max_minutes to "
                               "bound the run by time.")
+        if self.keep not in ("last", "best"):
+            raise ConfigError(f"train.keep must be 'last' or 'best', got {self.keep!r}.")
         if not 0 <= self.seed <= 2**32 - 1:
             raise ConfigError(f"train.seed must be in [0, 2**32 - 1] (the range numpy and Lightning seed), got "
                               f"{self.seed}.")

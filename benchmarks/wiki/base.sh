@@ -9,8 +9,12 @@
 #   sweep   the generate stage of benchmarks/configs/wiki_base.yaml, group by group, until the deadline
 # Needs .data/wikipedia_en (train.jsonl.gz or .xz, valid.jsonl.gz), the tokenizer $TOK (default .data/tok-wiki4k: a
 # copy of edlm/assets/wikipedia_en's tokenizer files) and optionally .whl/. BASE_AR=DIR takes that AR model (e.g. the
-# shipped edlm/assets/wikipedia_en/ar, same tokenizer) instead of training one, leaving the GPU to the MDLM. BASE_SECONDS (570) bounds the whole call.
-# Writes to $OUT: models-<phase>.tar.part-* (int8 weights, 15 MiB pieces: cat them and untar at the repo root),
+# shipped edlm/assets/wikipedia_en/ar, same tokenizer) instead of training one, leaving the GPU to the MDLM.
+# BASE_TRAIN ("mdlm ar") names the models the train phase trains; MDLM_ARGS / AR_ARGS add key=value overrides to one
+# of them (e.g. MDLM_ARGS=model.init_from=edlm/assets/wikipedia_en/mdlm: train on from the shipped weights).
+# BASE_CONFIG (benchmarks/configs/wiki_base.yaml) is the sweep's config, BASE_GROUPS (all) the sweep groups to run.
+# BASE_SECONDS (570) bounds the whole call.
+# Writes to $OUT: models-<phase>.tar.part-* (int8 and int4 weights, 15 MiB pieces: cat them and untar at the repo root),
 # <phase>.tar.gz (configs, metrics, CSV and training logs, nll.json) and sweep.tar.xz (samples, timings).
 #   Usage (repo root, GPU): TRAIN_RESERVE=200 ENERGY_MINUTES=2 bash benchmarks/wiki/base.sh train energy
 #                           bash benchmarks/wiki/base.sh nll sweep
@@ -21,7 +25,7 @@ start=$(date +%s)
 deadline=$(( start + ${BASE_SECONDS:-570} ))
 RUNS=${RUNS:-runs/wiki_base}
 TOK=${TOK:-.data/tok-wiki4k}
-CONFIG=benchmarks/configs/wiki_base.yaml
+CONFIG=${BASE_CONFIG:-benchmarks/configs/wiki_base.yaml}
 STAGE=${BASE_STAGE:-generate}
 mkdir -p "$RUNS"
 
@@ -52,14 +56,17 @@ if [ ! -f "$W/train.jsonl.gz" ] && [ -f "$W/train.jsonl.xz" ]; then
   export EDLM_DATA_DIR=/tmp/edlm-data
 fi
 
-export_int8() {  # export_int8 PHASE KIND...: float16 copies for sampling here, int8 pieces to $OUT
+export_int8() {  # export_int8 PHASE KIND...: float16 copies for sampling here, int8 and int4 pieces to $OUT
   local phase=$1; shift
   for kind in "$@"; do
     python3 benchmarks/wiki/export_weights.py "$RUNS/$kind/model" "$RUNS/$kind/model-fp16"
-    python3 benchmarks/wiki/export_weights.py "$RUNS/$kind/model" "$RUNS/$kind/model-int8" int8
+    for q in int8 int4; do python3 benchmarks/wiki/export_weights.py "$RUNS/$kind/model" "$RUNS/$kind/model-$q" $q; done
+    sha256sum "$RUNS/$kind"/model*/model.safetensors | tee -a "$RUNS/sha256.txt"
   done
-  tar cf - $(for kind in "$@"; do echo "$RUNS/$kind/model-int8"; done) | split -b 15m - "$OUT/models-$phase.tar.part-"
+  tar cf - $(for kind in "$@"; do echo "$RUNS/$kind/model-int8 $RUNS/$kind/model-int4"; done) \
+    | split -b 15m - "$OUT/models-$phase.tar.part-"
 }
+selected() { [ -z "${BASE_GROUPS:-}" ] || [[ " $BASE_GROUPS " == *" $1 "* ]]; }  # selected GROUP: in BASE_GROUPS?
 
 for phase in "$@"; do
   case $phase in
@@ -67,10 +74,12 @@ for phase in "$@"; do
     if [ ! -f "$RUNS/mdlm/model/model.safetensors" ]; then
       pack_once "$TOK" "$chars" 2>&1 | tee "$RUNS/pack.log"
       minutes=$(minutes_left $(( 40 + ${TRAIN_RESERVE:-0} )))  # leaves time to export, and TRAIN_RESERVE s for later phases
-      echo "== training MDLM and AR for $minutes min"
-      kinds="mdlm ar"; [ -n "${BASE_AR:-}" ] && kinds=mdlm  # BASE_AR: an AR model to use instead of training one
+      echo "== training ${BASE_TRAIN:-mdlm ar} for $minutes min"
+      kinds=${BASE_TRAIN:-mdlm ar}; [ -n "${BASE_AR:-}" ] && kinds=mdlm  # BASE_AR: an AR model instead of training one
       for kind in $kinds; do
-        $EDLM train $kind --run-dir "$RUNS/$kind" "${train_args[@]}" train.max_minutes=$minutes > "$RUNS/$kind.log" 2>&1 &
+        extra=(); [ $kind = mdlm ] && extra=(${MDLM_ARGS:-}); [ $kind = ar ] && extra=(${AR_ARGS:-})
+        $EDLM train $kind --run-dir "$RUNS/$kind" "${train_args[@]}" train.max_minutes=$minutes "${extra[@]}" \
+          > "$RUNS/$kind.log" 2>&1 &
       done
       fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done
       for kind in $kinds; do tail -n 3 "$RUNS/$kind.log"; done
@@ -81,7 +90,7 @@ for phase in "$@"; do
       export_int8 train $kinds
       [ -n "${BASE_AR:-}" ] && python3 benchmarks/wiki/export_weights.py "$RUNS/ar/model" "$RUNS/ar/model-fp16"
       tar czf "$OUT/train.tar.gz" --exclude='*.safetensors' --exclude='checkpoints' --exclude='tb' \
-        $(for kind in $kinds; do echo "$RUNS/$kind"; done) "$RUNS"/*.log
+        $(for kind in $kinds; do echo "$RUNS/$kind"; done) "$RUNS"/*.log "$RUNS/sha256.txt"
     fi ;;
   energy)
     if [ ! -f "$RUNS/nll.json" ]; then
@@ -116,10 +125,13 @@ for phase in "$@"; do
     fi
     GROUP_ARGS=("${sweep_args[@]}" --stage "$STAGE")  # what group (common.sh) passes to every run
     GROUP_MARGIN=20                                   # each group stops 20 s before the deadline: time for the archive
-    group mdlm                                                            # MDLM at every T, AR samples
-    group edlm-k "grid.energy=[ar,nce]" "grid.k=[2,4,8,16]" "grid.steps=[32]" reference.ar_samples=false
-    group edlm-exact "grid.energy=[ar_exact,nce_small]" "grid.k=[4,16]" "grid.steps=[32]" reference.ar_samples=false
-    group edlm-all "grid.energy=[ar,nce]" "grid.k=[2,4,8,16]" "grid.window=[[0.0,1.0],[0.8,1.0]]" \
+    selected mdlm && group mdlm                                           # MDLM at every T, AR samples
+    selected edlm-few && group edlm-few "grid.energy=[ar,ar_exact]" "grid.k=[4]" "grid.steps=[8,16,32]" \
+      reference.ar_samples=false                                          # few steps, where EDLM gains most
+    selected edlm-k && group edlm-k "grid.energy=[ar,nce]" "grid.k=[2,4,8,16]" "grid.steps=[32]" reference.ar_samples=false
+    selected edlm-exact && group edlm-exact "grid.energy=[ar_exact,nce_small]" "grid.k=[4,16]" "grid.steps=[32]" \
+      reference.ar_samples=false
+    selected edlm-all && group edlm-all "grid.energy=[ar,nce]" "grid.k=[2,4,8,16]" "grid.window=[[0.0,1.0],[0.8,1.0]]" \
       reference.ar_samples=false
     if [ "$STAGE" = generate ]; then
       tar cJf "$OUT/sweep.tar.xz" --exclude=.edlm.lock "$RUNS/sweep"

@@ -96,16 +96,35 @@ class SavePretrained(Callback):
     The folder (``<run_dir>/model``) holds ``config.json`` + ``model.safetensors`` + the tokenizer; the
     run config, the step and the latest validation metrics go into ``config.json``'s "extra". Only
     global rank 0 writes; a step already saved is not saved again.
+
+    With ``monitor`` (a validation metric, lower is better: ``train.keep=best``) only a validation that lowers it
+    writes, so the folder keeps the best weights seen (early stopping without stopping: the curve goes on). The best
+    value and its step travel in the trainer checkpoint, so a resumed run keeps comparing against them.
     """
 
-    def __init__(self, directory: str | Path, tokenizer=None, extra: dict | None = None):
+    def __init__(self, directory: str | Path, tokenizer=None, extra: dict | None = None, monitor: str | None = None):
         self.directory = Path(directory)
         self.tokenizer = tokenizer
         self.extra = dict(extra or {})
+        self.monitor = monitor
         self.saved_step: int | None = None
+        self.best: float | None = None
+        self.best_step: int | None = None
+
+    def _improves(self, trainer: L.Trainer) -> bool:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:  # no validation yet (or validation off): keep the latest, as "last" does
+            return self.best is None
+        value = float(value)
+        if self.best is not None and not value < self.best:
+            return False
+        self.best, self.best_step = value, trainer.global_step
+        return True
 
     def save(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.global_step == self.saved_step:
+            return
+        if self.monitor is not None and not self._improves(trainer):
             return
         if trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -119,6 +138,12 @@ class SavePretrained(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         self.save(trainer, pl_module)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best, self.best_step = state_dict.get("best"), state_dict.get("best_step")
 
 
 class FinalCheckpoint(Callback):

@@ -160,7 +160,8 @@ def _train_energy(cfg: RunConfig, denoiser_path: str | None, energy_cfg: EnergyC
 
     throughput = Throughput()
     record = {"kind": KIND, "energy_config": asdict(energy_cfg), "run_config": asdict(cfg)}
-    saver = SavePretrained(run_dir / "model", tokenizer=tokenizer, extra=record)
+    saver = SavePretrained(run_dir / "model", tokenizer=tokenizer, extra=record,
+                           monitor="val/nce_loss" if cfg.train.keep == "best" else None)
     trainer = build_trainer(cfg, run_dir, [saver, throughput], label="edlm train energy")
     fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
 

@@ -68,6 +68,7 @@ class TrainResult:
     model_dir: str
     start_step: int  # global step the run started from (> 0 when resumed)
     global_step: int  # optimizer steps done in total
+    model_step: int  # the step whose EMA weights model/ holds: global_step, or the best validation's (train.keep)
     val_nll: float | None  # nats per token: the NELBO bound for MDLM, the exact NLL for AR
     val_ppl: float | None  # exp(val_nll): "PPL ≤" for MDLM, PPL for AR
     val_ppl_name: str  # "ppl_bound" (MDLM: an upper bound) or "ppl" (AR: exact)
@@ -86,9 +87,10 @@ class TrainResult:
         name = "PPL <=" if self.val_ppl_name == "ppl_bound" else "PPL"
         pct = self.pct_below_unigram
         below = "" if pct is None else f", {pct:.1f}% below" if pct >= 0 else f", {-pct:.1f}% above"
+        best = "" if self.model_step == self.global_step else f" (step {self.model_step}, the best validation)"
         return (f"edlm train {self.kind}: step {self.global_step}, val {name} {fmt(self.val_ppl)} "
                 f"(unigram {fmt(self.unigram_ppl)}{below}), {self.tokens_per_s:,.0f} tokens/s, "
-                f"{self.wall_time_s:.0f} s; model in {self.model_dir}")
+                f"{self.wall_time_s:.0f} s; model in {self.model_dir}{best}")
 
 
 # ----------------------------------------------------------------------------- builders
@@ -219,7 +221,8 @@ def _train(cfg: RunConfig, kind: str) -> TrainResult:
     run_dir, resume_from = prepare_run_dir(cfg, kind)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     throughput = Throughput()
-    saver = SavePretrained(run_dir / "model", extra={"kind": kind, "run_config": asdict(cfg)})
+    saver = SavePretrained(run_dir / "model", extra={"kind": kind, "run_config": asdict(cfg)},
+                           monitor="val/nll" if cfg.train.keep == "best" else None)
     trainer = build_trainer(cfg, run_dir, [saver, throughput], label=f"edlm train {kind}")  # bad settings fail fast
 
     tokenizer = _resume_tokenizer(cfg, run_dir, resume_from is not None)
@@ -240,7 +243,7 @@ def _train(cfg: RunConfig, kind: str) -> TrainResult:
             logger.log_metrics({"data/unigram_ppl": unigram}, step=0)
     fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
 
-    result = _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started)
+    result = _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started, saver)
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", asdict(result))
     return result
@@ -252,9 +255,11 @@ def _device_name(trainer: L.Trainer) -> str:
     return f"{device.type}: {name}" + (f" x {trainer.world_size} processes" if trainer.world_size > 1 else "")
 
 
-def _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started) -> TrainResult:
+def _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started, saver) -> TrainResult:
     metrics = trainer.callback_metrics
     nll = float(metrics["val/nll"]) if "val/nll" in metrics else None
+    if saver.best is not None:  # train.keep=best: the exported weights' validation, not the last one's
+        nll = saver.best
     ppl = math.exp(nll) if nll is not None else None
     step_tokens = tokens_per_step(cfg, trainer.world_size)
     run_steps = trainer.global_step - (throughput.start_step or 0)
@@ -264,6 +269,7 @@ def _result(cfg, kind, run_dir, trainer, module, throughput, unigram, started) -
         model_dir=str(run_dir / "model"),
         start_step=throughput.start_step or 0,
         global_step=trainer.global_step,
+        model_step=trainer.global_step if saver.best_step is None else saver.best_step,
         val_nll=nll,
         val_ppl=ppl,
         val_ppl_name=module.ppl_name,

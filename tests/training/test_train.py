@@ -8,6 +8,7 @@ import torch
 
 from edlm.config import load_config
 from edlm.data import load_tokenizer
+from edlm.errors import ConfigError
 from edlm.models import check_vocab, load_denoiser, read_checkpoint_config
 from edlm.training.trainer import train
 
@@ -92,3 +93,29 @@ def test_max_minutes_becomes_lightnings_max_time(micro, tmp_path, cache_dir):
     assert trainer_settings(load_config("tiny", micro(tmp_path, cache_dir)))["max_time"] is None
     cfg = load_config("tiny", micro(tmp_path, cache_dir, **{"train.max_minutes": 1.5}))
     assert trainer_settings(cfg)["max_time"] == {"seconds": 90}
+
+
+def test_keep_best_exports_the_lowest_validation_and_a_resume_keeps_it(tmp_path, cache_dir, micro, logged):
+    # 800 training characters seen ~40 times: the validation NLL bottoms out early and then climbs
+    overfit = {"train.keep": "best", "data.max_train_chars": 800, "model.hidden_size": 64, "model.dropout": 0.0,
+               "optim.lr": 1e-2, "ema.decay": 0.5}
+    run_dir = tmp_path / "ar"
+    result = train(load_config("tiny", micro(run_dir, cache_dir, max_steps=80, **overfit)), "ar")
+    val = logged(run_dir, "val/nll")  # CSV step = global step - 1
+    best_step = min(val, key=val.get) + 1
+    assert val[79] > min(val.values()) + 0.5, val  # the run overfits, so the best is not the last
+    extra = read_checkpoint_config(run_dir / "model")["extra"]
+    assert result.model_step == extra["global_step"] == best_step < result.global_step == 80
+    assert result.val_nll == pytest.approx(min(val.values()), rel=1e-6)
+    assert extra["metrics"]["val/nll"] == pytest.approx(min(val.values()), rel=1e-6)
+    weights = (run_dir / "model" / "model.safetensors").read_bytes()
+
+    resumed = train(load_config("tiny", micro(run_dir, cache_dir, max_steps=100, **overfit,
+                                               **{"train.resume": "true"})), "ar")
+    assert resumed.global_step == 100 and resumed.model_step == best_step  # later, worse validations write nothing
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == weights
+
+
+def test_keep_must_be_last_or_best():
+    with pytest.raises(ConfigError, match="train.keep must be 'last' or 'best'"):
+        load_config("tiny", ["train.keep=first"])
