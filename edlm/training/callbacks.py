@@ -110,6 +110,7 @@ class SavePretrained(Callback):
         self.saved_step: int | None = None
         self.best: float | None = None
         self.best_step: int | None = None
+        self.best_metrics: dict[str, float] = {}  # the validation metrics of the weights kept (with monitor)
 
     def _improves(self, trainer: L.Trainer) -> bool:
         value = trainer.callback_metrics.get(self.monitor)
@@ -126,8 +127,10 @@ class SavePretrained(Callback):
             return
         if self.monitor is not None and not self._improves(trainer):
             return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if self.monitor is not None:
+            self.best_metrics = metrics
         if trainer.is_global_zero:
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
             extra = {**self.extra, "global_step": trainer.global_step, "metrics": metrics}
             with pl_module.ema.averaged() as model:
                 save_pretrained_atomic(model, self.directory, tokenizer=self.tokenizer, extra=extra)
@@ -140,10 +143,11 @@ class SavePretrained(Callback):
         self.save(trainer, pl_module)
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_step": self.best_step}
+        return {"best": self.best, "best_step": self.best_step, "best_metrics": self.best_metrics}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best, self.best_step = state_dict.get("best"), state_dict.get("best_step")
+        self.best_metrics = dict(state_dict.get("best_metrics") or {})
 
 
 class FinalCheckpoint(Callback):

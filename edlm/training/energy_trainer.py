@@ -54,6 +54,7 @@ class EnergyTrainResult:
     n_neg: int
     start_step: int  # global step the run started from (> 0 when resumed)
     global_step: int
+    model_step: int  # the step whose EMA weights model/ holds: global_step, or the best validation's (train.keep)
     val_nce_loss: float | None  # NCE loss on the validation split (2 log 2 ≈ 1.386 for E ≡ 0)
     val_nce_acc: float | None  # balanced accuracy of "data iff E < 0" (chance 0.5)
     val_nce_acc_se: float | None  # its standard error over validation sequences
@@ -165,14 +166,14 @@ def _train_energy(cfg: RunConfig, denoiser_path: str | None, energy_cfg: EnergyC
     trainer = build_trainer(cfg, run_dir, [saver, throughput], label="edlm train energy")
     fit_and_export(cfg, trainer, module, datamodule, resume_from, saver)
 
-    result = _result(cfg, energy_cfg, run_dir, trainer, module, throughput, started)
+    result = _result(cfg, energy_cfg, run_dir, trainer, module, throughput, started, saver)
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", asdict(result))
     return result
 
 
-def _result(cfg, energy_cfg, run_dir: Path, trainer, module, throughput, started) -> EnergyTrainResult:
-    m = trainer.callback_metrics
+def _result(cfg, energy_cfg, run_dir: Path, trainer, module, throughput, started, saver) -> EnergyTrainResult:
+    m = saver.best_metrics or trainer.callback_metrics  # train.keep=best: the kept weights' validation
     get = lambda key: float(m[key]) if key in m else None
     step_tokens = tokens_per_step(cfg, trainer.world_size)
     run_steps = trainer.global_step - (throughput.start_step or 0)
@@ -184,6 +185,7 @@ def _result(cfg, energy_cfg, run_dir: Path, trainer, module, throughput, started
         n_neg=energy_cfg.n_neg,
         start_step=throughput.start_step or 0,
         global_step=trainer.global_step,
+        model_step=trainer.global_step if saver.best_step is None else saver.best_step,
         val_nce_loss=get("val/nce_loss"),
         val_nce_acc=get("val/nce_acc"),
         val_nce_acc_se=get("val/nce_acc_se"),

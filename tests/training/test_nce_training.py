@@ -159,3 +159,16 @@ def test_a_resumed_energy_run_continues_exactly(mdlm_run, tmp_path, cache_dir, m
     ref, run = logged(tmp_path / "ref", "train/nce_loss"), logged(tmp_path / "run", "train/nce_loss")
     assert sorted(ref) == sorted(run) == list(range(20))
     assert [run[s] for s in range(20)] == [ref[s] for s in range(20)]
+
+
+def test_energy_keep_best_reports_the_validation_of_the_weights_it_keeps(mdlm_run, tmp_path, cache_dir, micro, logged):
+    run_dir = tmp_path / "energy"
+    cfg = load_config("tiny", micro(run_dir, cache_dir, max_steps=30, **{"train.keep": "best", "optim.lr": 3e-2}))
+    result = train_energy(cfg, str(mdlm_run[0] / "model"), EnergyConfig(n_neg=2))
+    val = logged(run_dir, "val/nce_loss")  # CSV step = global step - 1
+    assert len(val) == 3
+    assert result.model_step == min(val, key=val.get) + 1
+    assert result.val_nce_loss == pytest.approx(min(val.values()), rel=1e-6)
+    extra = read_checkpoint_config(run_dir / "model")["extra"]
+    assert extra["global_step"] == result.model_step
+    assert extra["metrics"]["val/nce_acc"] == pytest.approx(result.val_nce_acc)
