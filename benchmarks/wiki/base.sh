@@ -71,11 +71,12 @@ selected() { [ -z "${BASE_GROUPS:-}" ] || [[ " $BASE_GROUPS " == *" $1 "* ]]; } 
 for phase in "$@"; do
   case $phase in
   train)
-    if [ ! -f "$RUNS/mdlm/model/model.safetensors" ]; then
+    kinds=${BASE_TRAIN:-mdlm ar}; [ -n "${BASE_AR:-}" ] && kinds=mdlm  # BASE_AR: an AR model instead of training one
+    trained=1; for kind in $kinds; do [ -f "$RUNS/$kind/model/model.safetensors" ] || trained=0; done
+    if [ $trained = 0 ]; then
       pack_once "$TOK" "$chars" 2>&1 | tee "$RUNS/pack.log"
-      minutes=$(minutes_left $(( 40 + ${TRAIN_RESERVE:-0} )))  # leaves time to export, and TRAIN_RESERVE s for later phases
-      echo "== training ${BASE_TRAIN:-mdlm ar} for $minutes min"
-      kinds=${BASE_TRAIN:-mdlm ar}; [ -n "${BASE_AR:-}" ] && kinds=mdlm  # BASE_AR: an AR model instead of training one
+      minutes=$(minutes_left $(( 60 + ${TRAIN_RESERVE:-0} )))  # leaves time to export, and TRAIN_RESERVE s for later phases
+      echo "== training $kinds for $minutes min"
       for kind in $kinds; do
         extra=(); [ $kind = mdlm ] && extra=(${MDLM_ARGS:-}); [ $kind = ar ] && extra=(${AR_ARGS:-})
         $EDLM train $kind --run-dir "$RUNS/$kind" "${train_args[@]}" train.max_minutes=$minutes "${extra[@]}" \
